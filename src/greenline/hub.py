@@ -1,0 +1,614 @@
+"""The hub: one event loop per OS thread, running in its own greenlet.
+
+Every green thread that would block switches into the hub; the hub runs
+whatever is ready, polls the kernel for descriptors, fires timers, and
+switches back into the green threads that can go on.  The whole scheduler is
+this file.
+
+Invariants (each is kept by the code right below the place it is written):
+
+* A green thread is *parked* (a key of ``Hub.parked``) exactly while it sits
+  in :meth:`Hub.block`, waiting for a wake.  :meth:`Hub.wake` and
+  :meth:`Hub.throw` pop it from ``parked`` before they put it on the ready
+  queue, so however many wakers fire in one pass (readiness, a timer, a kill),
+  only the first one schedules it: a green thread is never resumed twice for
+  one wait.
+* A waker may only reach a green thread through a registration that the green
+  thread removes in a ``finally`` before it can block again (``FdState.reader``,
+  a timer, a waiter list).  So a late waker can never resume it out of some
+  *later*, unrelated wait.
+* An exception thrown at a green thread that is not parked (it is running, or
+  already on the ready queue) is kept in ``Hub.pending`` and raised at its next
+  blocking point, or as soon as its current one returns.
+* The ready queue is FIFO, and one pass runs only the green threads that were
+  ready when the pass began: a green thread that keeps yielding cannot keep
+  the hub from polling, and so cannot starve the ones waiting for IO.
+* Readiness is edge-triggered: a descriptor is registered once, for both
+  directions, the first time a call on it would block.  ``FdState.readable``
+  and ``writable`` remember what the last edge or the last call said, so a
+  call known to fail with EAGAIN is never made; a new edge is raised by the
+  kernel whenever data or buffer space arrives after that, so no wake is lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import os
+import select
+import sys
+import traceback
+from collections import deque
+from time import monotonic
+from typing import Any, Callable
+
+import _thread
+from greenlet import getcurrent, greenlet
+
+__all__ = [
+    "Hub",
+    "LoopExit",
+    "FdState",
+    "get_hub",
+    "sleep",
+    "getcurrent",
+]
+
+# Saved before anything can monkey-patch them: the hub's own thread-local
+# storage and locks must stay real OS-thread ones.
+_local = _thread._local
+_get_ident = _thread.get_ident
+
+_HAVE_EPOLL = hasattr(select, "epoll")
+if _HAVE_EPOLL:
+    _EPOLLIN = select.EPOLLIN
+    _EPOLLOUT = select.EPOLLOUT
+    _ERR = select.EPOLLERR | select.EPOLLHUP
+    # Hang-up and error wake both directions: the next call then reports it.
+    _READ_MASK = select.EPOLLIN | select.EPOLLRDHUP | _ERR | select.EPOLLPRI
+    _WRITE_MASK = select.EPOLLOUT | _ERR
+    _REGISTER_MASK = (
+        select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+    )
+else:  # pragma: no cover - exercised on macOS/BSD only
+    _READ_MASK = 1
+    _WRITE_MASK = 4
+
+# How many non-blocking IO calls a green thread may complete in a row before
+# it is made to yield.  A connection whose peer always has data ready never
+# blocks, and without this it would keep the hub forever.
+IO_BUDGET = 64
+
+# epoll_wait's maxevents.  Events not returned stay at the head of the
+# kernel's ready list and come first next time, so a small batch is fair.
+_MAX_EVENTS = 1024
+
+
+class LoopExit(Exception):
+    """Raised in the main green thread when it waits for something that
+    nothing left in this thread could ever provide (a deadlock)."""
+
+
+class FdState:
+    """What the hub knows of one descriptor: its readiness and its waiters.
+
+    One per descriptor, shared by every object that waits on it (a socket
+    keeps a reference to skip the dictionary look-up).  ``hub`` is set while
+    the descriptor is registered with that hub's poller.
+    """
+
+    __slots__ = ("fd", "readable", "writable", "reader", "writer", "hub", "temporary")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        # True for a raw descriptor registered only while someone waits on it.
+        self.temporary = False
+        # Unknown until a call says otherwise: try the call first.
+        self.readable = True
+        self.writable = True
+        self.reader: greenlet | None = None
+        self.writer: greenlet | None = None
+        self.hub: Hub | None = None
+
+
+class _Expired(Exception):
+    """Thrown by a wait's own timer; turned into the caller's timeout error."""
+
+
+class Hub:
+    """The event loop of one OS thread.  Get it with :func:`get_hub`."""
+
+    def __init__(self) -> None:
+        self.thread_ident = _get_ident()
+        self.ready: deque[greenlet] = deque()
+        self.parked: dict[greenlet, None] = {}
+        self.pending: dict[greenlet, BaseException | type[BaseException]] = {}
+        # Each timer is a list [deadline, seq, callback, arg]; cancelling sets
+        # callback to None and leaves the entry for the heap to drop lazily.
+        self.timers: list[list[Any]] = []
+        self._timer_seq = 0
+        self._cancelled_timers = 0
+        self.fds: dict[int, FdState] = {}
+        self.io_waiters = 0
+        # Work another OS thread has promised to hand back (thread pool jobs):
+        # while it is non-zero, an idle hub waits instead of raising LoopExit.
+        self.refs = 0
+        self.io_budget = IO_BUDGET
+        # Cross-thread calls: deque.append is atomic under the GIL, and the
+        # hub reads _polling before it sleeps (see call_threadsafe).
+        self._xcalls: deque[tuple[Callable[[Any], object], Any]] = deque()
+        self._polling = False
+        self.switches = 0
+        self.loops = 0
+        self.main = getcurrent()
+        self.greenlet = greenlet(self._run, parent=self.main)
+        self._poller: Any
+        if _HAVE_EPOLL:
+            self._poller = select.epoll()
+            os.set_inheritable(self._poller.fileno(), False)
+            self._wake_r = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._wake_w = self._wake_r
+            self._poller.register(self._wake_r, select.EPOLLIN | select.EPOLLET)
+            self._poll = self._poller.poll
+        else:  # pragma: no cover
+            import selectors
+
+            self._poller = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._poller.register(self._wake_r, selectors.EVENT_READ)
+            self._poll = self._selector_poll
+        self.closed = False
+
+    # ------------------------------------------------------------------
+    # Parking and waking: the only ways a green thread leaves and re-enters
+    # the ready queue.
+
+    def block(self) -> None:
+        """Park the current green thread until something wakes it.
+
+        The caller has registered itself wherever its waker will look, and
+        removes that registration in a ``finally``.  Returns on a wake; raises
+        what :meth:`throw` sent, or a pending exception.
+        """
+        g = getcurrent()
+        pending = self.pending
+        if pending and g in pending:
+            raise pending.pop(g)
+        if g is self.greenlet:
+            raise RuntimeError("the hub itself cannot block")
+        self.parked[g] = None
+        try:
+            self.greenlet.switch()
+        except BaseException:
+            self.parked.pop(g, None)
+            raise
+        if pending and g in pending:
+            raise pending.pop(g)
+
+    def wake(self, g: greenlet) -> None:
+        """Schedule parked green thread ``g``; no-op if it is not parked."""
+        if g in self.parked:
+            del self.parked[g]
+            self.ready.append(g)
+
+    def throw(self, g: greenlet, exc: BaseException | type[BaseException]) -> None:
+        """Raise ``exc`` in ``g`` at its current blocking point, or at its next
+        one if it is not blocked now."""
+        if g in self.parked:
+            del self.parked[g]
+            self.pending[g] = exc
+            self.ready.append(g)
+        else:
+            self.pending[g] = exc
+
+    def schedule(self, g: greenlet) -> None:
+        """Put a new (not yet started) green thread on the ready queue."""
+        self.ready.append(g)
+
+    def yield_now(self) -> None:
+        """Go to the back of the ready queue (``sleep(0)``)."""
+        g = getcurrent()
+        if g is self.greenlet:
+            raise RuntimeError("the hub itself cannot yield")
+        pending = self.pending
+        if pending and g in pending:
+            raise pending.pop(g)
+        self.ready.append(g)
+        self.greenlet.switch()
+        if pending and g in pending:
+            raise pending.pop(g)
+
+    # ------------------------------------------------------------------
+    # Timers
+
+    def call_later(self, delay: float, callback: Callable[[Any], object], arg: Any = None) -> list[Any]:
+        """Run ``callback(arg)`` in the hub after ``delay`` seconds.  Returns a
+        handle for :meth:`cancel_timer`."""
+        self._timer_seq += 1
+        entry = [monotonic() + delay, self._timer_seq, callback, arg]
+        heapq.heappush(self.timers, entry)
+        return entry
+
+    def cancel_timer(self, entry: list[Any]) -> None:
+        if entry[2] is not None:
+            entry[2] = None
+            entry[3] = None
+            self._cancelled_timers += 1
+            # Keep the heap from filling up with dead entries (a socket with a
+            # timeout sets and cancels one timer per blocking call).
+            if self._cancelled_timers > 256 and self._cancelled_timers * 2 > len(self.timers):
+                # In place: the loop holds a reference to this list.
+                self.timers[:] = [t for t in self.timers if t[2] is not None]
+                heapq.heapify(self.timers)
+                self._cancelled_timers = 0
+
+    def _expire(self, g: greenlet) -> None:
+        self.throw(g, _Expired)
+
+    def sleep(self, seconds: float) -> None:
+        g = getcurrent()
+        timer = self.call_later(seconds, self.wake, g)
+        try:
+            self.block()
+        finally:
+            self.cancel_timer(timer)
+
+    # ------------------------------------------------------------------
+    # Descriptors
+
+    def fd_state(self, fd: int) -> FdState:
+        st = self.fds.get(fd)
+        if st is None:
+            st = FdState(fd)
+        return st
+
+    def wait_fd(self, st: FdState, write: bool, timeout: float | None = None,
+                timeout_exc: Callable[[], BaseException] | None = None) -> None:
+        """Block until ``st`` is readable (or writable, with ``write``).
+
+        On timeout raises ``timeout_exc()`` (``TimeoutError`` by default).
+        Raises ``OSError(EBADF)`` if the descriptor is closed meanwhile.
+        """
+        if st.hub is not self:
+            self._register(st)
+        g = getcurrent()
+        if write:
+            if st.writer is not None:
+                raise RuntimeError(f"another green thread is already waiting to write fd {st.fd}")
+            st.writer = g
+        else:
+            if st.reader is not None:
+                raise RuntimeError(f"another green thread is already waiting to read fd {st.fd}")
+            st.reader = g
+        timer = self.call_later(timeout, self._expire, g) if timeout is not None else None
+        self.io_waiters += 1
+        try:
+            self.block()
+        except _Expired:
+            raise (timeout_exc or _default_timeout)() from None
+        finally:
+            self.io_waiters -= 1
+            if write:
+                if st.writer is g:
+                    st.writer = None
+            elif st.reader is g:
+                st.reader = None
+            if timer is not None:
+                self.cancel_timer(timer)
+        if st.hub is None:
+            # Closed while we slept, and the closer's wake beat its error
+            # (only possible if it was woken by readiness in the same pass).
+            raise OSError(errno.EBADF, "Bad file descriptor: closed while waiting")
+
+    def _register(self, st: FdState) -> None:
+        if st.hub is not None:
+            # Used from a second OS thread: move it, unless someone waits there.
+            old = st.hub
+            if st.reader is not None or st.writer is not None:
+                raise RuntimeError(
+                    f"fd {st.fd} is being waited on in another OS thread's hub"
+                )
+            old._unregister(st)
+        fd = st.fd
+        stale = self.fds.get(fd)
+        if stale is not None and stale is not st:
+            # The number was closed behind our back and reused: the old state
+            # is dead.  Wake its waiters with the error, forget it.
+            self.forget(stale, raise_in_waiters=True)
+        if _HAVE_EPOLL:
+            try:
+                self._poller.register(fd, _REGISTER_MASK)
+            except FileExistsError:
+                # A stale registration of a closed-and-reused number.
+                self._poller.modify(fd, _REGISTER_MASK)
+        else:  # pragma: no cover
+            self._poller.register(fd, 3)  # selectors.EVENT_READ | EVENT_WRITE
+        self.fds[fd] = st
+        st.hub = self
+        # Registering reports current readiness as a fresh edge, so the
+        # flags may be cleared now without losing anything.
+        st.readable = False
+        st.writable = False
+
+    def _unregister(self, st: FdState) -> None:
+        if self.fds.get(st.fd) is st:
+            del self.fds[st.fd]
+            try:
+                self._poller.unregister(st.fd)
+            except (OSError, ValueError, KeyError):
+                pass  # already closed: the kernel dropped it
+        st.hub = None
+        st.readable = st.writable = True
+
+    def forget(self, st: FdState, raise_in_waiters: bool = True) -> None:
+        """The descriptor is about to be closed: unregister it and wake its
+        waiters with EBADF (never leave them hanging)."""
+        hub = st.hub
+        if hub is None:
+            return
+        if hub is not self and hub.thread_ident != _get_ident():
+            hub.call_threadsafe(lambda s: hub.forget(s, raise_in_waiters), st)
+            return
+        hub._unregister(st)
+        if raise_in_waiters:
+            for g in (st.reader, st.writer):
+                if g is not None:
+                    hub.throw(g, OSError(errno.EBADF, "Bad file descriptor: the socket was closed by another green thread"))
+
+    # ------------------------------------------------------------------
+    # Cross-thread
+
+    def call_threadsafe(self, callback: Callable[[Any], object], arg: Any = None) -> None:
+        """Run ``callback(arg)`` in this hub's thread; callable from any thread."""
+        self._xcalls.append((callback, arg))
+        # The hub sets _polling before it checks _xcalls and goes to sleep, so
+        # either it sees our call or we see it polling and wake it.
+        if self._polling:
+            try:
+                if _HAVE_EPOLL:
+                    os.eventfd_write(self._wake_w, 1)
+                else:  # pragma: no cover
+                    os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # already signalled, or closed after fork
+
+    def _run_xcalls(self) -> None:
+        xcalls = self._xcalls
+        while xcalls:
+            callback, arg = xcalls.popleft()
+            try:
+                callback(arg)
+            except BaseException:
+                self.handle_error(None)
+
+    # ------------------------------------------------------------------
+    # The loop
+
+    def switch(self) -> Any:
+        return self.greenlet.switch()
+
+    def _run(self) -> None:
+        ready = self.ready
+        popleft = ready.popleft
+        pending = self.pending
+        timers = self.timers
+        fds = self.fds
+        poll = self._poll
+        heappop = heapq.heappop
+        while True:
+            self.loops += 1
+            # 1. Run what was ready when the pass began.
+            n = len(ready)
+            self.switches += n
+            try:
+                while n:
+                    n -= 1
+                    g = popleft()
+                    self.io_budget = IO_BUDGET
+                    g.switch()
+            except BaseException:
+                # A raw greenlet (not a Task) ended with an exception that
+                # greenlet delivered to us, its parent.  Report it, go on.
+                self.handle_error(None)
+                continue
+
+            # 2. Poll.  Block only if there is nothing to run.
+            if ready or self._xcalls:
+                timeout: float = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
+            elif self.io_waiters or self.refs or self._other_threads():
+                timeout = -1
+            else:
+                self._deadlock()
+                continue
+            self._polling = True
+            if self._xcalls:
+                timeout = 0
+            try:
+                events = poll(timeout, _MAX_EVENTS)
+            except InterruptedError:
+                events = []
+            self._polling = False
+            for fd, ev in events:
+                st = fds.get(fd)
+                if st is None:
+                    continue  # the wake-up descriptor, or one just forgotten
+                if ev & _READ_MASK:
+                    st.readable = True
+                    g = st.reader
+                    if g is not None and g in self.parked:
+                        del self.parked[g]
+                        ready.append(g)
+                if ev & _WRITE_MASK:
+                    st.writable = True
+                    g = st.writer
+                    if g is not None and g in self.parked:
+                        del self.parked[g]
+                        ready.append(g)
+            if self._xcalls:
+                if _HAVE_EPOLL:
+                    try:
+                        os.eventfd_read(self._wake_r)
+                    except BlockingIOError:
+                        pass
+                self._run_xcalls()
+
+            # 3. Timers that are due.
+            if timers:
+                now = monotonic()
+                while timers and timers[0][0] <= now:
+                    entry = heappop(timers)
+                    callback = entry[2]
+                    if callback is None:
+                        self._cancelled_timers -= 1
+                        continue
+                    entry[2] = None
+                    try:
+                        callback(entry[3])
+                    except BaseException:
+                        self.handle_error(None)
+
+    def _other_threads(self) -> bool:
+        # Another live OS thread may still release a lock or set an event we
+        # wait on, so only a lone thread can be sure it is deadlocked.
+        from greenline import threadpool
+
+        return _thread._count() > threadpool.idle_workers()
+
+    def _deadlock(self) -> None:
+        # Nothing is ready, no timer, no descriptor, no other thread: every
+        # parked green thread waits for something that cannot come.  Tell the
+        # main green thread (it is parked too: only it can have switched here).
+        main = self.main
+        others = len(self.parked) - (main in self.parked)
+        msg = "This operation would block forever"
+        if others:
+            msg += f" ({others} other green thread(s) wait for events that cannot come)"
+        self.parked.pop(main, None)
+        self.pending[main] = LoopExit(msg)
+        self.ready.append(main)
+
+    def handle_error(self, where: object) -> None:
+        """Report an exception nobody else will see (stderr, like threading)."""
+        exc_type, exc, tb = sys.exc_info()
+        if exc_type is None:
+            return
+        if issubclass(exc_type, (SystemExit, KeyboardInterrupt)):
+            # Those end the program: send them to the main green thread.
+            assert exc is not None
+            self.throw(self.main, exc)
+            return
+        try:
+            print(f"greenline: unhandled error in {where!r}:", file=sys.stderr)
+            traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
+        except Exception:  # pragma: no cover - stderr gone
+            pass
+
+    def _selector_poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:  # pragma: no cover
+        out = []
+        for key, mask in self._poller.select(None if timeout < 0 else timeout):
+            if key.fd == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            out.append((key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0)))
+        return out
+
+    def close(self) -> None:
+        """Release the poller and wake-up descriptors."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._poller.close()
+        finally:
+            os.close(self._wake_r)
+            if self._wake_w != self._wake_r:
+                os.close(self._wake_w)
+
+
+def _default_timeout() -> BaseException:
+    return TimeoutError("timed out")
+
+
+class _HubLocal(_local):
+    hub: Hub | None = None
+
+
+_state = _HubLocal()
+
+
+def get_hub() -> Hub:
+    """The hub of the calling OS thread, created on first use."""
+    hub = _state.hub
+    if hub is None:
+        hub = _state.hub = Hub()
+    return hub
+
+
+def get_hub_if_exists() -> Hub | None:
+    return _state.hub
+
+
+def sleep(seconds: float = 0) -> None:
+    """Block the calling green thread for ``seconds``; ``sleep(0)`` lets every
+    other ready green thread run once first.
+
+    >>> import greenline
+    >>> greenline.sleep(0.01)
+    """
+    hub = get_hub()
+    if seconds <= 0:
+        hub.yield_now()
+    else:
+        hub.sleep(seconds)
+
+
+def _after_fork_in_child() -> None:
+    # The child keeps only the green thread that called fork().  The parent's
+    # hub, poller (an epoll instance shared with the parent!), timers and
+    # other green threads are dropped; a fresh hub is made on first use.
+    old = _state.hub
+    _state.hub = None
+    if old is None:
+        return
+    current = getcurrent()
+    try:
+        old._poller.close()
+    except OSError:
+        pass
+    for fd in {old._wake_r, old._wake_w}:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    for st in old.fds.values():
+        st.hub = None
+        st.reader = st.writer = None
+        st.readable = st.writable = True
+    if current is not old.main and current is not old.greenlet:
+        # fork() was called from a green thread: it becomes the child's only
+        # one, and the new hub's main (deadlocks are reported to it).  When it
+        # ends the child exits, as a process does when its last thread ends:
+        # the parent's main green thread is parked in the parent's hub and
+        # must never run here.
+        get_hub()
+        current.parent = greenlet(_child_exit, parent=old.main)
+
+
+def _child_exit(*_args: object) -> None:
+    # Reached when the green thread that forked returns in the child.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,376 @@
+"""Task: a green thread with a result, gevent's ``Greenlet`` under our name.
+
+>>> import greenline
+>>> t = greenline.spawn(lambda a, b: a + b, 2, 3)
+>>> t.get()
+5
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any, Callable, Iterable, Sequence
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+from greenline.hub import Hub, get_hub
+from greenline.timeout import Timeout
+
+__all__ = [
+    "Task",
+    "GreenletExit",
+    "spawn",
+    "spawn_later",
+    "joinall",
+    "killall",
+    "getcurrent",
+]
+
+_UNSET: Any = object()
+
+
+class Task(greenlet):
+    """A green thread that runs ``run(*args, **kwargs)`` and keeps its outcome.
+
+    Create and start one with :func:`spawn`.  Its parent is the hub, so when
+    it ends the hub goes on with the next ready green thread.
+    """
+
+    __slots__ = ("_fn", "args", "kwargs", "value", "_exc", "_links",
+                 "_started", "_finished", "_hub", "_name")
+
+    def __init__(self, run: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> None:
+        hub = get_hub()
+        greenlet.__init__(self, parent=hub.greenlet)
+        self._hub = hub
+        self._fn = run
+        self.args = args
+        self.kwargs = kwargs
+        self.value: Any = None
+        self._exc: BaseException | None = None
+        # Called in the hub, in order, when the task finishes; they must not
+        # block (link() wraps a user's callback in a new task for that).
+        self._links: list[Callable[[Task], object]] | None = None
+        self._started = False
+        self._finished = False
+        self._name: str | None = None
+
+    # -- lifecycle -----------------------------------------------------
+
+    @classmethod
+    def spawn(cls, run: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
+        task = cls(run, *args, **kwargs)
+        task.start()
+        return task
+
+    def start(self) -> None:
+        """Schedule the task to run (once)."""
+        if not self._started:
+            self._started = True
+            self._hub.schedule(self)
+
+    def start_later(self, seconds: float) -> None:
+        if not self._started:
+            self._started = True
+            self._hub.call_later(seconds, self._hub.schedule, self)
+
+    def run(self) -> None:  # type: ignore[override]  # greenlet calls this
+        if self._finished:
+            return  # killed before it ever ran
+        hub = self._hub
+        try:
+            pending = hub.pending.pop(self, None)
+            if pending is not None:
+                raise pending
+            fn = self._fn
+            if fn is None:
+                raise TypeError("Task has nothing to run")
+            value = fn(*self.args, **self.kwargs)
+        except GreenletExit as e:
+            # Killed: that counts as a success whose value is the exception.
+            self._finish(e, None)
+        except BaseException as e:
+            self._report(e)
+            self._finish(None, e)
+        else:
+            self._finish(value, None)
+
+    def _report(self, exc: BaseException) -> None:
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            # Those end the program, as they would in a thread's main line.
+            self._hub.throw(self._hub.main, exc)
+            return
+        try:
+            print(f"greenline: {self!r} failed with {type(exc).__name__}", file=sys.stderr)
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        except Exception:  # pragma: no cover - stderr is gone
+            pass
+
+    def _finish(self, value: Any, exc: BaseException | None) -> None:
+        self.value = value
+        self._exc = exc
+        self._finished = True
+        # Drop references so a finished task holds no function or arguments.
+        self._fn = None
+        self.args = ()
+        self.kwargs = {}
+        links, self._links = self._links, None
+        if links:
+            for callback in links:
+                try:
+                    callback(self)
+                except BaseException:
+                    self._hub.handle_error(callback)
+        # Break the reference cycle through the traceback's frames.
+        if exc is not None and exc.__traceback__ is not None:
+            exc.__traceback__ = exc.__traceback__.tb_next
+
+    # -- state ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            fn = self._fn
+            self._name = f"Task-{id(self):x}" if fn is None else f"Task-{getattr(fn, '__name__', 'fn')}"
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def dead(self) -> bool:  # type: ignore[override]
+        """Finished, or killed before it started."""
+        return self._finished or greenlet.dead.__get__(self)  # type: ignore[attr-defined,no-any-return]
+
+    def ready(self) -> bool:
+        """True once the task has finished and has a value or an exception."""
+        return self._finished
+
+    def successful(self) -> bool:
+        """True if it finished without an exception (a kill counts as one)."""
+        return self._finished and self._exc is None
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The exception it failed with, or None."""
+        return self._exc
+
+    def __bool__(self) -> bool:
+        return self._started and not self._finished
+
+    def __repr__(self) -> str:
+        state = "finished" if self._finished else ("running" if self._started else "new")
+        return f"<Task {self.name} {state}>"
+
+    # -- waiting -------------------------------------------------------
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the task finishes, or ``timeout`` seconds pass."""
+        if self._finished:
+            return
+        if getcurrent() is self:
+            raise RuntimeError("a task cannot join itself")
+        hub = get_hub()
+        wake = _waker(self._hub, hub, getcurrent())
+        self.rawlink(wake)
+        t = Timeout.start_new(timeout, False) if timeout is not None else None
+        try:
+            while not self._finished:
+                hub.block()
+        except Timeout as e:
+            if e is not t:
+                raise
+        finally:
+            if t is not None:
+                t.cancel()
+            self.unlink(wake)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Return the task's value, or raise its exception.  Raises
+        :class:`Timeout` if it is not finished in time (at once with
+        ``block=False``)."""
+        if not self._finished:
+            if not block:
+                raise Timeout()
+            self.join(timeout)
+            if not self._finished:
+                raise Timeout(timeout)
+        if self._exc is not None:
+            raise self._exc
+        return self.value
+
+    def kill(self, exception: Any = GreenletExit, block: bool = True,
+             timeout: float | None = None) -> None:
+        """Raise ``exception`` in the task where it blocks.  A task that has
+        not started yet dies without running.  With ``block`` wait (up to
+        ``timeout``) until it has finished."""
+        if self._finished:
+            return
+        if isinstance(exception, type):
+            exception = exception()
+        if not greenlet.__bool__(self):
+            # Never switched into (new, or scheduled and not reached yet): it
+            # will not run at all; when the hub reaches it, it returns at once.
+            if isinstance(exception, GreenletExit):
+                self._finish(exception, None)
+            else:
+                self._finish(None, exception)
+            return
+        if getcurrent() is self:
+            raise exception
+        hub = self._hub
+        if hub is get_hub():
+            hub.throw(self, exception)
+        else:
+            hub.call_threadsafe(lambda e: hub.throw(self, e), exception)
+        if block:
+            self.join(timeout)
+
+    def rawlink(self, callback: Callable[[Task], object]) -> None:
+        """Call ``callback(task)`` inside the hub when the task finishes.  It
+        must not block; prefer :meth:`link`."""
+        if self._finished:
+            callback(self)
+            return
+        if self._links is None:
+            self._links = []
+        self._links.append(callback)
+
+    def link(self, callback: Callable[[Task], object]) -> None:
+        """Call ``callback(task)`` in a new green thread when the task
+        finishes (at once if it already has)."""
+        self.rawlink(_SpawnedLink(callback))
+
+    def link_value(self, callback: Callable[[Task], object]) -> None:
+        """Like :meth:`link`, only if the task succeeds."""
+        self.link(lambda t: callback(t) if t.successful() else None)
+
+    def link_exception(self, callback: Callable[[Task], object]) -> None:
+        """Like :meth:`link`, only if the task fails."""
+        self.link(lambda t: callback(t) if not t.successful() else None)
+
+    def unlink(self, callback: Callable[[Task], object]) -> None:
+        """Remove a callback given to :meth:`link` or :meth:`rawlink`."""
+        if self._links and callback in self._links:
+            self._links.remove(callback)
+
+
+class _SpawnedLink:
+    """A link callback that runs in its own task (so it may block)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Task], object]) -> None:
+        self.callback = callback
+
+    def __call__(self, task: Task) -> None:
+        spawn(self.callback, task)
+
+    def __eq__(self, other: object) -> bool:
+        return other == self.callback or (
+            isinstance(other, _SpawnedLink) and other.callback == self.callback)
+
+    def __hash__(self) -> int:
+        return hash(self.callback)
+
+
+def _waker(task_hub: Hub, hub: Hub, g: greenlet) -> Callable[[Task], None]:
+    # A joiner may sit in another OS thread: wake it through its own hub.
+    if hub is task_hub:
+        return lambda _t: hub.wake(g)
+    return lambda _t: hub.call_threadsafe(hub.wake, g)
+
+
+def spawn(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
+    """Start ``function(*args, **kwargs)`` in a new green thread.
+
+    >>> import greenline
+    >>> greenline.spawn(print, "hello from a green thread").join()
+    hello from a green thread
+    """
+    task = Task(function, *args, **kwargs)
+    task.start()
+    return task
+
+
+def spawn_later(seconds: float, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
+    """Like :func:`spawn`, starting after ``seconds``.
+
+    >>> import greenline
+    >>> greenline.spawn_later(0.01, lambda: "later").get()
+    'later'
+    """
+    task = Task(function, *args, **kwargs)
+    task.start_later(seconds)
+    return task
+
+
+def joinall(tasks: Iterable[Task], timeout: float | None = None, raise_error: bool = False,
+            count: int | None = None) -> list[Task]:
+    """Wait for ``tasks`` to finish; return those that did.
+
+    Stops early at ``timeout`` seconds, after ``count`` tasks, or, with
+    ``raise_error``, at the first failure, whose exception it raises.
+
+    >>> import greenline
+    >>> done = greenline.joinall([greenline.spawn(greenline.sleep, s) for s in (0.01, 0.02)])
+    >>> len(done)
+    2
+    """
+    tasks = list(tasks)
+    done: list[Task] = []
+    if not tasks:
+        return done
+    hub = get_hub()
+    me = getcurrent()
+    want = len(tasks) if count is None else min(count, len(tasks))
+    finished: list[Task] = []
+
+    def on_done(t: Task) -> None:
+        finished.append(t)
+        hub.wake(me)
+
+    pending_tasks = []
+    for t in tasks:
+        if t.ready():
+            finished.append(t)
+        else:
+            pending_tasks.append(t)
+            t.rawlink(on_done)
+    timer = Timeout.start_new(timeout, False) if timeout is not None else None
+    try:
+        while True:
+            while finished:
+                t = finished.pop(0)
+                done.append(t)
+                if raise_error and not t.successful():
+                    raise t.exception  # type: ignore[misc]
+            if len(done) >= want:
+                break
+            hub.block()
+    except Timeout as e:
+        if e is not timer:
+            raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for t in pending_tasks:
+            t.unlink(on_done)
+    return done
+
+
+def killall(tasks: Sequence[Task] | Iterable[Task], exception: Any = GreenletExit,
+            block: bool = True, timeout: float | None = None) -> None:
+    """Kill every task in ``tasks``; with ``block`` wait (up to ``timeout``)
+    until they have all finished."""
+    tasks = list(tasks)
+    for t in tasks:
+        t.kill(exception, block=False)
+    if block:
+        joinall(tasks, timeout=timeout)

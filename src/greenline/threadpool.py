@@ -1,0 +1,151 @@
+"""A pool of real OS threads for calls that cannot be made cooperative.
+
+>>> import greenline, time
+>>> greenline.to_thread(time.sleep, 0.01)   # only this green thread waits
+
+The pool is built from ``_thread`` and ``_queue`` objects saved at import, so
+monkey-patching ``threading`` can never turn its workers into green threads.
+Workers start on demand up to ``maxsize`` and exit after a minute idle.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, TypeVar
+
+import _queue
+import _thread
+from greenlet import getcurrent
+
+from greenline.hub import get_hub
+
+__all__ = ["ThreadPool", "to_thread", "get_threadpool"]
+
+T = TypeVar("T")
+
+_start_new_thread = _thread.start_new_thread
+_allocate_lock = _thread.allocate_lock
+_SimpleQueue = _queue.SimpleQueue
+_Empty = _queue.Empty
+
+IDLE_SECONDS = 60.0
+
+
+class ThreadPool:
+    """Runs functions in up to ``maxsize`` OS threads."""
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        self.maxsize = maxsize or min(32, (os.cpu_count() or 1) + 4)
+        self._jobs: Any = _SimpleQueue()
+        self._lock = _allocate_lock()
+        self.size = 0
+        self.idle = 0
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` in a worker thread.  ``fn`` must not raise."""
+        with self._lock:
+            self._jobs.put(fn)
+            if self.idle == 0 and self.size < self.maxsize:
+                self.size += 1
+                _start_new_thread(self._worker, ())
+
+    def _worker(self) -> None:
+        jobs = self._jobs
+        lock = self._lock
+        while True:
+            with lock:
+                self.idle += 1
+            try:
+                job = jobs.get(timeout=IDLE_SECONDS)
+            except _Empty:
+                with lock:
+                    self.idle -= 1
+                    # Leave only if no job slipped in meanwhile.
+                    if jobs.empty():
+                        self.size -= 1
+                        return
+                continue
+            with lock:
+                self.idle -= 1
+            job()
+
+
+_pool: ThreadPool | None = None
+_pool_lock = _allocate_lock()
+
+
+def get_threadpool() -> ThreadPool:
+    """The process's shared pool (made on first use)."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPool()
+    return _pool
+
+
+def idle_workers() -> int:
+    return _pool.idle if _pool is not None else 0
+
+
+class _Call:
+    __slots__ = ("fn", "args", "kwargs", "hub", "g", "value", "exc", "done", "waiting")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.hub = get_hub()
+        self.g = getcurrent()
+        self.value: Any = None
+        self.exc: BaseException | None = None
+        self.done = False
+        self.waiting = True
+
+    def __call__(self) -> None:  # in a worker thread
+        try:
+            self.value = self.fn(*self.args, **self.kwargs)
+        except BaseException as e:
+            self.exc = e
+        self.fn = self.args = self.kwargs = None  # type: ignore[assignment]
+        self.hub.call_threadsafe(self._deliver)
+
+    def _deliver(self, _arg: object) -> None:  # in the caller's hub
+        self.done = True
+        self.hub.refs -= 1
+        if self.waiting:
+            self.hub.wake(self.g)
+
+
+def to_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn(*args, **kwargs)`` in the thread pool and return its result
+    (or raise its exception), blocking only the calling green thread.
+
+    If the caller is killed or times out meanwhile, the call still runs to
+    its end in its thread (a thread cannot be interrupted); its result is
+    dropped.
+    """
+    call = _Call(fn, args, kwargs)
+    hub = call.hub
+    hub.refs += 1  # the hub must wait for the delivery, not report deadlock
+    get_threadpool().submit(call)
+    try:
+        while not call.done:
+            hub.block()
+    finally:
+        call.waiting = False
+    if call.exc is not None:
+        exc, call.exc = call.exc, None
+        raise exc
+    return call.value  # type: ignore[no-any-return]
+
+
+def _after_fork_in_child() -> None:
+    # The parent's workers do not exist in the child; its queue and lock may
+    # be in any state.  Start afresh.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = _allocate_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
