@@ -1,0 +1,51 @@
+"""The ``greenline`` command: ``greenline serve|load|demo|bench|lab ...``.
+
+Each subcommand lives in the module named for what it does; that module
+defines ``add_parser(subparsers)`` (which sets ``func`` on its parser) and
+this file only gathers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module that implements it
+COMMANDS = {
+    "serve": "greenline.server",
+    "load": "greenline.load",
+    "demo": "greenline.demo",
+    "bench": "greenline.bench",
+    "lab": "greenline.lab",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="greenline",
+        description="Green threads for Python: servers, load tests and measurements.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+            continue  # not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
