@@ -124,14 +124,15 @@ class socket(_STD_SOCKET):
                 st.readable = False
             else:
                 hub = st.hub
-                if hub is not None:
+                if hub is None:
+                    hub = get_hub()
+                elif 0 < len(data) < bufsize and self._gl_stream:
                     # Registered, so edges are being reported: a short read
                     # drained the buffer.  (Not at EOF: that stays readable.)
-                    if 0 < len(data) < bufsize and self._gl_stream:
-                        st.readable = False
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        hub.yield_now()
+                    st.readable = False
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    hub.yield_now()
                 return data
         deadline = self._deadline()
         while True:
@@ -202,11 +203,10 @@ class socket(_STD_SOCKET):
             except BlockingIOError:
                 st.writable = False
             else:
-                hub = st.hub
-                if hub is not None:
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        hub.yield_now()
+                hub = st.hub or get_hub()
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    hub.yield_now()
                 return n  # type: ignore[no-any-return]
         deadline = self._deadline()
         while True:
@@ -227,11 +227,10 @@ class socket(_STD_SOCKET):
                 n = 0
             else:
                 if n == len(data):
-                    hub = st.hub
-                    if hub is not None:
-                        hub.io_budget -= 1
-                        if hub.io_budget <= 0:
-                            hub.yield_now()
+                    hub = st.hub or get_hub()
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        hub.yield_now()
                     return
                 st.writable = False
         else:

@@ -1,0 +1,54 @@
+"""Shared fixtures: every test starts with a fresh hub, and none leaves green
+threads behind for the next one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from greenlet import GreenletExit
+
+from greenline import hub as _hub
+
+
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
+
+
+@pytest.fixture(autouse=True)
+def fresh_hub():
+    """Give each test its own hub; afterwards kill what it left running and
+    close that hub, so no test can hang or disturb the next."""
+    _hub._state.hub = None
+    yield
+    hub = _hub._state.hub
+    if hub is None:
+        return
+    leftovers = [g for g in list(hub.parked) if g is not hub.main]
+    for g in leftovers:
+        hub.throw(g, GreenletExit)
+    # Let them unwind (their finally blocks may close sockets).
+    for _ in range(3):
+        if not hub.ready:
+            break
+        try:
+            _hub.sleep(0)
+        except BaseException:
+            break
+    _hub._state.hub = None
+    hub.close()
+
+
+@pytest.fixture
+def fd_count():
+    """Call the returned function to assert no descriptor leaked since the
+    test began."""
+    before = _open_fds()
+
+    def check() -> None:
+        leaked = _open_fds() - before
+        # /proc listing itself may hold one transient descriptor.
+        leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
+        assert not leaked, f"descriptors leaked: {sorted(leaked)}"
+
+    return check

@@ -1,0 +1,316 @@
+"""The hub: scheduling order, timers, readiness, wake-ups, deadlock reports."""
+
+from __future__ import annotations
+
+import os
+import socket as stdsocket
+import threading
+import time
+
+import pytest
+from greenlet import getcurrent, greenlet
+
+import greenline
+from greenline import socket
+from greenline.hub import LoopExit, get_hub
+
+
+def test_sleepers_finish_in_order_of_their_deadlines():
+    order = []
+
+    def sleeper(d):
+        greenline.sleep(d)
+        order.append(d)
+
+    tasks = [greenline.spawn(sleeper, d) for d in (0.05, 0.01, 0.03, 0.02)]
+    greenline.joinall(tasks)
+    assert order == [0.01, 0.02, 0.03, 0.05]
+
+
+def test_sleep_zero_is_round_robin():
+    trace = []
+
+    def worker(name):
+        for i in range(3):
+            trace.append((name, i))
+            greenline.sleep(0)
+
+    greenline.joinall([greenline.spawn(worker, n) for n in "abc"])
+    assert trace == [(n, i) for i in range(3) for n in "abc"]
+
+
+def test_ten_thousand_sleepers_run_concurrently():
+    start = time.monotonic()
+    tasks = [greenline.spawn(greenline.sleep, 0.5) for _ in range(10_000)]
+    done = greenline.joinall(tasks)
+    elapsed = time.monotonic() - start
+    assert len(done) == 10_000 and all(t.successful() for t in done)
+    # Serially this would take 5,000 s; concurrently about the longest sleep.
+    assert elapsed < 3.0
+
+
+def test_no_green_thread_starves_among_ten_thousand_busy_ones():
+    # Every green thread yields in a loop; each must make progress in every
+    # round (FIFO ready queue), so after the run all counts are equal and
+    # the order within each round is the spawn order.
+    rounds = 5
+    counts = [0] * 10_000
+    seen_round = []
+
+    def busy(i):
+        for r in range(rounds):
+            counts[i] += 1
+            if i == 0:
+                seen_round.append(min(counts))
+            greenline.sleep(0)
+
+    greenline.joinall([greenline.spawn(busy, i) for i in range(10_000)])
+    assert counts == [rounds] * 10_000
+    # When green thread 0 starts round r, everyone has finished round r-1.
+    assert seen_round == [0, 1, 2, 3, 4]
+
+
+def test_a_green_thread_that_always_has_data_cannot_keep_the_hub():
+    a, b = socket.socketpair()
+    payload = b"x" * 200_000
+    b.setblocking(False)
+    sent = 0
+    while sent < len(payload):
+        try:
+            sent += b.send(payload[sent:])
+        except BlockingIOError:
+            break
+    got = []
+    ticks = []
+
+    def hog():
+        # Data is always there: recv never has to wait.
+        while len(got) < 4000:
+            got.append(a.recv(1))
+
+    def ticker():
+        for _ in range(3):
+            ticks.append(len(got))
+            greenline.sleep(0)
+
+    h = greenline.spawn(hog)
+    t = greenline.spawn(ticker)
+    greenline.joinall([h, t])
+    # The ticker ran while the hog still had data to read, not after it.
+    assert ticks[-1] < 4000
+    a.close()
+    b.close()
+
+
+def test_deadlock_is_reported_not_hung():
+    t = greenline.Task(lambda: None)  # never started: nothing can finish it
+    with pytest.raises(LoopExit):
+        t.join()
+
+
+def test_wake_twice_resumes_once():
+    hub = get_hub()
+    resumed = []
+    waiter = None
+
+    def sleeper():
+        nonlocal waiter
+        waiter = getcurrent()
+        hub.block()
+        resumed.append(1)
+        greenline.sleep(0.05)  # a second wake must not cut this short
+        resumed.append(2)
+
+    t = greenline.spawn(sleeper)
+    greenline.sleep(0)
+    hub.wake(waiter)
+    hub.wake(waiter)
+    start = time.monotonic()
+    t.join()
+    assert resumed == [1, 2]
+    assert time.monotonic() - start >= 0.04
+
+
+def test_call_threadsafe_wakes_a_sleeping_hub():
+    hub = get_hub()
+    me = getcurrent()
+    got = []
+
+    def from_thread():
+        time.sleep(0.05)
+        hub.call_threadsafe(lambda v: (got.append(v), hub.wake(me)), "hello")
+
+    threading.Thread(target=from_thread).start()
+    hub.block()  # nothing else to do: the hub sleeps in the poller
+    assert got == ["hello"]
+
+
+def test_idle_hub_does_not_spin():
+    a, b = socket.socketpair()
+    hub = get_hub()
+
+    def reader():
+        with greenline.Timeout(0.3, False):
+            a.recv(10)
+
+    loops = hub.loops
+    cpu = time.process_time()
+    greenline.spawn(reader).join()
+    assert hub.loops - loops < 20
+    assert time.process_time() - cpu < 0.1
+    a.close()
+    b.close()
+
+
+def test_cancelled_timers_do_not_pile_up():
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    hub = get_hub()
+    for i in range(2000):
+        b.send(b"x")
+        assert a.recv(1) == b"x"  # blocks once each time, timer set and cancelled
+        if i % 2 == 0:
+            greenline.sleep(0)
+    assert len(hub.timers) < 600
+    a.close()
+    b.close()
+
+
+def test_error_in_raw_greenlet_is_reported_and_hub_goes_on(capsys):
+    hub = get_hub()
+
+    def boom():
+        raise ValueError("raw greenlet failed")
+
+    hub.schedule(greenlet(boom, parent=hub.greenlet))
+    greenline.sleep(0.01)
+    greenline.sleep(0)
+    assert "raw greenlet failed" in capsys.readouterr().err
+
+
+def test_closing_a_socket_wakes_its_reader_with_an_error():
+    a, b = socket.socketpair()
+    errors = []
+
+    def reader():
+        try:
+            a.recv(10)
+        except OSError as e:
+            errors.append(e)
+
+    t = greenline.spawn(reader)
+    greenline.sleep(0.01)
+    a.close()
+    t.join(timeout=1)
+    assert t.ready()
+    assert errors and errors[0].errno == 9  # EBADF
+    b.close()
+
+
+def test_descriptor_closed_behind_our_back_and_reused():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)  # registers a's descriptor with the hub
+    fd = a.fileno()
+    os.close(fd)  # not through the socket: the hub is not told
+    a.detach()
+    c, d = stdsocket.socketpair()
+    # Find a new greenline socket on the same number.
+    if c.fileno() != fd:
+        c.close()
+        d.close()
+        pytest.skip("descriptor number not reused")
+    c2 = socket.socket(fileno=c.detach())
+    got = []
+
+    def reader():
+        got.append(c2.recv(10))
+
+    t = greenline.spawn(reader)
+    greenline.sleep(0.01)
+    d.send(b"reused")
+    t.join(timeout=2)
+    assert got == [b"reused"]
+    c2.close()
+    d.close()
+    b.close()
+
+
+def test_dup_then_close_original_does_not_spin():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)
+    a2 = a.dup()
+    a2.settimeout(None)
+    a.close()  # unregisters a's number before closing it
+    hub = get_hub()
+    b.send(b"data for the dup")
+    loops = hub.loops
+    assert a2.recv(100) == b"data for the dup"
+    with greenline.Timeout(0.2, False):
+        a2.recv(100)
+    assert hub.loops - loops < 20
+    a2.close()
+    b.close()
+
+
+def test_fork_from_main_with_a_busy_hub_gives_a_working_child():
+    done = []
+
+    def sleeper(i):
+        greenline.sleep(0.2)
+        done.append(i)
+
+    tasks = [greenline.spawn(sleeper, i) for i in range(100)]
+    greenline.sleep(0.01)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            child_done = []
+            ts = [greenline.spawn(lambda i: (greenline.sleep(0.01), child_done.append(i)), i) for i in range(10)]
+            greenline.joinall(ts)
+            # None of the parent's green threads run here.
+            greenline.sleep(0.3)
+            ok = sorted(child_done) == list(range(10)) and not done
+            os.write(w, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(w)
+    greenline.joinall(tasks)
+    assert sorted(done) == list(range(100))
+    data = b""
+    while True:
+        socket.wait_read(r, timeout=5)
+        chunk = os.read(r, 10)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert data == b"ok"
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_fork_from_a_green_thread_child_exits_when_it_ends():
+    r, w = os.pipe()
+    others = [greenline.spawn(greenline.sleep, 0.2) for _ in range(10)]
+
+    def forker():
+        pid = os.fork()
+        if pid == 0:
+            greenline.sleep(0.01)  # the child's fresh hub works
+            os.write(w, b"child ran")
+            return "child"  # ends the child's only green thread: exit 0
+        return pid
+
+    pid = greenline.spawn(forker).get()
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.read(r, 100) == b"child ran"
+    os.close(r)
+    greenline.joinall(others)
