@@ -21,15 +21,17 @@ call that would fail.
 
 from __future__ import annotations
 
+import _socket
+import _thread
 import errno as _errno
+import io as _io
+import os as _os
 import socket as _std
 from socket import *  # noqa: F403 - the module is a drop-in for the stdlib's
 from time import monotonic as _monotonic
 from typing import Any
 
-import _socket
-
-from greenline.hub import FdState, get_hub
+from greenline.hub import FdState, Hub, get_hub
 
 __all__ = list(_std.__all__)  # type: ignore[attr-defined]
 for _name in ("socket", "SocketType", "socketpair", "fromfd", "create_connection",
@@ -46,15 +48,27 @@ _recvfrom = _socket.socket.recvfrom
 _recvfrom_into = _socket.socket.recvfrom_into
 _send = _socket.socket.send
 _sendto = _socket.socket.sendto
-_accept = _socket.socket._accept
+_accept = _socket.socket._accept  # type: ignore[attr-defined]
 _connect_ex = _socket.socket.connect_ex
+_c_init = _socket.socket.__init__
 _c_settimeout = _socket.socket.settimeout
 _c_close = _socket.socket.close
 _c_detach = _socket.socket.detach
+_c_fileno = _socket.socket.fileno
+_c_bind = _socket.socket.bind
+# The C getters, without the stdlib's conversion to enums (an enum call costs
+# more than the whole accept fast path otherwise).
+_c_family = _socket.socket.family.__get__  # type: ignore[attr-defined]
+_c_type = _socket.socket.type.__get__  # type: ignore[attr-defined]
+_c_proto = _socket.socket.proto.__get__  # type: ignore[attr-defined]
 _SOCK_STREAM = _socket.SOCK_STREAM
+_INET_FAMILIES = (_socket.AF_INET, _socket.AF_INET6)
+_EBADF = _errno.EBADF
+_CONNECT_PENDING = frozenset((_errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY, _errno.EWOULDBLOCK))
 
 _STD_SOCKET = _std.socket
 _std_getaddrinfo = _socket.getaddrinfo
+_get_ident = _thread.get_ident
 _timeout_error = TimeoutError
 
 
@@ -62,25 +76,51 @@ def _timed_out() -> BaseException:
     return _timeout_error("timed out")
 
 
-class socket(_STD_SOCKET):
+def _closed_error() -> OSError:
+    return OSError(_EBADF, "Bad file descriptor")
+
+
+def _budget_spent(hub: Hub) -> None:
+    # Rare path of the IO budget: this green thread did IO_BUDGET calls in a
+    # row without blocking, so let the others run.  The descriptor may be
+    # registered with another OS thread's hub (a socket handed between
+    # threads): yield in our own.
+    if hub.thread_ident == _get_ident():
+        hub.yield_now()
+    else:
+        get_hub().yield_now()
+
+
+class socket(_STD_SOCKET):  # type: ignore[no-redef]
     """A socket whose blocking calls switch green threads instead of blocking
     the OS thread.  Same constructor and methods as :class:`socket.socket`."""
 
     __slots__ = ("_gl_timeout", "_gl_st", "_gl_stream")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
-        _STD_SOCKET.__init__(self, family, type, proto, fileno)
+        # What the stdlib's __init__ does, minus a Python frame (this runs
+        # once per accepted connection).
+        if fileno is None:
+            if family == -1:
+                family = _socket.AF_INET
+            if type == -1:
+                type = _SOCK_STREAM
+            if proto == -1:
+                proto = 0
+        _c_init(self, family, type, proto, fileno)
+        self._io_refs = 0
+        self._closed = False
         self._gl_timeout: float | None = _socket.getdefaulttimeout()
         _c_settimeout(self, 0.0)
-        self._gl_st = FdState(_socket.socket.fileno(self))
-        self._gl_stream = self.type == _SOCK_STREAM
+        self._gl_st = FdState(_c_fileno(self))
+        self._gl_stream = _c_type(self) == _SOCK_STREAM
 
     # -- timeouts: kept here, the descriptor itself stays non-blocking -----
 
     def settimeout(self, value: float | None) -> None:
         if value is not None:
             value = float(value)
-            if value < 0.0:
+            if value != value or value < 0.0:
                 raise ValueError("Timeout value out of range")
         self._gl_timeout = value
 
@@ -99,21 +139,32 @@ class socket(_STD_SOCKET):
 
     # -- waiting ---------------------------------------------------------
 
-    def _wait(self, write: bool, deadline: float | None) -> None:
-        if self._gl_timeout == 0.0:
-            raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
+    def _wait(self, write: bool, deadline: float | None,
+              timeout_exc: Any = _timed_out) -> None:
+        """Park until the descriptor is ready.  Only call this after a call
+        failed with EAGAIN (or the readiness flag says it would): an edge is
+        then guaranteed to come when it is ready."""
+        if _c_fileno(self) == -1:
+            # Closed (or detached): never register a number that may have
+            # been reused by now.
+            raise _closed_error()
         remaining = None
         if deadline is not None:
             remaining = deadline - _monotonic()
             if remaining <= 0:
-                raise _timed_out()
-        get_hub().wait_fd(self._gl_st, write, remaining, _timed_out)
+                raise timeout_exc()
+        get_hub().wait_fd(self._gl_st, write, remaining, timeout_exc)
 
     def _deadline(self) -> float | None:
         t = self._gl_timeout
         return None if t is None or t == 0.0 else _monotonic() + t
 
     # -- receiving -------------------------------------------------------
+    #
+    # Each call: try it unless the flag says it would fail with EAGAIN; park
+    # only on EAGAIN.  A non-blocking socket (timeout 0) always makes the
+    # call: its user may be polling with a poller of its own, whose events
+    # our flags never see, and must get the kernel's answer.
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         st = self._gl_st
@@ -124,16 +175,18 @@ class socket(_STD_SOCKET):
                 st.readable = False
             else:
                 hub = st.hub
-                if hub is None:
-                    hub = get_hub()
-                elif 0 < len(data) < bufsize and self._gl_stream:
+                if hub is not None:
                     # Registered, so edges are being reported: a short read
-                    # drained the buffer.  (Not at EOF: that stays readable.)
-                    st.readable = False
-                hub.io_budget -= 1
-                if hub.io_budget <= 0:
-                    hub.yield_now()
+                    # drained the buffer.  Not at EOF (that stays readable),
+                    # not for datagrams, not for a peek (it drains nothing).
+                    if 0 < len(data) < bufsize and self._gl_stream and not flags:
+                        st.readable = False
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        _budget_spent(hub)
                 return data
+        if self._gl_timeout == 0.0:
+            return _recv(self, bufsize, flags)  # type: ignore[no-any-return]
         deadline = self._deadline()
         while True:
             self._wait(False, deadline)
@@ -142,29 +195,41 @@ class socket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < len(data) < bufsize and self._gl_stream:
+            if 0 < len(data) < bufsize and self._gl_stream and not flags:
                 st.readable = False
             return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         st = self._gl_st
-        deadline: float | None = None
-        first = True
-        while True:
-            if st.readable:
-                try:
-                    n = _recv_into(self, buffer, nbytes, flags)
-                except BlockingIOError:
-                    st.readable = False
-                else:
-                    want = nbytes or len(buffer)
-                    if 0 < n < want and self._gl_stream and st.hub is not None:
+        if st.readable:
+            try:
+                n: int = _recv_into(self, buffer, nbytes, flags)
+            except BlockingIOError:
+                st.readable = False
+            else:
+                hub = st.hub
+                if hub is not None:
+                    # len() of an exotic buffer counts items, not bytes: it
+                    # can only understate the room, never fake a short read.
+                    if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags:
                         st.readable = False
-                    return n  # type: ignore[no-any-return]
-            if first:
-                deadline = self._deadline()
-                first = False
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        _budget_spent(hub)
+                return n
+        if self._gl_timeout == 0.0:
+            return _recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
+        deadline = self._deadline()
+        while True:
             self._wait(False, deadline)
+            try:
+                n = _recv_into(self, buffer, nbytes, flags)
+            except BlockingIOError:
+                st.readable = False
+                continue
+            if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags:
+                st.readable = False
+            return n
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         return self._retry_read(_recvfrom, bufsize, flags)  # type: ignore[no-any-return]
@@ -179,19 +244,29 @@ class socket(_STD_SOCKET):
         return self._retry_read(_socket.socket.recvmsg_into, *args)
 
     def _retry_read(self, call: Any, *args: Any) -> Any:
+        # No "short read means drained" here: these serve datagrams too.
         st = self._gl_st
-        deadline: float | None = None
-        first = True
+        if st.readable or self._gl_timeout == 0.0:
+            try:
+                result = call(self, *args)
+            except BlockingIOError:
+                if self._gl_timeout == 0.0:
+                    raise
+                st.readable = False
+            else:
+                hub = st.hub
+                if hub is not None:
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        _budget_spent(hub)
+                return result
+        deadline = self._deadline()
         while True:
-            if st.readable:
-                try:
-                    return call(self, *args)
-                except BlockingIOError:
-                    st.readable = False
-            if first:
-                deadline = self._deadline()
-                first = False
             self._wait(False, deadline)
+            try:
+                return call(self, *args)
+            except BlockingIOError:
+                st.readable = False
 
     # -- sending ---------------------------------------------------------
 
@@ -199,15 +274,18 @@ class socket(_STD_SOCKET):
         st = self._gl_st
         if st.writable:
             try:
-                n = _send(self, data, flags)
+                n: int = _send(self, data, flags)
             except BlockingIOError:
                 st.writable = False
             else:
-                hub = st.hub or get_hub()
-                hub.io_budget -= 1
-                if hub.io_budget <= 0:
-                    hub.yield_now()
-                return n  # type: ignore[no-any-return]
+                hub = st.hub
+                if hub is not None:
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        _budget_spent(hub)
+                return n
+        if self._gl_timeout == 0.0:
+            return _send(self, data, flags)  # type: ignore[no-any-return]
         deadline = self._deadline()
         while True:
             self._wait(True, deadline)
@@ -218,27 +296,32 @@ class socket(_STD_SOCKET):
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         st = self._gl_st
-        if st.writable:
+        n = 0
+        if st.writable or self._gl_timeout == 0.0:
             # The common case: everything fits in the send buffer at once.
             try:
                 n = _send(self, data, flags)
             except BlockingIOError:
                 st.writable = False
-                n = 0
+                if self._gl_timeout == 0.0:
+                    raise
             else:
-                if n == len(data):
-                    hub = st.hub or get_hub()
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        hub.yield_now()
+                if type(data) is bytes and n == len(data):
+                    hub = st.hub
+                    if hub is not None:
+                        hub.io_budget -= 1
+                        if hub.io_budget <= 0:
+                            _budget_spent(hub)
                     return
+        with memoryview(data) as mv, mv.cast("B") as view:
+            total = len(view)
+            if n >= total:
+                return
+            if n:
+                # A partial send: the buffer is full (the kernel flagged it,
+                # so an edge will come when there is room).
                 st.writable = False
-        else:
-            n = 0
-        view = memoryview(data).cast("B")
-        total = len(view)
-        deadline = self._deadline()  # the whole call, as in the stdlib
-        with view:
+            deadline = self._deadline()  # for the whole call, as in the stdlib
             while n < total:
                 self._wait(True, deadline)
                 try:
@@ -250,81 +333,162 @@ class socket(_STD_SOCKET):
                     st.writable = False
 
     def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
-        args = (data, flags_or_addr) if addr is None else (data, flags_or_addr, addr)
-        return self._retry_write(_sendto, *args)  # type: ignore[no-any-return]
+        if addr is None:
+            return self._retry_write(_sendto, data, flags_or_addr)  # type: ignore[no-any-return]
+        return self._retry_write(_sendto, data, flags_or_addr, addr)  # type: ignore[no-any-return]
 
     def sendmsg(self, *args: Any) -> int:
         return self._retry_write(_socket.socket.sendmsg, *args)  # type: ignore[no-any-return]
 
     def _retry_write(self, call: Any, *args: Any) -> Any:
         st = self._gl_st
-        deadline: float | None = None
-        first = True
+        if st.writable or self._gl_timeout == 0.0:
+            try:
+                result = call(self, *args)
+            except BlockingIOError:
+                if self._gl_timeout == 0.0:
+                    raise
+                st.writable = False
+            else:
+                hub = st.hub
+                if hub is not None:
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        _budget_spent(hub)
+                return result
+        deadline = self._deadline()
         while True:
-            if st.writable:
-                try:
-                    return call(self, *args)
-                except BlockingIOError:
-                    st.writable = False
-            if first:
-                deadline = self._deadline()
-                first = False
             self._wait(True, deadline)
+            try:
+                return call(self, *args)
+            except BlockingIOError:
+                st.writable = False
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        # The stdlib's version polls with a selector of its own, which would
-        # block the hub; sending through our send() keeps it cooperative.
-        return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined,no-any-return]
+        """Like :meth:`socket.socket.sendfile`: ``os.sendfile`` where the file
+        allows it (zero-copy), else plain sends; the calling green thread
+        waits on the socket's readiness, never the OS thread."""
+        self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
+        try:
+            fileno = file.fileno()
+            fsize = _os.fstat(fileno).st_size
+        except (AttributeError, _io.UnsupportedOperation, OSError):
+            return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined,no-any-return]
+        if not fsize:
+            return 0
+        if self._gl_timeout == 0.0:
+            raise ValueError("non-blocking sockets are not supported")
+        st = self._gl_st
+        sockno = _c_fileno(self)
+        blocksize = min(count or fsize, 2 ** 30)
+        deadline = self._deadline()
+        total = 0
+        try:
+            while True:
+                if count:
+                    blocksize = count - total
+                    if blocksize <= 0:
+                        break
+                if not st.writable:
+                    self._wait(True, deadline)
+                try:
+                    sent = _os.sendfile(sockno, fileno, offset, blocksize)
+                except BlockingIOError:
+                    st.writable = False
+                    continue
+                except OSError:
+                    if total == 0:
+                        # Not a file sendfile(2) can read (a pipe, a /proc
+                        # file): nothing sent yet, so plain sends can take over.
+                        return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined,no-any-return]
+                    raise
+                if sent == 0:
+                    break  # end of file
+                offset += sent
+                total += sent
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset)
 
     # -- connections -----------------------------------------------------
 
     def accept(self) -> tuple[socket, Any]:
         st = self._gl_st
-        deadline: float | None = None
-        first = True
-        while True:
-            if st.readable:
-                try:
-                    fd, addr = _accept(self)
-                except BlockingIOError:
-                    st.readable = False
-                else:
-                    hub = st.hub
-                    if hub is not None:
-                        hub.io_budget -= 1
-                        if hub.io_budget <= 0:
-                            hub.yield_now()
-                    sock = socket(self.family, self.type, self.proto, fileno=fd)
-                    if self._gl_timeout is None and _socket.getdefaulttimeout() is None:
-                        sock._gl_timeout = None
-                    return sock, addr
-            if first:
-                deadline = self._deadline()
-                first = False
+        if not st.readable and self._gl_timeout != 0.0:
+            deadline = self._deadline()
             self._wait(False, deadline)
+        else:
+            deadline = None
+        while True:
+            try:
+                fd, addr = _accept(self)
+            except BlockingIOError:
+                st.readable = False
+                if self._gl_timeout == 0.0:
+                    raise
+                if deadline is None:
+                    deadline = self._deadline()
+                self._wait(False, deadline)
+                continue
+            hub = st.hub
+            if hub is not None:
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    _budget_spent(hub)
+            # As in the stdlib, the new socket gets the default timeout, not
+            # the listener's.
+            return socket(_c_family(self), _c_type(self), _c_proto(self), fd), addr
 
     def connect(self, address: Any) -> None:
-        err = self.connect_ex(address)
+        err = self._connect(address, self._connect_timed_out)
         if err:
-            raise OSError(err, _errno_message(err))
+            raise OSError(err, _os.strerror(err))
 
     def connect_ex(self, address: Any) -> int:
-        if isinstance(address, tuple) and self.family in (AF_INET, AF_INET6):  # noqa: F405
-            address = _resolve_for_connect(self, address)
-        err = _connect_ex(self, address)
-        if err in (0, _errno.EISCONN):
-            return 0
-        if err not in (_errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY, _errno.EWOULDBLOCK):
-            return err  # type: ignore[no-any-return]
-        if self._gl_timeout == 0.0:
-            return err  # type: ignore[no-any-return]
+        # As in the stdlib, a timeout is reported as EAGAIN, not raised.
+        return self._connect(address, self._connect_ex_timed_out)
+
+    @staticmethod
+    def _connect_timed_out() -> BaseException:
+        return _timed_out()
+
+    @staticmethod
+    def _connect_ex_timed_out() -> BaseException:
+        return _ConnectTimedOut()
+
+    def _connect(self, address: Any, timeout_exc: Any) -> int:
+        if isinstance(address, tuple) and _c_family(self) in _INET_FAMILIES:
+            address = _resolve(self, address)
+        err: int = _connect_ex(self, address)
+        if err not in _CONNECT_PENDING or self._gl_timeout == 0.0:
+            return err
+        # In progress: the descriptor becomes writable (or reports an error)
+        # when the handshake ends; SO_ERROR then has the outcome.
         st = self._gl_st
         st.writable = False
-        try:
-            self._wait(True, self._deadline())
-        except TimeoutError:
-            raise
-        return self.getsockopt(SOL_SOCKET, SO_ERROR)  # noqa: F405
+        deadline = self._deadline()
+        while True:
+            try:
+                self._wait(True, deadline, timeout_exc)
+            except _ConnectTimedOut:
+                return _errno.EAGAIN
+            err = self.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+            if err:
+                return err
+            try:
+                self.getpeername()
+            except OSError as e:
+                if e.errno == _errno.ENOTCONN:
+                    continue  # a wake that was not the connection's end
+                raise
+            return 0
+
+    def bind(self, address: Any) -> None:
+        # Binding to a name would resolve it in C, blocking the hub.
+        if isinstance(address, tuple) and _c_family(self) in _INET_FAMILIES:
+            address = _resolve(self, address, _socket.AI_PASSIVE)
+        _c_bind(self, address)
 
     # -- closing ---------------------------------------------------------
 
@@ -334,27 +498,26 @@ class socket(_STD_SOCKET):
         st = self._gl_st
         if st.hub is not None:
             st.hub.forget(st)
-        elif st.reader is not None or st.writer is not None:  # pragma: no cover
-            get_hub().forget(st)
+        # From now on every call goes to the C layer, which raises EBADF.
+        st.readable = st.writable = True
         _c_close(self)
 
     def detach(self) -> int:
         st = self._gl_st
         if st.hub is not None:
             st.hub.forget(st)
+        st.readable = st.writable = True
         return _c_detach(self)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return _STD_SOCKET.__repr__(self).replace("socket.socket", "greenline.socket.socket", 1)
 
 
-SocketType = socket
+class _ConnectTimedOut(Exception):
+    pass
 
 
-def _errno_message(err: int) -> str:
-    import os
-
-    return os.strerror(err)
+SocketType = socket  # type: ignore[misc,assignment]
 
 
 # -- name resolution: off the hub, in the thread pool ------------------------
@@ -366,6 +529,8 @@ def _is_numeric_host(host: Any) -> bool:
         host = host.decode("ascii", "replace")
     if not isinstance(host, str):
         return False
+    if host == "" or host == "<broadcast>":
+        return True  # the C layer maps these without a lookup
     host = host.split("%", 1)[0]
     for fam in (_socket.AF_INET, _socket.AF_INET6):
         try:
@@ -373,10 +538,10 @@ def _is_numeric_host(host: Any) -> bool:
             return True
         except (OSError, ValueError):
             pass
-    return host == ""
+    return False
 
 
-def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
+def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,  # type: ignore[no-redef]
                 flags: int = 0) -> list[tuple[Any, ...]]:
     """Like :func:`socket.getaddrinfo`; a name that needs a lookup is resolved
     in the thread pool, so only the calling green thread waits."""
@@ -403,58 +568,72 @@ def _blocking_lookup(fn: Any, *args: Any) -> Any:
     return to_thread(fn, *args)
 
 
-def gethostbyname(hostname: str) -> str:
+def gethostbyname(hostname: str) -> str:  # type: ignore[no-redef]
     if _is_numeric_host(hostname):
         return _socket.gethostbyname(hostname)
     return _blocking_lookup(_socket.gethostbyname, hostname)  # type: ignore[no-any-return]
 
 
-def gethostbyname_ex(hostname: str) -> tuple[str, list[str], list[str]]:
+def gethostbyname_ex(hostname: str) -> tuple[str, list[str], list[str]]:  # type: ignore[no-redef]
     return _blocking_lookup(_socket.gethostbyname_ex, hostname)  # type: ignore[no-any-return]
 
 
-def gethostbyaddr(ip_address: str) -> tuple[str, list[str], list[str]]:
+def gethostbyaddr(ip_address: str) -> tuple[str, list[str], list[str]]:  # type: ignore[no-redef]
     return _blocking_lookup(_socket.gethostbyaddr, ip_address)  # type: ignore[no-any-return]
 
 
-def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:  # type: ignore[no-redef]
+    numeric = _socket.NI_NUMERICHOST | _socket.NI_NUMERICSERV
+    if flags & numeric == numeric and _is_numeric_host(sockaddr[0]):
+        return _socket.getnameinfo(sockaddr, flags)  # no lookup to make
     return _blocking_lookup(_socket.getnameinfo, sockaddr, flags)  # type: ignore[no-any-return]
 
 
-def getfqdn(name: str = "") -> str:
+def getfqdn(name: str = "") -> str:  # type: ignore[no-redef]
     return _blocking_lookup(_std.getfqdn, name)  # type: ignore[no-any-return]
 
 
-def _resolve_for_connect(sock: socket, address: tuple[Any, ...]) -> tuple[Any, ...]:
+def _resolve(sock: socket, address: tuple[Any, ...], flags: int = 0) -> tuple[Any, ...]:
+    """``address`` with its host name replaced by an address, looked up in
+    the thread pool (the C layer would look it up blocking the hub)."""
     host = address[0]
     if _is_numeric_host(host):
         return address
-    info = getaddrinfo(host, address[1], sock.family, sock.type, sock.proto)
-    if not info:  # pragma: no cover
+    info = getaddrinfo(host, address[1], _c_family(sock), _c_type(sock), _c_proto(sock), flags)
+    if not info:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"getaddrinfo returned nothing for {host!r}")
-    sa = info[0][4]
-    return sa + address[2:] if len(address) > 2 and len(sa) == 2 else sa
+    return (info[0][4][0],) + tuple(address[1:])
 
 
 # -- constructors --------------------------------------------------------------
 
-def socketpair(family: int = _socket.AF_UNIX, type: int = _socket.SOCK_STREAM,
+def socketpair(family: int | None = None, type: int = _socket.SOCK_STREAM,  # type: ignore[no-redef]
                proto: int = 0) -> tuple[socket, socket]:
-    """A connected pair of cooperative sockets."""
+    """A connected pair of cooperative sockets (``AF_UNIX`` by default)."""
+    if family is None:
+        family = _socket.AF_UNIX
     a, b = _socket.socketpair(family, type, proto)
     return (socket(family, type, proto, a.detach()), socket(family, type, proto, b.detach()))
 
 
-def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
-    """A cooperative socket on a duplicate of ``fd``."""
-    import os
+def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:  # type: ignore[no-redef]
+    """A cooperative socket on a duplicate of ``fd``.
 
-    return socket(family, type, proto, os.dup(fd))
+    The duplicate shares the open file description, so ``fd`` becomes
+    non-blocking too (greenline's sockets always are underneath).
+    """
+    return socket(family, type, proto, _os.dup(fd))
 
 
-def create_server(address: Any, *, family: int = _socket.AF_INET, backlog: int | None = None,
+def create_server(address: Any, *, family: int = _socket.AF_INET, backlog: int | None = None,  # type: ignore[no-redef]
                   reuse_port: bool = False, dualstack_ipv6: bool = False) -> socket:
-    """Like :func:`socket.create_server` (binding never blocks), cooperative."""
+    """Like :func:`socket.create_server`, cooperative; a host name is looked up
+    in the thread pool."""
+    if isinstance(address, tuple) and not _is_numeric_host(address[0]):
+        info = getaddrinfo(address[0], address[1], family, _SOCK_STREAM, 0, _socket.AI_PASSIVE)
+        if not info:  # pragma: no cover - getaddrinfo raises instead
+            raise OSError(f"getaddrinfo returned nothing for {address[0]!r}")
+        address = (info[0][4][0],) + tuple(address[1:])
     s = _std.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port,
                            dualstack_ipv6=dualstack_ipv6)
     return socket(s.family, s.type, s.proto, s.detach())
@@ -463,7 +642,7 @@ def create_server(address: Any, *, family: int = _socket.AF_INET, backlog: int |
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
-def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
+def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[no-redef]
                       source_address: Any = None, *, all_errors: bool = False) -> socket:
     """Connect to ``(host, port)``, trying each address the name resolves to,
     like :func:`socket.create_connection`."""
