@@ -82,7 +82,8 @@ def _closed_error() -> OSError:
 
 def _budget_spent(hub: Hub) -> None:
     # Rare path of the IO budget: this green thread did IO_BUDGET calls in a
-    # row without blocking, so let the others run.  The descriptor may be
+    # row without blocking (its descriptor always ready, or never even
+    # registered), so let the others run.  The descriptor may be
     # registered with another OS thread's hub (a socket handed between
     # threads): yield in our own.
     if hub.thread_ident == _get_ident():
@@ -175,15 +176,16 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                 st.readable = False
             else:
                 hub = st.hub
-                if hub is not None:
+                if hub is None:
+                    hub = get_hub()
+                elif 0 < len(data) < bufsize and self._gl_stream and not flags:
                     # Registered, so edges are being reported: a short read
                     # drained the buffer.  Not at EOF (that stays readable),
                     # not for datagrams, not for a peek (it drains nothing).
-                    if 0 < len(data) < bufsize and self._gl_stream and not flags:
-                        st.readable = False
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        _budget_spent(hub)
+                    st.readable = False
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    _budget_spent(hub)
                 return data
         if self._gl_timeout == 0.0:
             return _recv(self, bufsize, flags)  # type: ignore[no-any-return]
@@ -208,14 +210,15 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                 st.readable = False
             else:
                 hub = st.hub
-                if hub is not None:
+                if hub is None:
+                    hub = get_hub()
+                elif 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags:
                     # len() of an exotic buffer counts items, not bytes: it
                     # can only understate the room, never fake a short read.
-                    if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags:
-                        st.readable = False
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        _budget_spent(hub)
+                    st.readable = False
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    _budget_spent(hub)
                 return n
         if self._gl_timeout == 0.0:
             return _recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
@@ -254,11 +257,10 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                     raise
                 st.readable = False
             else:
-                hub = st.hub
-                if hub is not None:
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        _budget_spent(hub)
+                hub = st.hub or get_hub()
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    _budget_spent(hub)
                 return result
         deadline = self._deadline()
         while True:
@@ -278,11 +280,10 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
             except BlockingIOError:
                 st.writable = False
             else:
-                hub = st.hub
-                if hub is not None:
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        _budget_spent(hub)
+                hub = st.hub or get_hub()
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    _budget_spent(hub)
                 return n
         if self._gl_timeout == 0.0:
             return _send(self, data, flags)  # type: ignore[no-any-return]
@@ -307,11 +308,10 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                     raise
             else:
                 if type(data) is bytes and n == len(data):
-                    hub = st.hub
-                    if hub is not None:
-                        hub.io_budget -= 1
-                        if hub.io_budget <= 0:
-                            _budget_spent(hub)
+                    hub = st.hub or get_hub()
+                    hub.io_budget -= 1
+                    if hub.io_budget <= 0:
+                        _budget_spent(hub)
                     return
         with memoryview(data) as mv, mv.cast("B") as view:
             total = len(view)
@@ -350,11 +350,10 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                     raise
                 st.writable = False
             else:
-                hub = st.hub
-                if hub is not None:
-                    hub.io_budget -= 1
-                    if hub.io_budget <= 0:
-                        _budget_spent(hub)
+                hub = st.hub or get_hub()
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    _budget_spent(hub)
                 return result
         deadline = self._deadline()
         while True:
@@ -431,11 +430,10 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                     deadline = self._deadline()
                 self._wait(False, deadline)
                 continue
-            hub = st.hub
-            if hub is not None:
-                hub.io_budget -= 1
-                if hub.io_budget <= 0:
-                    _budget_spent(hub)
+            hub = st.hub or get_hub()
+            hub.io_budget -= 1
+            if hub.io_budget <= 0:
+                _budget_spent(hub)
             # As in the stdlib, the new socket gets the default timeout, not
             # the listener's.
             return socket(_c_family(self), _c_type(self), _c_proto(self), fd), addr
