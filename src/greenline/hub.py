@@ -392,29 +392,16 @@ class Hub:
     def _run(self) -> None:
         ready = self.ready
         popleft = ready.popleft
-        pending = self.pending
         timers = self.timers
         fds = self.fds
+        parked = self.parked
         poll = self._poll
         heappop = heapq.heappop
         while True:
             self.loops += 1
-            # 1. Run what was ready when the pass began.
-            n = len(ready)
-            self.switches += n
-            try:
-                while n:
-                    n -= 1
-                    g = popleft()
-                    self.io_budget = IO_BUDGET
-                    g.switch()
-            except BaseException:
-                # A raw greenlet (not a Task) ended with an exception that
-                # greenlet delivered to us, its parent.  Report it, go on.
-                self.handle_error(None)
-                continue
-
-            # 2. Poll.  Block only if there is nothing to run.
+            # 1. Poll.  Block only if there is nothing to run.  (Polling and
+            # timers come before running: a green thread that yields sees any
+            # timeout that fell due meanwhile raised at that yield.)
             if ready or self._xcalls:
                 timeout: float = 0
             elif timers:
@@ -423,7 +410,7 @@ class Hub:
                 timeout = -1
             else:
                 self._deadlock()
-                continue
+                timeout = 0
             self._polling = True
             if self._xcalls:
                 timeout = 0
@@ -439,14 +426,14 @@ class Hub:
                 if ev & _READ_MASK:
                     st.readable = True
                     g = st.reader
-                    if g is not None and g in self.parked:
-                        del self.parked[g]
+                    if g is not None and g in parked:
+                        del parked[g]
                         ready.append(g)
                 if ev & _WRITE_MASK:
                     st.writable = True
                     g = st.writer
-                    if g is not None and g in self.parked:
-                        del self.parked[g]
+                    if g is not None and g in parked:
+                        del parked[g]
                         ready.append(g)
             if self._xcalls:
                 if _HAVE_EPOLL:
@@ -456,7 +443,7 @@ class Hub:
                         pass
                 self._run_xcalls()
 
-            # 3. Timers that are due.
+            # 2. Timers that are due.
             if timers:
                 now = monotonic()
                 while timers and timers[0][0] <= now:
@@ -469,7 +456,22 @@ class Hub:
                     try:
                         callback(entry[3])
                     except BaseException:
-                        self.handle_error(None)
+                        self.handle_error(callback)
+
+            # 3. Run what is ready now; whatever becomes ready meanwhile waits
+            # for the next pass, after the next poll.
+            n = len(ready)
+            self.switches += n
+            try:
+                while n:
+                    n -= 1
+                    g = popleft()
+                    self.io_budget = IO_BUDGET
+                    g.switch()
+            except BaseException:
+                # A raw greenlet (not a Task) ended with an exception that
+                # greenlet delivered to us, its parent.  Report it, go on.
+                self.handle_error(None)
 
     def _other_threads(self) -> bool:
         # Another live OS thread may still release a lock or set an event we

@@ -346,7 +346,7 @@ def joinall(tasks: Iterable[Task], timeout: float | None = None, raise_error: bo
     timer = Timeout.start_new(timeout, False) if timeout is not None else None
     try:
         while True:
-            while finished:
+            while finished and len(done) < want:
                 t = finished.pop(0)
                 done.append(t)
                 if raise_error and not t.successful():

@@ -40,26 +40,33 @@ class ThreadPool:
         self._lock = _allocate_lock()
         self.size = 0
         self.idle = 0
+        self.queued = 0
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` in a worker thread.  ``fn`` must not raise."""
         with self._lock:
             self._jobs.put(fn)
-            if self.idle == 0 and self.size < self.maxsize:
+            self.queued += 1
+            # Idle workers may not have picked up earlier jobs yet: compare
+            # with what is queued, not with zero.
+            if self.queued > self.idle and self.size < self.maxsize:
                 self.size += 1
                 _start_new_thread(self._worker, ())
 
     def _worker(self) -> None:
+        global _idle_total
         jobs = self._jobs
         lock = self._lock
         while True:
             with lock:
                 self.idle += 1
+                _idle_total += 1
             try:
                 job = jobs.get(timeout=IDLE_SECONDS)
             except _Empty:
                 with lock:
                     self.idle -= 1
+                    _idle_total -= 1
                     # Leave only if no job slipped in meanwhile.
                     if jobs.empty():
                         self.size -= 1
@@ -67,6 +74,8 @@ class ThreadPool:
                 continue
             with lock:
                 self.idle -= 1
+                self.queued -= 1
+                _idle_total -= 1
             job()
 
 
@@ -84,8 +93,14 @@ def get_threadpool() -> ThreadPool:
     return _pool
 
 
+# Idle workers of every pool: threads that exist but can wake nobody.  The
+# hub subtracts them when it decides whether another thread could still
+# end a wait (see Hub._other_threads).
+_idle_total = 0
+
+
 def idle_workers() -> int:
-    return _pool.idle if _pool is not None else 0
+    return _idle_total
 
 
 class _Call:
@@ -143,8 +158,9 @@ def to_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def _after_fork_in_child() -> None:
     # The parent's workers do not exist in the child; its queue and lock may
     # be in any state.  Start afresh.
-    global _pool, _pool_lock
+    global _pool, _pool_lock, _idle_total
     _pool = None
+    _idle_total = 0
     _pool_lock = _allocate_lock()
 
 

@@ -1,0 +1,209 @@
+"""Task: spawn, join, get, kill, links, joinall, killall."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import greenline
+from greenline import GreenletExit, Task, socket
+
+
+def test_spawn_get_returns_the_value():
+    t = greenline.spawn(lambda a, b=0: a * 10 + b, 4, b=2)
+    assert t.get() == 42
+    assert t.ready() and t.successful() and t.dead
+    assert t.value == 42 and t.exception is None
+
+
+def test_exception_reaches_get_and_is_reported(capsys):
+    def fail():
+        greenline.sleep(0.01)
+        raise KeyError("lost key")
+
+    t = greenline.spawn(fail)
+    with pytest.raises(KeyError, match="lost key"):
+        t.get()
+    assert t.ready() and not t.successful()
+    assert isinstance(t.exception, KeyError)
+    # Not swallowed: the failure is printed when it happens, as threads do.
+    assert "lost key" in capsys.readouterr().err
+
+
+def test_get_with_timeout_and_nonblocking():
+    t = greenline.spawn(greenline.sleep, 1)
+    with pytest.raises(greenline.Timeout):
+        t.get(block=False)
+    with pytest.raises(greenline.Timeout):
+        t.get(timeout=0.01)
+    t.kill()
+
+
+def test_join_timeout_returns_while_task_still_runs():
+    t = greenline.spawn(greenline.sleep, 1)
+    start = time.monotonic()
+    t.join(timeout=0.05)
+    assert not t.ready()
+    assert time.monotonic() - start < 0.5
+    t.kill()
+    assert t.dead
+
+
+def test_kill_a_sleeping_task():
+    reached = []
+
+    def sleeper():
+        try:
+            greenline.sleep(10)
+        finally:
+            reached.append("finally")
+
+    t = greenline.spawn(sleeper)
+    greenline.sleep(0)
+    t.kill()
+    assert reached == ["finally"]
+    assert t.successful() and isinstance(t.value, GreenletExit)
+
+
+def test_kill_with_custom_exception():
+    t = greenline.spawn(greenline.sleep, 10)
+    greenline.sleep(0)
+    t.kill(ValueError("stop"))
+    assert isinstance(t.exception, ValueError)
+    with pytest.raises(ValueError):
+        t.get()
+
+
+def test_kill_before_start_never_runs():
+    ran = []
+    t = greenline.spawn(ran.append, 1)
+    t.kill()
+    greenline.sleep(0.01)
+    assert ran == [] and t.dead and t.ready()
+
+
+def test_kill_a_task_blocked_in_recv():
+    a, b = socket.socketpair()
+    t = greenline.spawn(a.recv, 100)
+    greenline.sleep(0.01)
+    t.kill(block=True, timeout=1)
+    assert t.dead
+    # The socket is still usable afterwards.
+    b.sendall(b"after")
+    assert a.recv(100) == b"after"
+    a.close()
+    b.close()
+
+
+def test_kill_nonblocking_then_join():
+    t = greenline.spawn(greenline.sleep, 10)
+    greenline.sleep(0)
+    t.kill(block=False)
+    assert not t.dead
+    t.join()
+    assert t.dead
+
+
+def test_killing_self_raises_at_once():
+    def suicide():
+        greenline.getcurrent().kill(RuntimeError("me"))
+        return "not reached"
+
+    t = greenline.spawn(suicide)
+    t.join()
+    assert isinstance(t.exception, RuntimeError)
+
+
+def test_joinall_raise_error_raises_the_first_failure():
+    def fail(d):
+        greenline.sleep(d)
+        raise ValueError(d)
+
+    tasks = [greenline.spawn(greenline.sleep, 0.5), greenline.spawn(fail, 0.01)]
+    start = time.monotonic()
+    with pytest.raises(ValueError):
+        greenline.joinall(tasks, raise_error=True)
+    assert time.monotonic() - start < 0.4
+    greenline.killall(tasks)
+
+
+def test_joinall_timeout_and_count():
+    tasks = [greenline.spawn(greenline.sleep, d) for d in (0.01, 0.02, 1)]
+    done = greenline.joinall(tasks, timeout=0.3)
+    assert set(done) == set(tasks[:2])
+    assert greenline.joinall(tasks, count=1) == [tasks[0]]
+    greenline.killall(tasks)
+    assert all(t.dead for t in tasks)
+
+
+def test_killall_waits():
+    tasks = [greenline.spawn(greenline.sleep, 10) for _ in range(100)]
+    greenline.sleep(0)
+    greenline.killall(tasks, timeout=1)
+    assert all(t.dead for t in tasks)
+
+
+def test_links_run_in_their_own_task_and_may_block():
+    seen = []
+
+    def on_done(task):
+        greenline.sleep(0.01)  # a link may block
+        seen.append(task.value)
+
+    t = greenline.spawn(lambda: "result")
+    t.link(on_done)
+    t.join()
+    greenline.sleep(0.05)
+    assert seen == ["result"]
+
+
+def test_link_value_and_link_exception():
+    ok, bad = [], []
+    good = greenline.spawn(lambda: 1)
+    failing = greenline.spawn(lambda: 1 / 0)
+    for t in (good, failing):
+        t.link_value(lambda t: ok.append(t))
+        t.link_exception(lambda t: bad.append(t))
+    greenline.joinall([good, failing])
+    greenline.sleep(0.01)
+    assert ok == [good] and bad == [failing]
+
+
+def test_link_after_finish_still_fires():
+    t = greenline.spawn(lambda: 7)
+    t.join()
+    seen = []
+    t.link(lambda t: seen.append(t.value))
+    greenline.sleep(0.01)
+    assert seen == [7]
+
+
+def test_spawn_later_waits():
+    start = time.monotonic()
+    t = greenline.spawn_later(0.05, time.monotonic)
+    assert t.get() - start >= 0.045
+
+
+def test_state_of_a_new_task():
+    t = Task(lambda: None)
+    assert not t.started and not t.ready() and not t.dead and not t
+    t.start()
+    assert t.started and t
+    t.join()
+    assert not t and t.dead
+    assert "finished" in repr(t)
+
+
+def test_task_subclass_with_run_method():
+    class Worker(Task):
+        def __init__(self, n):
+            super().__init__(self.work, n)
+
+        def work(self, n):
+            greenline.sleep(0)
+            return n * 2
+
+    w = Worker(21)
+    w.start()
+    assert w.get() == 42

@@ -1,0 +1,87 @@
+"""to_thread: blocking calls in real threads, only the caller waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import greenline
+from greenline.threadpool import ThreadPool, get_threadpool, to_thread
+
+
+def test_result_and_exception():
+    assert to_thread(lambda a, b: a + b, 1, b=2) == 3
+    with pytest.raises(ZeroDivisionError):
+        to_thread(lambda: 1 / 0)
+
+
+def test_runs_in_another_os_thread():
+    assert to_thread(threading.get_ident) != threading.get_ident()
+
+
+def test_only_the_caller_waits():
+    ticks = []
+
+    def ticker():
+        for _ in range(10):
+            ticks.append(time.monotonic())
+            greenline.sleep(0.01)
+
+    t = greenline.spawn(ticker)
+    to_thread(time.sleep, 0.2)  # a real blocking call
+    t.join()
+    assert len(ticks) == 10
+
+
+def test_calls_run_in_parallel():
+    start = time.monotonic()
+    tasks = [greenline.spawn(to_thread, time.sleep, 0.2) for _ in range(8)]
+    greenline.joinall(tasks, raise_error=True)
+    assert time.monotonic() - start < 1.2  # serially 1.6 s
+
+
+def test_killed_caller_does_not_get_a_stale_wakeup():
+    t = greenline.spawn(to_thread, time.sleep, 0.05)
+    greenline.sleep(0.01)
+    t.kill()
+    # The thread's result arrives while this green thread sleeps: it must
+    # not cut the sleep short.
+    start = time.monotonic()
+    greenline.sleep(0.15)
+    assert time.monotonic() - start >= 0.14
+
+
+def test_waiting_on_a_thread_is_not_a_deadlock():
+    # Nothing else in the hub: it must wait for the thread, not raise LoopExit.
+    assert to_thread(lambda: (time.sleep(0.05), "done")[1]) == "done"
+
+
+def test_pool_grows_to_its_limit_only():
+    pool = ThreadPool(maxsize=2)
+    hub = greenline.get_hub()
+    me = greenline.getcurrent()
+    done = []
+    lock = threading.Lock()
+
+    def job():
+        time.sleep(0.02)
+        with lock:
+            done.append(1)
+            if len(done) == 6:
+                hub.call_threadsafe(hub.wake, me)
+
+    for _ in range(6):
+        pool.submit(job)
+    assert pool.size <= 2
+    hub.refs += 1
+    try:
+        hub.block()
+    finally:
+        hub.refs -= 1
+    assert len(done) == 6 and pool.size <= 2
+
+
+def test_shared_pool_is_one_per_process():
+    assert get_threadpool() is get_threadpool()

@@ -1,0 +1,130 @@
+"""Timeout and with_timeout: raised where the green thread blocks, never in
+the middle of computation; nesting; cancelling."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import greenline
+from greenline import Timeout, socket, with_timeout
+
+
+def test_timeout_interrupts_a_sleep():
+    start = time.monotonic()
+    with pytest.raises(Timeout) as info:
+        with Timeout(0.02):
+            greenline.sleep(5)
+    assert time.monotonic() - start < 1
+    assert str(info.value) == "0.02 seconds"
+
+
+def test_timeout_false_is_swallowed_by_its_block():
+    with Timeout(0.01, False) as t:
+        greenline.sleep(5)
+    assert not t.pending
+
+
+def test_timeout_with_custom_exception():
+    with pytest.raises(ConnectionError):
+        with Timeout(0.01, ConnectionError("gave up")):
+            greenline.sleep(5)
+
+
+def test_timeout_interrupts_recv_and_socket_stays_usable():
+    a, b = socket.socketpair()
+    with Timeout(0.02, False):
+        a.recv(10)
+    b.sendall(b"still fine")
+    assert a.recv(100) == b"still fine"
+    a.close()
+    b.close()
+
+
+def test_cancelled_timeout_never_fires():
+    t = Timeout(0.01)
+    t.start()
+    t.cancel()
+    greenline.sleep(0.05)  # would have raised here
+
+
+def test_timeout_never_interrupts_computation_only_the_next_block():
+    with pytest.raises(Timeout):
+        with Timeout(0.01):
+            deadline = time.monotonic() + 0.05
+            spins = 0
+            while time.monotonic() < deadline:  # no blocking point here
+                spins += 1
+            computed = True
+            greenline.sleep(0)  # the first blocking point: raised here
+    assert computed and spins > 0
+
+
+def test_fired_but_unraised_timeout_is_withdrawn_by_cancel():
+    with Timeout(0.01, False):
+        deadline = time.monotonic() + 0.03
+        while time.monotonic() < deadline:
+            pass
+        # fired meanwhile, not raised yet: leaving the block withdraws it
+    greenline.sleep(0.01)  # must not raise
+
+
+def test_nested_inner_shorter():
+    with pytest.raises(Timeout) as info:
+        with Timeout(1) as outer:
+            with Timeout(0.01) as inner:
+                greenline.sleep(5)
+    assert info.value is inner and info.value is not outer
+
+
+def test_nested_outer_shorter_passes_through_inner_handler():
+    outer = Timeout(0.01)
+    with pytest.raises(Timeout) as info:
+        with outer:
+            try:
+                with Timeout(1):
+                    greenline.sleep(5)
+            except Timeout as t:
+                assert t is outer
+                raise
+    assert info.value is outer
+
+
+def test_timeout_in_another_task_does_not_leak():
+    def short():
+        with Timeout(0.01, False):
+            greenline.sleep(1)
+        return "ok"
+
+    t = greenline.spawn(short)
+    greenline.sleep(0.05)
+    assert t.get() == "ok"
+
+
+def test_with_timeout_value_and_raise():
+    assert with_timeout(0.01, greenline.sleep, 1, timeout_value="late") == "late"
+    with pytest.raises(Timeout):
+        with_timeout(0.01, greenline.sleep, 1)
+    assert with_timeout(1, lambda: "fast") == "fast"
+
+
+def test_timeout_is_not_caught_by_except_exception():
+    caught = []
+    with pytest.raises(Timeout):
+        with Timeout(0.01):
+            try:
+                greenline.sleep(1)
+            except Exception:  # what sloppy code does
+                caught.append(1)
+    assert caught == []
+
+
+def test_start_new_and_none_seconds():
+    t = Timeout.start_new(None)
+    assert not t.pending
+    greenline.sleep(0.01)
+    t2 = Timeout.start_new(5)
+    assert t2.pending
+    t2.cancel()
+    assert not t2.pending
