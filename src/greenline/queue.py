@@ -1,0 +1,367 @@
+"""Queues between green threads: ``Queue``, ``LifoQueue``, ``PriorityQueue``
+(and ``JoinableQueue``, the same as ``Queue``), with gevent's API.
+
+>>> import greenline
+>>> from greenline.queue import Queue
+>>> q = Queue()
+>>> def producer():
+...     for n in range(3):
+...         q.put(n)
+...     q.put(StopIteration)        # ends the consumer's for loop
+>>> _ = greenline.spawn(producer)
+>>> [item for item in q]
+[0, 1, 2]
+
+``get`` and ``put`` raise the stdlib's own ``queue.Empty`` and
+``queue.Full`` (re-exported here), so code catching those keeps working when
+monkey-patching swaps the stdlib queues for these.
+
+Waiting getters and putters are served first come, first served, also across
+OS threads.  When an item arrives for a waiting getter, one item is reserved
+for it (nobody else can take it before it runs); likewise a slot freed for a
+waiting putter.  A waiter that raises instead (timeout, kill) passes its
+reservation on: no item is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import _queue
+import _thread
+import heapq
+import queue as _stdlib_queue  # absolute import: the stdlib module
+from collections import deque
+from collections.abc import Iterable, Iterator
+from time import monotonic
+from typing import Any
+
+from greenline.lock import _notify, _notify_all, _park, _Waiter
+
+__all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "Empty", "Full"]
+
+Empty = _queue.Empty
+Full = _stdlib_queue.Full
+
+_allocate_real_lock = _thread.allocate_lock
+
+
+class Queue:
+    """A FIFO queue; ``maxsize`` <= 0 (or None) means unbounded.
+
+    >>> from greenline.queue import Queue, Empty
+    >>> q = Queue(maxsize=1)
+    >>> q.put("a")
+    >>> q.full(), q.qsize()
+    (True, 1)
+    >>> q.get(), q.empty()
+    ('a', True)
+    >>> try:
+    ...     q.get(timeout=0.01)
+    ... except Empty:
+    ...     print("nothing came")
+    nothing came
+
+    Subclasses may override the stdlib's storage hooks ``_init``,
+    ``_qsize``, ``_put``, ``_get`` (and ``_peek``).
+    """
+
+    def __init__(self, maxsize: int | None = None, items: Iterable[Any] = ()) -> None:
+        self.maxsize = maxsize if maxsize is not None and maxsize > 0 else 0
+        self._init(self.maxsize)
+        self._guard = _allocate_real_lock()
+        self._getters: deque[_Waiter] = deque()
+        self._putters: deque[_Waiter] = deque()
+        self._peekers: list[_Waiter] = []
+        self._joiners: list[_Waiter] = []
+        # Items promised to woken getters, slots promised to woken putters.
+        self._item_reserved = 0
+        self._slot_reserved = 0
+        self.unfinished_tasks = 0
+        for item in items:
+            self._put(item)
+            self.unfinished_tasks += 1
+
+    # -- storage hooks (the stdlib's names) -------------------------------
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: Any = deque()
+
+    def _qsize(self) -> int:
+        return len(self.queue)
+
+    def _put(self, item: Any) -> None:
+        self.queue.append(item)
+
+    def _get(self) -> Any:
+        return self.queue.popleft()
+
+    def _peek(self) -> Any:
+        return self.queue[0]
+
+    # -- state -------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} maxsize={self.maxsize} qsize={self._qsize()} "
+                f"getters={len(self._getters)} putters={len(self._putters)}>")
+
+    def qsize(self) -> int:
+        """Number of items in the queue."""
+        return self._qsize()
+
+    def __len__(self) -> int:
+        return self._qsize()
+
+    def __bool__(self) -> bool:
+        # As gevent's: a queue object is always true, even when empty.
+        return True
+
+    def empty(self) -> bool:
+        return self._qsize() == 0
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= self._qsize()
+
+    def copy(self) -> Queue:
+        return type(self)(self.maxsize, list(self.queue))
+
+    # -- state changes; all under the guard ---------------------------------
+
+    def _has_slot(self) -> bool:
+        return self.maxsize <= 0 or self._qsize() + self._slot_reserved < self.maxsize
+
+    def _added(self) -> None:
+        # An item went in: reserve it for the first waiting getter, and let
+        # peekers look.
+        self.unfinished_tasks += 1
+        self._grant_getter()
+        if self._peekers:
+            peekers, self._peekers = self._peekers, []
+            _notify_all(peekers)
+
+    def _grant_getter(self) -> None:
+        if self._getters and self._qsize() > self._item_reserved:
+            w = self._getters.popleft()
+            self._item_reserved += 1
+            w.fired = True
+            _notify(w)
+
+    def _grant_putter(self) -> None:
+        if self._putters and self._has_slot():
+            w = self._putters.popleft()
+            self._slot_reserved += 1
+            w.fired = True
+            _notify(w)
+
+    # -- put -----------------------------------------------------------------
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item`` in, waiting (up to ``timeout``) while the queue is
+        full; raises :class:`Full` if it stays full (at once with
+        ``block=False``)."""
+        guard = self._guard
+        with guard:
+            if self._has_slot():
+                self._put(item)
+                self._added()
+                return
+        if not block or (timeout is not None and timeout <= 0):
+            raise Full
+        w = _Waiter()
+        with guard:
+            if self._has_slot():
+                self._put(item)
+                self._added()
+                return
+            self._putters.append(w)
+        try:
+            _park(w, timeout)
+        except BaseException:
+            with guard:
+                if w.fired:
+                    self._slot_reserved -= 1
+                    self._grant_putter()
+                else:
+                    self._putters.remove(w)
+            raise
+        with guard:
+            if w.fired:
+                self._slot_reserved -= 1
+                self._put(item)
+                self._added()
+                return
+            self._putters.remove(w)
+        raise Full
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, False)
+
+    # -- get -----------------------------------------------------------------
+
+    def _take(self) -> Any:
+        item = self._get()
+        self._grant_putter()
+        return item
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return an item, waiting (up to ``timeout``) for one;
+        raises :class:`Empty` if none comes (at once with ``block=False``)."""
+        guard = self._guard
+        with guard:
+            if self._qsize() > self._item_reserved:
+                return self._take()
+        if not block or (timeout is not None and timeout <= 0):
+            raise Empty
+        w = _Waiter()
+        with guard:
+            if self._qsize() > self._item_reserved:
+                return self._take()
+            self._getters.append(w)
+        try:
+            _park(w, timeout)
+        except BaseException:
+            with guard:
+                if w.fired:
+                    self._item_reserved -= 1
+                    self._grant_getter()
+                else:
+                    self._getters.remove(w)
+            raise
+        with guard:
+            if w.fired:
+                self._item_reserved -= 1
+                return self._take()
+            self._getters.remove(w)
+        raise Empty
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def peek(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Return the next item without removing it, waiting for one like
+        :meth:`get`."""
+        deadline = None if timeout is None else monotonic() + timeout
+        guard = self._guard
+        while True:
+            with guard:
+                if self._qsize():
+                    return self._peek()
+            remaining = None if deadline is None else deadline - monotonic()
+            if not block or (remaining is not None and remaining <= 0):
+                raise Empty
+            w = _Waiter()
+            with guard:
+                if self._qsize():
+                    return self._peek()
+                self._peekers.append(w)
+            try:
+                _park(w, remaining)
+            finally:
+                if not w.fired:
+                    with guard:
+                        if not w.fired:
+                            self._peekers.remove(w)
+            # Woken by a put, but a getter may have taken the item first:
+            # look again.
+
+    def peek_nowait(self) -> Any:
+        return self.peek(False)
+
+    # -- task accounting (the stdlib's JoinableQueue protocol) ---------------
+
+    def task_done(self) -> None:
+        """Mark one item got from the queue as processed (for :meth:`join`)."""
+        with self._guard:
+            if self.unfinished_tasks <= 0:
+                raise ValueError("task_done() called too many times")
+            self.unfinished_tasks -= 1
+            if self.unfinished_tasks == 0 and self._joiners:
+                joiners, self._joiners = self._joiners, []
+                _notify_all(joiners)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every item put has been marked done with
+        :meth:`task_done`; False if ``timeout`` passed first."""
+        if self.unfinished_tasks == 0:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        w = _Waiter()
+        with self._guard:
+            if self.unfinished_tasks == 0:
+                return True
+            self._joiners.append(w)
+        try:
+            _park(w, timeout)
+        finally:
+            if not w.fired:
+                with self._guard:
+                    if not w.fired:
+                        self._joiners.remove(w)
+        return w.fired or self.unfinished_tasks == 0
+
+    # -- iteration, as gevent's: ends at a StopIteration item ----------------
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        item = self.get()
+        if item is StopIteration:
+            raise StopIteration
+        return item
+
+    next = __next__
+
+    # gevent's names
+    def getters(self) -> int:
+        return len(self._getters)
+
+    def putters(self) -> int:
+        return len(self._putters)
+
+
+JoinableQueue = Queue
+
+
+class LifoQueue(Queue):
+    """Last in, first out.
+
+    >>> from greenline.queue import LifoQueue
+    >>> q = LifoQueue()
+    >>> for n in (1, 2, 3):
+    ...     q.put(n)
+    >>> [q.get() for _ in range(3)]
+    [3, 2, 1]
+    """
+
+    def _init(self, maxsize: int) -> None:
+        self.queue = []
+
+    def _get(self) -> Any:
+        return self.queue.pop()
+
+    def _peek(self) -> Any:
+        return self.queue[-1]
+
+
+class PriorityQueue(Queue):
+    """Lowest first (items are compared, as with ``heapq``).
+
+    >>> from greenline.queue import PriorityQueue
+    >>> q = PriorityQueue()
+    >>> for item in [(2, "b"), (1, "a"), (3, "c")]:
+    ...     q.put(item)
+    >>> q.get()
+    (1, 'a')
+    """
+
+    def _init(self, maxsize: int) -> None:
+        self.queue = []
+
+    def _put(self, item: Any) -> None:
+        heapq.heappush(self.queue, item)
+
+    def _get(self) -> Any:
+        return heapq.heappop(self.queue)
+
+    def _peek(self) -> Any:
+        return self.queue[0]
