@@ -274,6 +274,11 @@ class Hub:
         if st.hub is not self:
             self._register(st)
         g = getcurrent()
+        if g is self.greenlet:
+            raise RuntimeError("the hub itself cannot wait for a descriptor")
+        pending = self.pending
+        if pending and g in pending:
+            raise pending.pop(g)
         if write:
             if st.writer is not None:
                 raise RuntimeError(f"another green thread is already waiting to write fd {st.fd}")
@@ -284,10 +289,18 @@ class Hub:
             st.reader = g
         timer = self.call_later(timeout, self._expire, g) if timeout is not None else None
         self.io_waiters += 1
+        # block(), inlined: this is the hot path of every socket call that
+        # has to wait.
+        self.parked[g] = None
         try:
-            self.block()
+            self.greenlet.switch()
+            if pending and g in pending:
+                raise pending.pop(g)
         except _Expired:
             raise (timeout_exc or _default_timeout)() from None
+        except BaseException:
+            self.parked.pop(g, None)
+            raise
         finally:
             self.io_waiters -= 1
             if write:
@@ -297,10 +310,6 @@ class Hub:
                 st.reader = None
             if timer is not None:
                 self.cancel_timer(timer)
-        if st.hub is None:
-            # Closed while we slept, and the closer's wake beat its error
-            # (only possible if it was woken by readiness in the same pass).
-            raise OSError(errno.EBADF, "Bad file descriptor: closed while waiting")
 
     def _register(self, st: FdState) -> None:
         if st.hub is not None:
