@@ -1,0 +1,809 @@
+"""``greenline load``: a load tester built on greenline's own green threads.
+
+Each connection is one green thread that sends ``conn-<i> say hello <n>``
+(padded to ``--size`` bytes), reads until the whole reply has arrived, checks
+it, and records the latency in an HDR histogram.  Closed loop by default (the
+next request goes out when the reply is in); with ``--rate`` open loop, where
+every request has an intended send time and its latency is measured from that
+time, so a server that stalls shows the stall in the tail instead of quietly
+slowing the client down (coordinated omission).
+
+``--procs N`` forks N client processes, each with its share of the
+connections; they stream their histograms to the parent, which merges them.
+
+The per-request path is kept short on purpose: the client must cost less CPU
+per request than the server it measures, or it measures itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
+
+from greenlet import getcurrent
+
+from greenline import socket as gsocket
+from greenline.hub import get_hub
+from greenline.hub import sleep as gsleep
+from greenline.report import (
+    HIGHEST_US,
+    LoadResult,
+    decode_histogram,
+    encode_histogram,
+    format_us,
+    new_histogram,
+)
+from greenline.task import Task, killall, spawn
+
+__all__ = ["LoadConfig", "LoadError", "run_load", "add_parser", "main"]
+
+# Descriptors the process needs besides its connections (stdio, the hub's
+# epoll and eventfd, pipes to the parent, imports).
+_SPARE_FDS = 64
+
+# A connection that fails to connect this many times in a row gives up, so a
+# run against a dead address ends instead of retrying forever.
+MAX_CONNECT_FAILURES = 3
+
+# Seconds the requests in flight at the end of a timed run get to finish.
+END_GRACE = 1.0
+
+
+class LoadError(Exception):
+    """The run could not start (bad target, descriptor limit): exit code 2."""
+
+
+class _ReplyTimeout(Exception):
+    """Thrown into a connection whose reply is later than ``--timeout``."""
+
+
+class _ClosedEarly(Exception):
+    """The server closed the connection before the whole reply arrived."""
+
+
+class _Broken(Exception):
+    """A connection failed mid-request; carries the request counter so the
+    next connection goes on from there (the open loop's schedule needs it)."""
+
+    def __init__(self, cause: BaseException, n: int) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.n = n
+
+
+_BREAKS = (OSError, _ReplyTimeout, _ClosedEarly)
+
+
+@dataclass
+class LoadConfig:
+    host: str
+    port: int
+    connections: int = 500
+    duration: float | None = 10.0
+    total: int | None = None
+    rate: float | None = None
+    size: int = 32
+    protocol: str = "upper"
+    procs: int = 1
+    timeout: float = 10.0
+    connect_timeout: float = 5.0
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def mode(self) -> str:
+        return "closed loop" if self.rate is None else f"open loop at {self.rate:g} req/s"
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) to ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LoadError(f"target must be HOST:PORT, not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to ``needed`` if it is lower, or fail
+    with what to do if the hard limit does not allow it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise LoadError(
+            f"{needed:,} file descriptors are needed per client process but the hard limit is "
+            f"{hard:,}: raise it (as root: `ulimit -Hn {needed}` in the shell that runs this, "
+            f"or a `nofile` line in /etc/security/limits.conf), use fewer connections (-c), "
+            f"or spread them over more processes (--procs)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _classify(exc: BaseException) -> str:
+    """The report's name for what broke a connection."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return "reset"
+    if isinstance(exc, (_ReplyTimeout, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, _ClosedEarly):
+        return "closed early"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return errno.errorcode.get(exc.errno, f"errno {exc.errno}").lower()
+    return type(exc).__name__
+
+
+# Filler for messages: lower-case, so ``upper`` has something to change.
+_PAD = b"x"
+
+
+def message_format(index: int, digits: int, size: int) -> bytes:
+    """The %-format of connection ``index``'s messages while the counter has
+    ``digits`` digits: ``conn-<i> say hello <n> xxx...\\n``, ``size`` bytes
+    long unless the text alone is longer."""
+    head = b"conn-%d say hello " % index
+    pad = size - len(head) - digits - 2
+    return head + b"%d " + _PAD * max(0, pad) + b"\n"
+
+
+class Engine:
+    """The connections of one client process, and their counters.
+
+    ``first`` and ``count`` say which connections (by global index) are
+    ours; ``budget`` is our share of ``-n`` (None for a timed run).
+    ``on_tick(snapshot, interval_histogram)`` is called about every
+    ``tick`` seconds with the progress since the last call.
+    """
+
+    def __init__(self, cfg: LoadConfig, first: int, count: int, t0: float, budget: int | None,
+                 tick: float, on_tick: Callable[[dict[str, Any], Any], None] | None = None) -> None:
+        self.cfg = cfg
+        self.first = first
+        self.count = count
+        self.t0 = t0
+        self.remaining = budget if budget is not None else -1
+        self.budgeted = budget is not None
+        self.tick = tick
+        self.on_tick = on_tick
+        self.stopping = False
+        # Interval histogram: the connections record into it; every tick it
+        # is added to the total and cleared, so each request costs one
+        # record_value and the live p99 is that of the last interval.
+        self.interval = new_histogram()
+        self.latency = new_histogram()
+        self.first_latency = new_histogram()
+        self.opened = 0
+        self.failed = 0
+        self.gave_up = 0
+        self.requests = 0
+        self.verified = 0
+        self.mismatches = 0
+        self.unfinished = 0
+        self.errors: dict[str, int] = {}
+        self.first_replied = 0
+        self.first_reply_at: float | None = None
+        # Send time of each connection's request in flight (0.0: none), for
+        # the reply-timeout watchdog.
+        self.inflight = [0.0] * count
+        self.first_replied_slots = [False] * count
+        self.tasks: list[Task] = []
+        self.active = 0
+        self._waiter: Any = None
+        self.addr: Any = None
+        self.family: int = int(gsocket.AF_INET)
+
+    # -- connections -----------------------------------------------------
+
+    def _error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def _connect(self) -> gsocket.socket | None:
+        failures = 0
+        while not self.stopping:
+            sock = gsocket.socket(self.family, gsocket.SOCK_STREAM)
+            sock.settimeout(self.cfg.connect_timeout)
+            try:
+                sock.connect(self.addr)
+            except OSError as e:
+                sock.close()
+                self.failed += 1
+                self._error(_classify(e))
+                failures += 1
+                if failures >= MAX_CONNECT_FAILURES:
+                    self.gave_up += 1
+                    return None
+                gsleep(0.1 * failures)
+                continue
+            # Replies are bounded by the watchdog, not by a timer per call.
+            sock.settimeout(None)
+            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+            self.opened += 1
+            return sock
+        return None
+
+    def _connection(self, slot: int) -> None:
+        n = 0
+        try:
+            while not self.stopping and (not self.budgeted or self.remaining > 0):
+                sock = self._connect()
+                if sock is None:
+                    return
+                try:
+                    if self.cfg.rate is None:
+                        n = self._closed_loop(slot, sock, n)
+                    else:
+                        n = self._open_loop(slot, sock, n)
+                    # A loop returns only when this connection's work is done
+                    # (the run is stopping, the budget or the schedule is out).
+                    return
+                except _Broken as e:
+                    # The request in flight failed: count it, connect again.
+                    self.inflight[slot] = 0.0
+                    self.requests += 1
+                    self._error(_classify(e.cause))
+                    n = e.n
+                finally:
+                    sock.close()
+        finally:
+            if self.inflight[slot]:
+                # Killed at the end of a timed run with a reply still due.
+                self.unfinished += 1
+                self.inflight[slot] = 0.0
+            self.active -= 1
+            if self.active == 0 and self._waiter is not None:
+                get_hub().wake(self._waiter)
+
+    def _closed_loop(self, slot: int, sock: gsocket.socket, n: int) -> int:
+        # Everything the loop touches is a local: this is the client's
+        # per-request cost, which the CPU benchmark holds against the server's.
+        index = self.first + slot
+        size = self.cfg.size
+        upper = self.cfg.protocol == "upper"
+        digits = len(str(n + 1))
+        fmt = message_format(index, digits, size)
+        next_width = 10 ** digits
+        rbuf = bytearray(max(4096, 2 * size + 64))
+        rview = memoryview(rbuf)
+        sendall = sock.sendall
+        recv_into = sock.recv_into
+        inflight = self.inflight
+        first = True
+        budgeted = self.budgeted
+        record = self.interval.record_value
+        try:
+            while not self.stopping:
+                if budgeted:
+                    if self.remaining <= 0:
+                        break
+                    self.remaining -= 1
+                n += 1
+                if n == next_width:
+                    digits += 1
+                    next_width *= 10
+                    fmt = message_format(index, digits, size)
+                msg = fmt % n
+                expect = msg.upper() if upper else msg
+                want = len(msg)
+                t_send = monotonic()
+                inflight[slot] = t_send
+                sendall(msg)
+                # The buffer is larger than any reply, so a whole reply is a
+                # short read and the socket knows not to try again before the
+                # next edge.
+                got = recv_into(rbuf)
+                while got < want:
+                    if got == 0 or (more := recv_into(rview[got:])) == 0:
+                        raise _ClosedEarly
+                    got += more
+                t_reply = monotonic()
+                inflight[slot] = 0.0
+                self.requests += 1
+                if got == want and rbuf.startswith(expect):
+                    self.verified += 1
+                else:
+                    self.mismatches += 1
+                if first:
+                    first = False
+                    self._first_reply(slot, t_reply - t_send)
+                elif not record(int((t_reply - t_send) * 1e6)):
+                    record(HIGHEST_US)
+        except _BREAKS as e:
+            raise _Broken(e, n) from e
+        return n
+
+    def _open_loop(self, slot: int, sock: gsocket.socket, n: int) -> int:
+        index = self.first + slot
+        size = self.cfg.size
+        upper = self.cfg.protocol == "upper"
+        assert self.cfg.rate is not None
+        # Each connection sends every `period` seconds, the connections
+        # evenly staggered, so all together they send `rate` per second.
+        period = self.cfg.connections / self.cfg.rate
+        intended = self.t0 + period * (index / self.cfg.connections) + n * period
+        deadline = math.inf if self.cfg.duration is None else self.t0 + self.cfg.duration
+        rbuf = bytearray(max(4096, 2 * size + 64))
+        rview = memoryview(rbuf)
+        inflight = self.inflight
+        first = True
+        record = self.interval.record_value
+        try:
+            while not self.stopping:
+                if intended >= deadline:
+                    break  # nothing more is due before the end
+                if self.budgeted:
+                    if self.remaining <= 0:
+                        break
+                    self.remaining -= 1
+                n += 1
+                now = monotonic()
+                if intended > now:
+                    gsleep(intended - now)
+                msg = message_format(index, len(str(n)), size) % n
+                expect = msg.upper() if upper else msg
+                want = len(msg)
+                inflight[slot] = monotonic()
+                sock.sendall(msg)
+                got = sock.recv_into(rbuf)
+                while got < want:
+                    if got == 0 or (more := sock.recv_into(rview[got:])) == 0:
+                        raise _ClosedEarly
+                    got += more
+                t_reply = monotonic()
+                inflight[slot] = 0.0
+                self.requests += 1
+                if got == want and rbuf.startswith(expect):
+                    self.verified += 1
+                else:
+                    self.mismatches += 1
+                # From the intended send time: a late send counts against the server.
+                lat = t_reply - intended
+                intended += period
+                if first:
+                    first = False
+                    self._first_reply(slot, lat)
+                elif not record(int(lat * 1e6)):
+                    record(HIGHEST_US)
+        except _BREAKS as e:
+            raise _Broken(e, n) from e
+        return n
+
+    def _first_reply(self, slot: int, seconds: float) -> None:
+        us = int(seconds * 1e6)
+        if not self.first_latency.record_value(us):
+            self.first_latency.record_value(HIGHEST_US)
+        if not self.first_replied_slots[slot]:
+            self.first_replied_slots[slot] = True
+            self.first_replied += 1
+            if self.first_replied == self.count:
+                self.first_reply_at = monotonic()
+
+    # -- the run ---------------------------------------------------------
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; woken early when every connection is done."""
+        if self.active == 0:
+            return
+        hub = get_hub()
+        g = getcurrent()
+        self._waiter = g
+        timer = hub.call_later(max(0.0, seconds), hub.wake, g)
+        try:
+            hub.block()
+        finally:
+            self._waiter = None
+            hub.cancel_timer(timer)
+
+    def _watchdog(self, now: float) -> None:
+        limit = now - self.cfg.timeout
+        parked = get_hub().parked
+        hub = get_hub()
+        for slot, t in enumerate(self.inflight):
+            if t and t < limit:
+                task = self.tasks[slot]
+                # Only while it waits for this request's reply: a throw into a
+                # running task would land on some later, innocent call.
+                if task in parked:
+                    hub.throw(task, _ReplyTimeout())
+
+    def _snapshot(self, now: float, replies_before: int, t_before: float) -> tuple[dict[str, Any], int]:
+        replies = self.verified + self.mismatches
+        h = self.interval
+        p99 = int(h.get_value_at_percentile(99.0)) if h.get_total_count() else None
+        snap = {
+            "elapsed": now - self.t0,
+            "replies": replies,
+            "rate": (replies - replies_before) / max(1e-9, now - t_before),
+            "p99_us": p99,
+            "errors": sum(self.errors.values()),
+            "mismatches": self.mismatches,
+        }
+        return snap, replies
+
+    def _fold(self) -> None:
+        self.latency.add(self.interval)
+        self.interval.reset()
+
+    def run(self, addr: Any, family: int) -> dict[str, Any]:
+        """Run the connections to the end; return this part's results."""
+        self.addr = addr
+        self.family = family
+        self.active = self.count
+        self.tasks = [spawn(self._connection, slot) for slot in range(self.count)]
+        deadline = math.inf if self.cfg.duration is None else self.t0 + self.cfg.duration
+        interrupted = _Interrupt.install()
+        replies_before, t_before = 0, self.t0
+        next_tick = self.t0 + self.tick
+        try:
+            while self.active and not interrupted.hit:
+                now = monotonic()
+                if now >= deadline:
+                    break
+                self._wait(min(next_tick, deadline) - now)
+                now = monotonic()
+                if now >= next_tick or not self.active:
+                    self._watchdog(now)
+                    snap, replies_before = self._snapshot(now, replies_before, t_before)
+                    t_before = now
+                    if self.on_tick is not None:
+                        self.on_tick(snap, self.interval)
+                    self._fold()
+                    next_tick = max(next_tick + self.tick, now + self.tick / 2)
+            end = min(monotonic(), deadline)
+            self.stopping = True
+            if self.active:
+                # Give the replies in flight a moment, then end the rest.
+                self._wait(min(END_GRACE, self.cfg.timeout))
+            killall(self.tasks, block=True, timeout=5.0)
+        finally:
+            interrupted.restore()
+        self._fold()
+        elapsed = max(1e-9, end - self.t0)
+        replies = self.verified + self.mismatches
+        return {
+            "target": self.cfg.target,
+            "connections": self.count,
+            "protocol": self.cfg.protocol,
+            "size": self.cfg.size,
+            "mode": self.cfg.mode,
+            "elapsed": elapsed,
+            "replies_per_s": replies / elapsed,
+            "opened": self.opened,
+            "failed": self.failed,
+            "gave_up": self.gave_up,
+            "requests": self.requests,
+            "verified": self.verified,
+            "mismatches": self.mismatches,
+            "unfinished": self.unfinished,
+            "errors": dict(self.errors),
+            "first_reply": None if self.first_reply_at is None else self.first_reply_at - self.t0,
+            "first_replied": self.first_replied,
+            "histogram": encode_histogram(self.latency),
+            "first_histogram": encode_histogram(self.first_latency),
+            "interrupted": interrupted.hit,
+        }
+
+
+class _Interrupt:
+    """Ctrl-C (or SIGTERM) ends the run early but still prints the report.
+    The handler only sets a flag: it may run inside the hub, where waking
+    anything would race the hub's own bookkeeping."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: dict[int, Any] = {}
+
+    @classmethod
+    def install(cls) -> _Interrupt:
+        self = cls()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:
+                pass  # not the main OS thread: leave signals alone
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _resolve(cfg: LoadConfig) -> tuple[Any, int]:
+    try:
+        infos = gsocket.getaddrinfo(cfg.host, cfg.port, 0, gsocket.SOCK_STREAM)
+    except OSError as e:
+        raise LoadError(f"cannot resolve {cfg.host!r}: {e}") from None
+    if not infos:
+        raise LoadError(f"{cfg.host!r} resolves to no address")
+    family, _kind, _proto, _cn, sockaddr = infos[0]
+    return sockaddr, int(family)
+
+
+def _split(total: int, parts: int) -> list[tuple[int, int]]:
+    return [(total * k // parts, total * (k + 1) // parts) for k in range(parts)]
+
+
+# -- progress ----------------------------------------------------------------
+
+class Progress:
+    """Live progress: a rich status line on a terminal, plain lines otherwise."""
+
+    def __init__(self, cfg: LoadConfig, mode: str, out: Any = None) -> None:
+        self.cfg = cfg
+        self.mode = mode  # "rich", "plain" or "off"
+        self.out = out if out is not None else sys.stdout
+        self._live: Any = None
+        if mode == "rich":
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=self.out), auto_refresh=False, transient=False)
+            self._live.start()
+
+    def _text(self, snap: dict[str, Any]) -> str:
+        elapsed = snap["elapsed"]
+        if self.cfg.duration is not None:
+            when = f"{elapsed:5.1f}/{self.cfg.duration:g} s"
+        else:
+            when = f"{elapsed:5.1f} s, {snap['replies']:,}/{self.cfg.total:,}"
+        return (f"[{when}] {snap['rate']:9,.0f} req/s   p99 {format_us(snap['p99_us']):>9}   "
+                f"errors {snap['errors']:,}   mismatches {snap['mismatches']:,}")
+
+    def update(self, snap: dict[str, Any]) -> None:
+        if self.mode == "off":
+            return
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text(self._text(snap)), refresh=True)
+        else:
+            print(self._text(snap), file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+# -- running -----------------------------------------------------------------
+
+def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float = 1.0) -> LoadResult:
+    """Run the load test described by ``cfg``; return the merged result."""
+    if cfg.connections < 1:
+        raise LoadError("need at least one connection (-c)")
+    if cfg.procs < 1:
+        raise LoadError("--procs must be at least 1")
+    procs = min(cfg.procs, cfg.connections)
+    if cfg.rate is not None and cfg.rate <= 0:
+        raise LoadError("--rate must be positive")
+    addr, family = _resolve(cfg)
+    raise_fd_limit(math.ceil(cfg.connections / procs) + _SPARE_FDS)
+    on_tick = None if progress is None else (lambda snap, _h: progress.update(snap))
+    t0 = monotonic()
+    if procs == 1:
+        engine = Engine(cfg, 0, cfg.connections, t0, cfg.total, tick, on_tick)
+        return LoadResult.from_part(engine.run(addr, family))
+    return _run_forked(cfg, procs, addr, family, t0, tick, progress)
+
+
+def _run_forked(cfg: LoadConfig, procs: int, addr: Any, family: int, t0: float, tick: float,
+                progress: Progress | None) -> LoadResult:
+    ranges = _split(cfg.connections, procs)
+    budgets: list[int | None] = [None] * procs if cfg.total is None else [
+        cfg.total * stop // cfg.connections - cfg.total * start // cfg.connections for start, stop in ranges]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: list[tuple[int, int]] = []
+    for k, (start, stop) in enumerate(ranges):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child; checked by the tests' results
+            code = 70
+            try:
+                os.close(r)
+                for _pid, other in children:
+                    os.close(other)
+                code = _child(cfg, start, stop - start, t0, budgets[k], tick, addr, family, w)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w)
+        children.append((pid, r))
+    return _gather(cfg, children, t0, tick, progress)
+
+
+def _child(cfg: LoadConfig, first: int, count: int, t0: float, budget: int | None, tick: float,
+           addr: Any, family: int, w: int) -> int:
+    def send(msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view):]
+
+    def on_tick(snap: dict[str, Any], interval: Any) -> None:
+        send({"tick": snap, "histogram": encode_histogram(interval)})
+
+    engine = Engine(cfg, first, count, t0, budget, tick, on_tick)
+    send({"final": engine.run(addr, family)})
+    os.close(w)
+    return 0
+
+
+def _gather(cfg: LoadConfig, children: list[tuple[int, int]], t0: float, tick: float,
+            progress: Progress | None) -> LoadResult:
+    """In the parent: read each child's progress and final result, show the
+    merged progress, and merge the results."""
+    latest: dict[int, dict[str, Any]] = {}
+    finals: dict[int, dict[str, Any]] = {}
+    interval = new_histogram()
+
+    def reader(k: int, fd: int) -> None:
+        buf = b""
+        while True:
+            gsocket.wait_read(fd)
+            data = os.read(fd, 1 << 16)
+            if not data:
+                break
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                msg = json.loads(line)
+                if "tick" in msg:
+                    latest[k] = msg["tick"]
+                    interval.add(decode_histogram(msg["histogram"]))
+                elif "final" in msg:
+                    finals[k] = msg["final"]
+        os.close(fd)
+
+    for _pid, fd in children:
+        os.set_blocking(fd, False)
+    readers = [spawn(reader, k, fd) for k, (_pid, fd) in enumerate(children)]
+    replies_before, t_before = 0, t0
+    interrupted = _Interrupt.install()
+    try:
+        while not all(t.dead for t in readers):
+            gsleep(tick)
+            now = monotonic()
+            if progress is not None and latest:
+                replies = sum(s["replies"] for s in latest.values())
+                snap = {
+                    "elapsed": now - t0,
+                    "replies": replies,
+                    "rate": (replies - replies_before) / max(1e-9, now - t_before),
+                    "p99_us": int(interval.get_value_at_percentile(99.0)) if interval.get_total_count() else None,
+                    "errors": sum(s["errors"] for s in latest.values()),
+                    "mismatches": sum(s["mismatches"] for s in latest.values()),
+                }
+                progress.update(snap)
+                replies_before, t_before = replies, now
+            interval.reset()
+    finally:
+        interrupted.restore()
+    failed = []
+    for k, (pid, _fd) in enumerate(children):
+        _, status = os.waitpid(pid, 0)
+        if k not in finals:
+            failed.append(f"client process {k} ended without a result ({_describe_status(status)})")
+    if failed:
+        raise LoadError("; ".join(failed))
+    parts = [LoadResult.from_part(finals[k]) for k in range(len(children))]
+    result = LoadResult.merge(parts)
+    result.target = cfg.target
+    return result
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+# -- command line -------------------------------------------------------------
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "load",
+        help="load-test a server: requests/s, latency percentiles, every reply checked",
+        description=(
+            "Open -c connections to HOST:PORT, each sending 'conn-<i> say hello <n>' and checking "
+            "the reply, for -d seconds or -n requests; report requests/s, latency percentiles "
+            "(HDR histogram) and every error.  Exit 0 only if every reply was right.  "
+            "`greenline load merge A.json B.json` merges the --json output of several runs."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("target", metavar="HOST:PORT", help="the server (or `merge`, followed by JSON files)")
+    p.add_argument("files", nargs="*", metavar="FILE.json", help="with `merge`: the --json files to merge")
+    p.add_argument("-c", "--connections", type=int, default=500, help="concurrent connections")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("-d", "--duration", type=float, default=None,
+                      help="seconds to run (default 10, unless -n is given)")
+    stop.add_argument("-n", "--requests", type=int, default=None, dest="total",
+                      help="stop after this many requests in total")
+    p.add_argument("--rate", type=float, default=None,
+                   help="open loop: this many requests/s in total, latency from the intended send time")
+    p.add_argument("--size", type=int, default=32, help="message size in bytes")
+    p.add_argument("--procs", type=int, default=1, help="client processes to spread the connections over")
+    p.add_argument("--protocol", choices=("upper", "echo"), default="upper",
+                   help="what a right reply is: the message upper-cased, or the message itself")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
+    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a connection")
+    p.add_argument("--json", metavar="PATH", default=None,
+                   help="also write the results, with the encoded histograms, to PATH")
+    p.add_argument("--no-progress", action="store_true", help="no live progress")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.target == "merge":
+        return _merge(args)
+    if args.files:
+        print(f"greenline load: unexpected arguments {' '.join(args.files)}", file=sys.stderr)
+        return 2
+    try:
+        host, port = parse_target(args.target)
+        if args.total is not None and args.total < 1:
+            raise LoadError("-n must be at least 1")
+        if args.duration is not None and args.duration <= 0:
+            raise LoadError("-d must be positive")
+        if args.size < 1:
+            raise LoadError("--size must be at least 1")
+        duration = args.duration if args.duration is not None else (None if args.total else 10.0)
+        cfg = LoadConfig(host=host, port=port, connections=args.connections, duration=duration,
+                         total=args.total, rate=args.rate, size=args.size, protocol=args.protocol,
+                         procs=args.procs, timeout=args.timeout, connect_timeout=args.connect_timeout)
+        progress = Progress(cfg, progress_mode(args.no_progress))
+        try:
+            result = run_load(cfg, progress)
+        finally:
+            progress.close()
+    except LoadError as e:
+        print(f"greenline load: {e}", file=sys.stderr)
+        return 2
+    return finish(result, args.json)
+
+
+def progress_mode(disabled: bool, stream: Any = None) -> str:
+    stream = stream if stream is not None else sys.stdout
+    if disabled:
+        return "off"
+    return "rich" if stream.isatty() else "plain"
+
+
+def finish(result: LoadResult, json_path: str | None) -> int:
+    """Print the report, write the JSON, and return the exit code."""
+    print(result.render(), flush=True)
+    if json_path:
+        result.write_json(json_path)
+    return 0 if result.ok else 1
+
+
+def _merge(args: argparse.Namespace) -> int:
+    if not args.files:
+        print("greenline load merge: give the JSON files to merge", file=sys.stderr)
+        return 2
+    try:
+        parts = [LoadResult.read_json(path) for path in args.files]
+    except (OSError, ValueError, KeyError) as e:
+        print(f"greenline load merge: {e}", file=sys.stderr)
+        return 2
+    return finish(LoadResult.merge(parts), args.json)
