@@ -1,0 +1,440 @@
+"""StreamServer: a TCP server that runs each connection in its own green thread.
+
+The same shape as gevent's ``StreamServer``, so a gevent server ports by
+changing the import::
+
+    from greenline.server import StreamServer
+
+    def handle(sock, address):
+        while data := sock.recv(65536):
+            sock.sendall(data.upper())
+
+    StreamServer(("127.0.0.1", 8080), handle).serve_forever()
+
+One server belongs to the hub of the OS thread that starts it: its accept loop
+and every connection's green thread run there.  To use several threads or
+processes, run one server per thread on the same port (what ``greenline
+serve`` does; see :mod:`greenline.supervisor`).
+
+The accept loop is written to survive what a real network throws at it:
+
+* out of descriptors (``EMFILE``/``ENFILE``) it sleeps with a growing delay
+  and logs once per episode, instead of spinning on a listener that stays
+  readable; the connections wait in the kernel's backlog meanwhile;
+* ``ECONNABORTED`` and kin (a client gone before we accepted it) are skipped;
+* a handler that raises is logged with its peer address, its connection is
+  closed, and nothing else is disturbed; a reset by the peer is only a debug
+  line, as the seed's server treats it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+from greenlet import getcurrent
+
+from greenline import socket as gsocket
+from greenline.hub import Hub, get_hub
+from greenline.task import Task
+
+__all__ = ["StreamServer", "Handler", "parse_address", "add_parser", "DEFAULT_BACKLOG"]
+
+log = logging.getLogger("greenline.server")
+
+Handler = Callable[[gsocket.socket, Any], object]
+
+# Large, so that a burst of clients connecting at once waits in the kernel's
+# queue instead of having its handshakes dropped and retried a second later;
+# the kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 2048
+
+# Connections accepted in one go before the accept loop lets the connections
+# it accepted run.  Large enough to empty a full backlog in a few passes of
+# the hub even when thousands of busy connections share each pass, small
+# enough that one pass never stalls them for long.
+MAX_ACCEPT = 256
+
+# Out of descriptors: first and longest pause before trying accept() again.
+EMFILE_MIN_DELAY = 0.05
+EMFILE_MAX_DELAY = 1.0
+
+# accept() errors that concern one connection only: the next one may be fine.
+_SKIP_ERRNOS = frozenset(
+    e for e in (
+        getattr(errno, "ECONNABORTED", None),
+        getattr(errno, "EPROTO", None),
+        getattr(errno, "EPERM", None),  # a firewall refused this one
+        getattr(errno, "ENETDOWN", None),
+        getattr(errno, "ENOPROTOOPT", None),
+        getattr(errno, "EHOSTDOWN", None),
+        getattr(errno, "ENONET", None),
+        getattr(errno, "EHOSTUNREACH", None),
+        getattr(errno, "EOPNOTSUPP", None),
+        getattr(errno, "ENETUNREACH", None),
+        errno.EINTR,
+    ) if e is not None
+)
+# accept() errors that mean "out of resources": wait for some to free up.
+_RESOURCE_ERRNOS = frozenset(
+    e for e in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM) if e is not None
+)
+
+
+def parse_address(address: Any) -> tuple[str, int]:
+    """``(host, port)``, ``"host:port"``, ``":port"`` or a port number."""
+    if isinstance(address, int):
+        return ("127.0.0.1", address)
+    if isinstance(address, str):
+        host, sep, port = address.rpartition(":")
+        if not sep:
+            raise ValueError(f"expected host:port, got {address!r}")
+        host = host.strip("[]") or "127.0.0.1"
+        return (host, int(port))
+    if isinstance(address, tuple) and len(address) >= 2:
+        return (address[0], int(address[1]))
+    raise TypeError(f"expected an address or a listening socket, got {address!r}")
+
+
+def _family_for(host: str) -> int:
+    return gsocket.AF_INET6 if ":" in host else gsocket.AF_INET
+
+
+class StreamServer:
+    """Accept TCP connections; run ``handle(sock, address)`` for each one in a
+    new green thread.
+
+    ``listener`` is an address (``(host, port)`` or ``"host:port"``; port 0
+    picks a free port, see :attr:`address`) or a listening socket.  A socket
+    from the standard library is duplicated into a cooperative one; the
+    caller's object stays its own.
+
+    ``max_connections`` bounds the connections handled at once: at the bound
+    the accept loop waits for one to finish, and new clients wait in the
+    kernel's backlog meanwhile.  Nothing is dropped.
+
+    ``idle_timeout`` (seconds) closes a connection whose blocking socket call
+    waits longer than that (a silent client, or one that stops reading): it is
+    the socket timeout the handler's socket starts with.
+
+    When ``handle`` returns or raises, its socket is closed.
+    """
+
+    #: Default for :meth:`stop`'s timeout, as in gevent.
+    stop_timeout: float = 1.0
+    #: Connections accepted in one go before the new ones get to run.
+    max_accept: int = MAX_ACCEPT
+
+    def __init__(self, listener: Any, handle: Handler | None = None, backlog: int | None = None,
+                 spawn: Any = "default", *, max_connections: int | None = None,
+                 idle_timeout: float | None = None, reuse_port: bool = False) -> None:
+        if handle is not None:
+            self.handle = handle  # type: ignore[method-assign,assignment]
+        if isinstance(spawn, int) and not isinstance(spawn, bool):
+            # gevent's spelling of a connection limit: a pool of that size.
+            max_connections = spawn if max_connections is None else max_connections
+        elif spawn not in ("default", None):
+            raise TypeError("spawn must be 'default' or a connection limit (int)")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.socket: gsocket.socket | None = None
+        self._address: tuple[str, int] | None = None
+        if hasattr(listener, "accept") and hasattr(listener, "fileno"):
+            self._set_socket(listener)
+        else:
+            self._address = parse_address(listener)
+        self._hub: Hub | None = None
+        self._accept_task: Task | None = None
+        self._conns: dict[Task, gsocket.socket] = {}
+        # Green threads parked until a connection finishes: the accept loop
+        # at max_connections, and stop() waiting for the handlers to end.
+        self._waiters: list[Any] = []
+        self._stop_waiters: list[Any] = []
+        self._started = False
+        self._closing = False
+        self._stopped = False
+
+    # -- the listening socket ------------------------------------------
+
+    def _set_socket(self, sock: Any) -> None:
+        if not isinstance(sock, gsocket.socket):
+            sock = gsocket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
+        self.socket = sock
+
+    def init_socket(self) -> None:
+        """Bind and listen, if the server was given an address."""
+        if self.socket is not None:
+            return
+        assert self._address is not None
+        host, port = self._address
+        backlog = self.backlog if self.backlog is not None else DEFAULT_BACKLOG
+        self.socket = gsocket.create_server((host, port), family=_family_for(host), backlog=backlog,
+                                            reuse_port=self.reuse_port)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address the server listens on, with the real port once bound."""
+        if self.socket is not None:
+            try:
+                name = self.socket.getsockname()
+                return (name[0], name[1])
+            except OSError:
+                pass
+        assert self._address is not None
+        return self._address
+
+    @property
+    def server_host(self) -> str:
+        return self.address[0]
+
+    @property
+    def server_port(self) -> int:
+        return self.address[1]
+
+    # -- life cycle ----------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True while the server accepts connections."""
+        return self._started and not self._closing
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def connection_count(self) -> int:
+        """Connections being handled now."""
+        return len(self._conns)
+
+    def handle(self, sock: gsocket.socket, address: Any) -> object:
+        """Serve one connection; override, or pass ``handle`` to the constructor."""
+        raise NotImplementedError("give StreamServer a handle(sock, address) function")
+
+    def start(self) -> None:
+        """Bind if needed and start accepting in a new green thread; returns at once."""
+        if self._started:
+            raise RuntimeError("this server has already been started")
+        if self._closing:
+            raise RuntimeError("this server has been stopped")
+        self.init_socket()
+        self._hub = get_hub()
+        self._started = True
+        self._accept_task = Task(self._accept_loop)
+        self._accept_task.name = f"accept-{self.server_port}"
+        self._accept_task.start()
+
+    def serve_forever(self, stop_timeout: float | None = None) -> None:
+        """Start if needed and block until :meth:`stop` is called.  If the
+        waiting green thread is killed (or interrupted), stop the server
+        first, letting handlers finish for up to ``stop_timeout``."""
+        if not self._started:
+            self.start()
+        hub = get_hub()
+        me = getcurrent()
+        try:
+            while not self._stopped:
+                self._stop_waiters.append(me)
+                try:
+                    hub.block()
+                finally:
+                    if me in self._stop_waiters:
+                        self._stop_waiters.remove(me)
+        except BaseException:
+            if not self._stopped:
+                self.stop(stop_timeout)
+            raise
+
+    def close(self) -> None:
+        """Stop accepting (close the listener); connections go on."""
+        if self._closing:
+            return
+        self._closing = True
+        task = self._accept_task
+        if task is not None and not task.dead and task is not getcurrent():
+            task.kill(block=False)
+        sock = self.socket
+        if sock is not None:
+            # Wakes the accept loop with EBADF if it waits on the listener.
+            sock.close()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let the handlers finish for up to ``timeout``
+        seconds (:attr:`stop_timeout` by default), then close the connections
+        that are left (their green threads wake with an error and end)."""
+        if timeout is None:
+            timeout = self.stop_timeout
+        self.close()
+        hub = get_hub()
+        me = getcurrent()
+        if me not in self._conns:
+            self._wait_conns(hub, monotonic() + timeout)
+        if self._conns:
+            left = list(self._conns.items())
+            log.info("closing %d connection(s) still open after %.3g s", len(left), timeout)
+            for task, sock in left:
+                _abort(sock)
+                if task is not me:
+                    task.kill(block=False)
+            if me not in self._conns:
+                # Let them unwind (their finally blocks run) before returning.
+                self._wait_conns(hub, monotonic() + 1.0)
+        self._stopped = True
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for g in waiters:
+            hub.wake(g)
+
+    def __enter__(self) -> StreamServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else ("started" if self._started else "new")
+        try:
+            where = "{}:{}".format(*self.address)
+        except Exception:  # pragma: no cover
+            where = "?"
+        return f"<StreamServer {where} {state} connections={len(self._conns)}>"
+
+    def _wait_conns(self, hub: Hub, deadline: float) -> None:
+        me = getcurrent()
+        while self._conns:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                return
+            timer = hub.call_later(remaining, hub.wake, me)
+            self._waiters.append(me)
+            try:
+                hub.block()
+            finally:
+                hub.cancel_timer(timer)
+                if me in self._waiters:
+                    self._waiters.remove(me)
+
+    # -- accepting -----------------------------------------------------
+
+    def _wait_for_slot(self, hub: Hub) -> None:
+        me = getcurrent()
+        limit = self.max_connections
+        assert limit is not None
+        while len(self._conns) >= limit and not self._closing:
+            self._waiters.append(me)
+            try:
+                hub.block()
+            finally:
+                if me in self._waiters:
+                    self._waiters.remove(me)
+
+    def _accept_loop(self) -> None:
+        sock = self.socket
+        assert sock is not None and self._hub is not None
+        hub = self._hub
+        accept = sock.accept
+        conns = self._conns
+        limit = self.max_connections
+        idle = self.idle_timeout
+        serve = self._serve
+        delay = 0.0
+        accepted = 0
+        while not self._closing:
+            if limit is not None and len(conns) >= limit:
+                self._wait_for_slot(hub)
+                continue
+            try:
+                # The socket's accept makes each green thread yield after a
+                # few calls that did not block; the listener gets a bigger
+                # share per pass (max_accept) so a burst of clients is taken
+                # in quickly even when busy connections fill every pass.
+                hub.io_budget = 1 << 30
+                conn, address = accept()
+            except OSError as e:
+                if self._closing:
+                    break
+                err = e.errno
+                if err in _RESOURCE_ERRNOS:
+                    if delay == 0.0:
+                        delay = EMFILE_MIN_DELAY
+                        log.warning("accept: %s (open connections: %d); pausing accept until "
+                                    "resources free up", e.strerror or e, len(conns))
+                    else:
+                        delay = min(delay * 2, EMFILE_MAX_DELAY)
+                    hub.sleep(delay)
+                    continue
+                if err in _SKIP_ERRNOS or isinstance(e, ConnectionError):
+                    log.debug("accept: %s", e)
+                    continue
+                log.error("accept failed: %r; retrying in %.1f s", e, EMFILE_MAX_DELAY)
+                hub.sleep(EMFILE_MAX_DELAY)
+                continue
+            if delay:
+                log.warning("accepting again (open connections: %d)", len(conns))
+                delay = 0.0
+            if idle is not None:
+                conn.settimeout(idle)
+            task = Task(serve, conn, address)
+            conns[task] = conn
+            task.start()
+            accepted += 1
+            if accepted >= self.max_accept:
+                accepted = 0
+                hub.yield_now()
+
+    def _serve(self, sock: gsocket.socket, address: Any) -> None:
+        try:
+            self.handle(sock, address)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            log.debug("%s: %s", _peer(address), e)
+        except TimeoutError:
+            log.debug("%s: idle for %s s, closing", _peer(address), self.idle_timeout)
+        except OSError as e:
+            if self._closing and e.errno == errno.EBADF:
+                pass  # closed by stop(): expected
+            else:
+                log.exception("%s: handler failed", _peer(address))
+        except Exception:
+            log.exception("%s: handler failed", _peer(address))
+        finally:
+            sock.close()
+            me = getcurrent()
+            self._conns.pop(me, None)  # type: ignore[call-overload]
+            waiters = self._waiters
+            if waiters:
+                hub = self._hub
+                assert hub is not None
+                for g in waiters:
+                    hub.wake(g)
+
+
+def _abort(sock: gsocket.socket) -> None:
+    # shutdown() also ends a handler that reads through makefile() (whose
+    # reference keeps close() from closing): it sees end of file.
+    try:
+        sock.shutdown(gsocket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
+    return str(address) or "peer"
+
+
+def add_parser(subparsers: Any) -> None:
+    """The ``greenline serve`` subcommand (run by :mod:`greenline.supervisor`)."""
+    from greenline import supervisor
+
+    supervisor.add_parser(subparsers)

@@ -1,0 +1,664 @@
+"""``greenline serve``: processes × threads × green threads on one port.
+
+The supervisor (the process you start) binds the listening socket, then
+forks ``--procs`` workers.  Each worker runs ``--threads`` OS threads, each
+with its own hub, its own accept loop (a :class:`~greenline.server.StreamServer`
+on a duplicate of the listening socket) and a green thread per connection.
+
+Why one inherited listening socket rather than one ``SO_REUSEPORT`` socket per
+worker: with ``SO_REUSEPORT`` the kernel gives each socket its own accept
+queue and hashes every new connection to one of them, so when a worker exits
+(replaced on SIGHUP, or killed) the connections waiting in its queue are
+reset.  With one shared socket there is a single queue that outlives every
+worker: a worker that stops accepting leaves the waiting connections to the
+others, which is what lets SIGHUP replace workers without refusing anyone and
+lets a SIGKILLed worker cost only its own connections.
+
+Signals (to the supervisor):
+
+* SIGTERM, SIGINT: every worker stops accepting and finishes its connections
+  for up to ``--graceful-timeout`` seconds, then closes the rest; the
+  supervisor exits 0 (a worker still alive well past that is killed).
+* SIGHUP: workers are replaced one at a time, each new one accepting before
+  the old one is told to stop.
+* A worker that dies is restarted, after a delay that grows while it keeps
+  dying young.
+
+The supervisor prints ``listening on HOST:PORT`` on stdout once, when every
+worker accepts; everything else is logged on stderr, one line per event, each
+with the pid of the process it concerns.
+"""
+
+from __future__ import annotations
+
+import _thread
+import argparse
+import errno
+import logging
+import os
+import select
+import signal
+import socket as _stdsocket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any, NoReturn
+
+__all__ = ["ServeConfig", "Supervisor", "Worker", "add_parser", "run", "WORKER_BOOT_ERROR"]
+
+log = logging.getLogger("greenline.serve")
+
+# Saved at import: a user's app may monkey-patch these in the supervisor or the
+# workers, and our threads and our wait for events must stay real.
+_start_new_thread = _thread.start_new_thread
+_allocate_lock = _thread.allocate_lock
+_select = select.select
+
+# A worker that fails before it accepts exits with this; the supervisor then
+# gives up instead of restarting it forever.
+WORKER_BOOT_ERROR = 3
+
+# A worker that lived at least this long had a fresh start: restart it at once.
+HEALTHY_SECONDS = 10.0
+RESTART_MIN_DELAY = 0.1
+RESTART_MAX_DELAY = 10.0
+# How much longer than the graceful timeout a stopping worker may take before
+# the supervisor kills it (the worker's own unwinding is bounded by a second).
+KILL_MARGIN = 3.0
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+@dataclass
+class ServeConfig:
+    app: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    procs: int = 1
+    threads: int = 1
+    max_conns: int | None = None
+    idle_timeout: float | None = None
+    graceful_timeout: float = 10.0
+    backlog: int = 2048
+
+
+def _somaxconn() -> int | None:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def bind(cfg: ServeConfig) -> _stdsocket.socket:
+    """The listening socket every worker accepts on."""
+    family = _stdsocket.AF_INET6 if ":" in cfg.host else _stdsocket.AF_INET
+    backlog = cfg.backlog
+    cap = _somaxconn()
+    if cap is not None:
+        backlog = min(backlog, cap)
+    return _stdsocket.create_server((cfg.host, cfg.port), family=family, backlog=backlog)
+
+
+def _format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# Signals seen by the Python-level handler.  A worker is forked with the
+# supervisor's handler still in place and sets up its own a moment later: a
+# stop signal that lands in between is found here instead of being lost.
+_seen_signals: set[int] = set()
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    # A Python-level handler must exist (the default would kill or ignore);
+    # the work is done by whoever reads the wake-up descriptor.
+    _seen_signals.add(signum)
+
+
+def _nonblocking_pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    return r, w
+
+
+def _drain_signals(fd: int) -> list[int]:
+    out: list[int] = []
+    while True:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return out
+        if not data:
+            return out
+        out.extend(data)
+
+
+# ---------------------------------------------------------------------------
+# The worker process
+
+
+class Worker:
+    """One worker process: ``threads`` OS threads, each with a hub and an
+    accept loop on the shared listener."""
+
+    def __init__(self, cfg: ServeConfig, handler: Callable[[Any, Any], object],
+                 listener: _stdsocket.socket, ctrl: _stdsocket.socket) -> None:
+        self.cfg = cfg
+        self.handler = handler
+        self.listener = listener
+        self.ctrl = ctrl
+        self._lock = _allocate_lock()
+        self._servers: list[tuple[Any, Any]] = []  # (hub, StreamServer)
+        self._ready = 0
+        self._done = 0
+        self._failed = False
+        self._stopping = False
+        self._announced = False
+        self._main_hub: Any = None
+        self._main_waiter: Any = None
+
+    def run(self) -> int:
+        from greenline.hub import get_hub
+        from greenline.socket import wait_read
+        from greenline.task import Task
+
+        hub = self._main_hub = get_hub()
+        wake_r, wake_w = _nonblocking_pipe()
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in _STOP_SIGNALS + (signal.SIGHUP,):
+            signal.signal(sig, _ignore_signal)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+        def watch_signals() -> None:
+            while True:
+                wait_read(wake_r)
+                for signum in _drain_signals(wake_r):
+                    if signum in _STOP_SIGNALS:
+                        self.begin_stop(signal.Signals(signum).name)
+                    # SIGHUP reaches workers too when a terminal hangs up on
+                    # the whole group; replacing workers is the supervisor's job.
+
+        def watch_supervisor() -> None:
+            fd = self.ctrl.fileno()
+            os.set_blocking(fd, False)
+            while True:
+                wait_read(fd)
+                try:
+                    data = os.read(fd, 64)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    # The supervisor is gone (killed): nobody would restart or
+                    # stop us, so stop now rather than live on as an orphan.
+                    log.warning("supervisor gone; stopping")
+                    self.begin_stop("supervisor exit")
+                    return
+
+        Task(watch_signals).start()
+        Task(watch_supervisor).start()
+        early = _seen_signals.intersection(_STOP_SIGNALS)
+        if early:
+            self.begin_stop(signal.Signals(min(early)).name)
+        for index in range(1, self.cfg.threads):
+            _start_new_thread(self._thread_main, (index,))
+        self._thread_main(0)
+        # Our own server is done; wait for the other threads' to be.
+        self._main_waiter = _current()
+        while self._done < self.cfg.threads:
+            hub.block()
+        if self._failed:
+            return 1 if self._announced else WORKER_BOOT_ERROR
+        return 0
+
+    # -- per thread ------------------------------------------------------
+
+    def _thread_main(self, index: int) -> None:
+        from greenline import socket as gsocket
+        from greenline.hub import get_hub
+        from greenline.server import StreamServer
+
+        if index:
+            # Signals are the main thread's business: its wake-up descriptor
+            # sees them; here they would only interrupt system calls.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        hub = get_hub()
+        server = None
+        try:
+            lst = self.listener
+            sock = gsocket.fromfd(lst.fileno(), lst.family, lst.type, lst.proto)
+            server = StreamServer(sock, self.handler, max_connections=self.cfg.max_conns,
+                                  idle_timeout=self.cfg.idle_timeout)
+            server.start()
+            with self._lock:
+                self._servers.append((hub, server))
+                stopping = self._stopping
+            self._main_call(self._on_ready, index)
+            if stopping:
+                _spawn_stop((server, self.cfg.graceful_timeout))
+            server.serve_forever(self.cfg.graceful_timeout)
+        except BaseException:
+            log.exception("worker thread %d failed", index)
+            self._failed = True
+            self._main_call(lambda _a: self.begin_stop("thread failure"), None)
+        finally:
+            if index:
+                self._main_call(self._on_thread_done, index)
+            else:
+                self._on_thread_done(index)
+
+    def _main_call(self, fn: Callable[[Any], object], arg: Any) -> None:
+        hub = self._main_hub
+        if _thread.get_ident() == hub.thread_ident:
+            fn(arg)
+        else:
+            hub.call_threadsafe(fn, arg)
+
+    # -- in the main thread's hub ---------------------------------------
+
+    def _on_ready(self, _index: int) -> None:
+        self._ready += 1
+        if self._ready == self.cfg.threads and not self._announced:
+            self._announced = True
+            log.debug("worker accepting in %d thread(s)", self.cfg.threads)
+            try:
+                os.write(self.ctrl.fileno(), b"R")
+            except OSError:
+                pass  # the supervisor is gone; watch_supervisor handles it
+
+    def _on_thread_done(self, _index: int) -> None:
+        self._done += 1
+        g = self._main_waiter
+        if g is not None:
+            self._main_hub.wake(g)
+
+    def begin_stop(self, why: str) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            servers = list(self._servers)
+        log.info("stopping (%s): finishing open connections for up to %.3g s",
+                 why, self.cfg.graceful_timeout)
+        for hub, server in servers:
+            if hub is self._main_hub:
+                _spawn_stop((server, self.cfg.graceful_timeout))
+            else:
+                hub.call_threadsafe(_spawn_stop, (server, self.cfg.graceful_timeout))
+
+
+def _current() -> Any:
+    from greenlet import getcurrent
+
+    return getcurrent()
+
+
+def _spawn_stop(arg: tuple[Any, float]) -> None:
+    # Runs in the server's own hub (a hub callback must not block, stop does).
+    from greenline.task import Task
+
+    server, timeout = arg
+    Task(server.stop, timeout).start()
+
+
+def _worker_entry(cfg: ServeConfig, handler: Callable[[Any, Any], object],
+                  listener: _stdsocket.socket, ctrl: _stdsocket.socket) -> NoReturn:
+    code = 1
+    try:
+        log.info("worker started")
+        code = Worker(cfg, handler, listener, ctrl).run()
+        log.info("worker exiting")
+    except BaseException:
+        log.exception("worker failed")
+        code = WORKER_BOOT_ERROR
+    finally:
+        try:
+            for h in logging.getLogger().handlers:
+                h.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            # Never return into the supervisor's code, nor run its atexit hooks.
+            os._exit(code)
+
+
+# ---------------------------------------------------------------------------
+# The supervisor
+
+
+@dataclass
+class _Proc:
+    pid: int
+    slot: int
+    ctrl: _stdsocket.socket
+    started: float
+    ready: bool = False
+    stopping: bool = False
+    replaces: int | None = None  # pid of the worker this one replaces (SIGHUP)
+
+
+@dataclass
+class _Slot:
+    failures: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Forks and watches the workers; see the module docstring."""
+
+    def __init__(self, cfg: ServeConfig, handler: Callable[[Any, Any], object],
+                 listener: _stdsocket.socket, out: Any = None) -> None:
+        self.cfg = cfg
+        self.handler = handler
+        self.listener = listener
+        self.out = out if out is not None else sys.stdout
+        self.procs: dict[int, _Proc] = {}
+        self.slots = [_Slot() for _ in range(cfg.procs)]
+        self.announced = False
+        self.shutting_down = False
+        self.kill_at: float | None = None
+        self.reload_queue: list[int] = []
+        self.reload_current: _Proc | None = None
+        self.exit_code = 0
+        self._wake_r = -1
+        self._wake_w = -1
+        self._eof: set[int] = set()
+
+    # -- processes ---------------------------------------------------------
+
+    def spawn(self, slot: int, replaces: int | None = None) -> _Proc:
+        parent_end, child_end = _stdsocket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; covered by the CLI tests
+            try:
+                _seen_signals.clear()
+                parent_end.close()
+                for p in self.procs.values():
+                    p.ctrl.close()
+                signal.set_wakeup_fd(-1)
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+            except BaseException:
+                os._exit(WORKER_BOOT_ERROR)
+            _worker_entry(self.cfg, self.handler, self.listener, child_end)
+        child_end.close()
+        proc = _Proc(pid, slot, parent_end, monotonic(), replaces=replaces)
+        self.procs[pid] = proc
+        self.slots[slot].restart_at = None
+        log.info("started worker %d (slot %d)%s", pid, slot,
+                 f", replacing {replaces}" if replaces else "")
+        return proc
+
+    def _signal(self, proc: _Proc, sig: int) -> None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop_worker(self, proc: _Proc) -> None:
+        if not proc.stopping:
+            proc.stopping = True
+            self._signal(proc, signal.SIGTERM)
+
+    # -- events ------------------------------------------------------------
+
+    def _on_ready(self, proc: _Proc) -> None:
+        proc.ready = True
+        log.info("worker %d accepting", proc.pid)
+        if not self.announced and sum(1 for p in self.procs.values() if p.ready) >= self.cfg.procs:
+            self.announced = True
+            print(f"listening on {_format_host(self.cfg.host)}:{self.cfg.port}", file=self.out, flush=True)
+        if self.reload_current is proc:
+            old = self.procs.get(proc.replaces or -1)
+            if old is not None:
+                log.info("worker %d replaced by %d; stopping it", old.pid, proc.pid)
+                self.stop_worker(old)
+            self.reload_current = None
+            self._reload_next()
+
+    def _on_exit(self, pid: int, status: int) -> None:
+        proc = self.procs.pop(pid, None)
+        if proc is None:
+            return
+        proc.ctrl.close()
+        self._eof.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        if proc.stopping or self.shutting_down:
+            log.info("worker %d %s", pid, how)
+            return
+        lived = monotonic() - proc.started
+        if code == WORKER_BOOT_ERROR and not proc.ready:
+            log.error("worker %d failed to start (%s); shutting down", pid, how)
+            self.exit_code = 1
+            self.begin_shutdown("a worker failed to start")
+            return
+        if self.reload_current is proc:
+            log.error("new worker %d %s before accepting; reload abandoned", pid, how)
+            self.reload_current = None
+            self.reload_queue.clear()
+            return
+        if any(p.slot == proc.slot and not p.stopping for p in self.procs.values()):
+            log.warning("worker %d %s", pid, how)
+            return  # its replacement is already running
+        slot = self.slots[proc.slot]
+        if lived >= HEALTHY_SECONDS:
+            slot.failures = 0
+            delay = 0.0
+        else:
+            slot.failures += 1
+            delay = min(RESTART_MIN_DELAY * 2 ** (slot.failures - 1), RESTART_MAX_DELAY)
+        log.warning("worker %d %s after %.1f s; restarting in %.1f s", pid, how, lived, delay)
+        slot.restart_at = monotonic() + delay
+
+    def begin_shutdown(self, why: str) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.kill_at = monotonic() + self.cfg.graceful_timeout + KILL_MARGIN
+        self.reload_queue.clear()
+        log.info("shutting down (%s): %d worker(s) finishing for up to %.3g s",
+                 why, len(self.procs), self.cfg.graceful_timeout)
+        for proc in list(self.procs.values()):
+            self.stop_worker(proc)
+
+    def begin_reload(self) -> None:
+        if self.shutting_down:
+            return
+        if self.reload_current is not None or self.reload_queue:
+            log.info("SIGHUP: a reload is already under way")
+            return
+        self.reload_queue = [p.pid for p in self.procs.values() if not p.stopping]
+        log.info("SIGHUP: replacing %d worker(s) one at a time", len(self.reload_queue))
+        self._reload_next()
+
+    def _reload_next(self) -> None:
+        while self.reload_queue and self.reload_current is None:
+            old = self.procs.get(self.reload_queue.pop(0))
+            if old is None or old.stopping:
+                continue
+            self.reload_current = self.spawn(old.slot, replaces=old.pid)
+        if not self.reload_queue and self.reload_current is None:
+            log.info("reload complete")
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._on_exit(pid, status)
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self) -> int:
+        self._wake_r, self._wake_w = _nonblocking_pipe()
+        old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        old_handlers = {sig: signal.signal(sig, _ignore_signal) for sig in _HANDLED_SIGNALS}
+        try:
+            log.info("serving %s on %s:%d with %d process(es) x %d thread(s)", self.cfg.app,
+                     _format_host(self.cfg.host), self.cfg.port, self.cfg.procs, self.cfg.threads)
+            for slot in range(self.cfg.procs):
+                self.spawn(slot)
+            while self.procs or not self.shutting_down:
+                self._step()
+            log.info("stopped")
+            return self.exit_code
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            for p in self.procs.values():
+                p.ctrl.close()
+
+    def _step(self) -> None:
+        now = monotonic()
+        deadlines = [s.restart_at for s in self.slots if s.restart_at is not None]
+        if self.kill_at is not None:
+            deadlines.append(self.kill_at)
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        watch = {p.ctrl.fileno(): p for p in self.procs.values() if p.pid not in self._eof}
+        try:
+            readable, _, _ = _select([self._wake_r, *watch], [], [], timeout)
+        except OSError as e:  # pragma: no cover - EINTR is retried by Python
+            if e.errno != errno.EINTR:
+                raise
+            readable = []
+        if self._wake_r in readable:
+            for signum in _drain_signals(self._wake_r):
+                if signum in _STOP_SIGNALS:
+                    self.begin_shutdown(signal.Signals(signum).name)
+                elif signum == signal.SIGHUP:
+                    self.begin_reload()
+        for fd in readable:
+            proc = watch.get(fd)
+            if proc is None:
+                continue
+            try:
+                data = proc.ctrl.recv(64)
+            except OSError:
+                data = b""
+            if not data:
+                self._eof.add(proc.pid)  # dying: waitpid will tell
+            elif b"R" in data and not proc.ready:
+                self._on_ready(proc)
+        self._reap()
+        now = monotonic()
+        if self.shutting_down:
+            if self.kill_at is not None and now >= self.kill_at and self.procs:
+                log.warning("%d worker(s) still running after the graceful timeout; killing",
+                            len(self.procs))
+                for proc in self.procs.values():
+                    self._signal(proc, signal.SIGKILL)
+                self.kill_at = None
+            return
+        for index, slot in enumerate(self.slots):
+            if slot.restart_at is not None and now >= slot.restart_at:
+                self.spawn(index)
+
+
+# ---------------------------------------------------------------------------
+# The command line
+
+
+def _procs(value: str) -> int:
+    if value == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            return os.cpu_count() or 1
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, or auto")
+    return n
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return x
+
+
+def _non_negative_float(value: str) -> float:
+    x = float(value)
+    if not x >= 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return x
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run a TCP server: processes x threads x green threads",
+        description="Serve TCP connections with APP, one green thread per connection, in "
+                    "PROCS pre-forked worker processes of THREADS threads each.  Prints "
+                    "'listening on HOST:PORT' once every worker accepts.",
+    )
+    p.add_argument("app", metavar="APP",
+                   help="upper (send back upper-cased), echo, or package.module:function "
+                        "(a handle(sock, address) of yours)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port, 0 for any free one (default: %(default)s)")
+    p.add_argument("--procs", type=_procs, default=1, metavar="N|auto",
+                   help="worker processes; auto is one per core (default: 1)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="T",
+                   help="threads per worker, each with its own hub and accept loop (default: 1)")
+    p.add_argument("--max-conns", type=_positive_int, default=None, metavar="N",
+                   help="connections handled at once by each thread; beyond it new ones wait "
+                        "in the backlog (default: no limit)")
+    p.add_argument("--idle-timeout", type=_positive_float, default=None, metavar="S",
+                   help="close a connection that makes no progress for S seconds (default: off)")
+    p.add_argument("--graceful-timeout", type=_non_negative_float, default=10.0, metavar="S",
+                   help="on SIGTERM/SIGINT, how long open connections may go on (default: %(default)s)")
+    p.add_argument("--backlog", type=_positive_int, default=2048, metavar="N",
+                   help="listen backlog, capped by net.core.somaxconn (default: %(default)s)")
+    p.add_argument("--log-level", default="info", type=str.lower,
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="(default: %(default)s)")
+    p.set_defaults(func=run)
+    return p
+
+
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def run(args: argparse.Namespace) -> int:
+    """``greenline serve``: returns the exit code."""
+    from greenline.apps import AppError, load_app
+
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    cfg = ServeConfig(app=args.app, host=args.host, port=args.port, procs=args.procs,
+                      threads=args.threads, max_conns=args.max_conns, idle_timeout=args.idle_timeout,
+                      graceful_timeout=args.graceful_timeout, backlog=args.backlog)
+    try:
+        handler = load_app(args.app)
+    except AppError as e:
+        log.error("%s", e)
+        return 2
+    try:
+        listener = bind(cfg)
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", _format_host(cfg.host), cfg.port, e.strerror or e)
+        return 1
+    cfg.port = listener.getsockname()[1]
+    try:
+        return Supervisor(cfg, handler, listener).run()
+    finally:
+        listener.close()

@@ -1,0 +1,408 @@
+"""StreamServer: accepting, handlers, limits, stopping, and surviving errors.
+
+Server and clients run in the same OS thread here, as green threads of one
+hub, so every test also checks that nothing in the server blocks the thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdsocket
+import time
+
+import pytest
+
+import greenline
+from greenline import socket
+from greenline.apps import echo, upper
+from greenline.server import StreamServer, parse_address
+
+
+def open_fds() -> set[int]:
+    greenline.get_hub()  # the hub's own descriptors are not a leak
+    return set(map(int, os.listdir("/proc/self/fd")))
+
+
+def assert_no_fd_leak(before: set[int]) -> None:
+    leaked = {fd for fd in open_fds() - before if os.path.exists(f"/proc/self/fd/{fd}")}
+    assert not leaked, f"descriptors leaked: {sorted(leaked)}"
+
+
+def connect(server: StreamServer) -> socket.socket:
+    s = socket.create_connection(server.address)
+    s.settimeout(5)
+    return s
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        data = sock.recv(n)
+        if not data:
+            break
+        chunks.append(data)
+        n -= len(data)
+    return b"".join(chunks)
+
+
+def test_port_zero_address_and_round_trip():
+    fds = open_fds()
+    server = StreamServer(("127.0.0.1", 0), upper)
+    server.start()
+    try:
+        host, port = server.address
+        assert host == "127.0.0.1" and port > 0
+        assert server.server_port == port and server.started
+        c = connect(server)
+        c.sendall(b"hello, world")
+        assert recv_exactly(c, 12) == b"HELLO, WORLD"
+        c.close()
+    finally:
+        server.stop()
+    assert server.closed and not server.started
+    assert_no_fd_leak(fds)
+
+
+def test_parse_address_forms():
+    assert parse_address(("::1", "80")) == ("::1", 80)
+    assert parse_address(":8080") == ("127.0.0.1", 8080)
+    assert parse_address("0.0.0.0:1") == ("0.0.0.0", 1)
+    assert parse_address("[::1]:9") == ("::1", 9)
+    with pytest.raises(ValueError):
+        parse_address("nohost")
+
+
+def test_serve_forever_returns_when_another_green_thread_stops_it():
+    server = StreamServer(("127.0.0.1", 0), echo)
+    greenline.spawn_later(0.05, server.stop)
+    t0 = time.monotonic()
+    server.serve_forever()
+    assert time.monotonic() - t0 < 2
+    assert server.closed
+
+
+def test_a_standard_library_listener_is_used_and_left_to_its_owner():
+    lst = stdsocket.create_server(("127.0.0.1", 0))
+    try:
+        server = StreamServer(lst, upper)
+        server.start()
+        assert server.address == lst.getsockname()
+        c = connect(server)
+        c.sendall(b"abc")
+        assert recv_exactly(c, 3) == b"ABC"
+        c.close()
+        server.stop()
+        assert lst.fileno() >= 0  # still the caller's, still open
+    finally:
+        lst.close()
+
+
+def test_gevent_style_subclass_with_handle_method():
+    class Upper(StreamServer):
+        def handle(self, sock, address):
+            sock.sendall(sock.recv(100).upper())
+
+    server = Upper(("127.0.0.1", 0))
+    server.start()
+    try:
+        c = connect(server)
+        c.sendall(b"sub")
+        assert recv_exactly(c, 3) == b"SUB"
+    finally:
+        server.stop()
+
+
+def test_half_close_still_gets_the_reply_and_one_mebibyte_comes_back_whole():
+    server = StreamServer(("127.0.0.1", 0), upper)
+    server.start()
+    try:
+        c = connect(server)
+        payload = bytes(range(256)) * 4096  # 1 MiB, every byte value, non-UTF-8
+        got = []
+
+        def reader():
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                got.append(data)
+
+        r = greenline.spawn(reader)
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        r.get(timeout=10)
+        assert b"".join(got) == payload.upper()
+        c.close()
+    finally:
+        server.stop()
+
+
+def test_stop_lets_in_flight_handlers_finish():
+    def slow(sock, address):
+        data = sock.recv(100)
+        greenline.sleep(0.2)
+        sock.sendall(data.upper())
+
+    server = StreamServer(("127.0.0.1", 0), slow)
+    server.start()
+    c = connect(server)
+    c.sendall(b"in flight")
+    greenline.sleep(0.05)  # the handler has read it and is working
+    t0 = time.monotonic()
+    server.stop(timeout=5)
+    assert time.monotonic() - t0 < 2  # returned when the handler finished, not at 5 s
+    assert recv_exactly(c, 9) == b"IN FLIGHT"
+    assert server.connection_count == 0
+    # No longer accepting.
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=1).recv(1)
+
+
+def test_stop_closes_handlers_still_running_after_the_timeout():
+    fds = open_fds()
+    server = StreamServer(("127.0.0.1", 0), upper)
+    server.start()
+    clients = [connect(server) for _ in range(5)]
+    for c in clients:
+        c.sendall(b"x")
+        assert recv_exactly(c, 1) == b"X"
+    t0 = time.monotonic()
+    server.stop(timeout=0.2)
+    elapsed = time.monotonic() - t0
+    assert 0.15 < elapsed < 1.5
+    assert server.connection_count == 0
+    for c in clients:
+        assert c.recv(10) == b""  # closed by the server, cleanly
+        c.close()
+    assert_no_fd_leak(fds)
+
+
+def test_max_connections_makes_accept_wait_without_dropping_anyone():
+    active = []
+    peak = []
+
+    def handler(sock, address):
+        active.append(address)
+        peak.append(len(active))
+        try:
+            upper(sock, address)
+        finally:
+            active.remove(address)
+
+    server = StreamServer(("127.0.0.1", 0), handler, max_connections=2)
+    server.start()
+    try:
+        clients = [connect(server) for _ in range(5)]
+        for c in clients:
+            c.sendall(b"q")
+        greenline.sleep(0.2)
+        assert server.connection_count == 2  # the other three wait in the backlog
+        served = []
+        for c in clients:
+            # Each closes after its reply, which lets the next one in.
+            served.append(recv_exactly(c, 1))
+            c.close()
+        assert served == [b"Q"] * 5
+        assert max(peak) == 2
+    finally:
+        server.stop()
+
+
+def test_spawn_as_an_int_is_gevents_spelling_of_the_limit():
+    server = StreamServer(("127.0.0.1", 0), echo, spawn=3)
+    assert server.max_connections == 3
+
+
+def test_a_raising_handler_is_logged_with_its_peer_and_disturbs_no_one(caplog):
+    def handler(sock, address):
+        first = sock.recv(100)
+        if first == b"boom":
+            raise ValueError("handler bug")
+        sock.sendall(first.upper())
+        upper(sock, address)
+
+    server = StreamServer(("127.0.0.1", 0), handler)
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    try:
+        good = [connect(server) for _ in range(100)]
+        bad = connect(server)
+        for c in good:
+            c.sendall(b"ok")
+        bad.sendall(b"boom")
+        assert bad.recv(10) == b""  # its connection is closed
+        for rnd in range(3):
+            for i, c in enumerate(good):
+                msg = f"{i}-{rnd}".encode()
+                if rnd:
+                    c.sendall(msg)
+                    assert recv_exactly(c, len(msg)) == msg.upper()
+                else:
+                    assert recv_exactly(c, 2) == b"OK"
+        for c in good:
+            c.close()
+        bad.close()
+    finally:
+        server.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    port = bad.getsockname()[1] if bad.fileno() >= 0 else None
+    assert "handler failed" in errors[0].getMessage()
+    assert "127.0.0.1:" in errors[0].getMessage()
+    assert errors[0].exc_info and errors[0].exc_info[0] is ValueError
+    del port
+
+
+def test_a_client_reset_is_a_debug_line_not_an_error(caplog):
+    reset_seen = []
+
+    def handler(sock, address):
+        try:
+            sock.recv(10)
+            greenline.sleep(0.1)
+            sock.sendall(b"x" * 1000)
+            sock.recv(10)
+        except ConnectionResetError:
+            reset_seen.append(address)
+            raise
+
+    server = StreamServer(("127.0.0.1", 0), handler)
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    try:
+        c = connect(server)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # linger 0: RST
+        c.sendall(b"hi")
+        c.close()
+        deadline = time.monotonic() + 5
+        while not reset_seen and time.monotonic() < deadline:
+            greenline.sleep(0.02)
+        greenline.sleep(0.05)
+        assert reset_seen
+        assert server.connection_count == 0
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("reset" in r.getMessage().lower() for r in caplog.records if r.levelno == logging.DEBUG)
+
+
+def test_idle_timeout_closes_silent_connections_only():
+    server = StreamServer(("127.0.0.1", 0), upper, idle_timeout=0.3)
+    server.start()
+    try:
+        silent = connect(server)
+        busy = connect(server)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.9:
+            busy.sendall(b"tick")
+            assert recv_exactly(busy, 4) == b"TICK"
+            greenline.sleep(0.05)
+        assert silent.recv(10) == b""  # closed by the server
+        busy.sendall(b"still here")
+        assert recv_exactly(busy, 10) == b"STILL HERE"
+        busy.close()
+        silent.close()
+    finally:
+        server.stop()
+
+
+class _FlakyListener:
+    """A listener whose accept() fails with ``err`` ``times`` times first."""
+
+    def __init__(self, real: socket.socket, err: int, times: int) -> None:
+        self.real = real
+        self.err = err
+        self.left = times
+        self.calls = 0
+        self.family = real.family
+
+    def accept(self):
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise OSError(self.err, "simulated")
+        return self.real.accept()
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_out_of_descriptors_backs_off_logs_once_and_recovers(caplog):
+    real = socket.create_server(("127.0.0.1", 0))
+    server = StreamServer(real, upper)
+    flaky = _FlakyListener(server.socket, errno.EMFILE, 6)
+    server.socket = flaky  # type: ignore[assignment]
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    server.start()
+    try:
+        c = connect(server)
+        c.sendall(b"waited")
+        t0 = time.monotonic()
+        assert recv_exactly(c, 6) == b"WAITED"
+        waited = time.monotonic() - t0
+        # Six failures with a doubling pause: no spin (few calls), but served.
+        assert flaky.calls <= 8
+        assert 0.3 < waited < 5
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert sum("pausing accept" in m for m in warnings) == 1
+        assert sum("accepting again" in m for m in warnings) == 1
+        c.close()
+    finally:
+        server.stop()
+        real.close()
+
+
+def test_connection_aborted_is_skipped_at_once():
+    real = socket.create_server(("127.0.0.1", 0))
+    server = StreamServer(real, upper)
+    flaky = _FlakyListener(server.socket, errno.ECONNABORTED, 3)
+    server.socket = flaky  # type: ignore[assignment]
+    server.start()
+    try:
+        c = connect(server)
+        t0 = time.monotonic()
+        c.sendall(b"a")
+        assert recv_exactly(c, 1) == b"A"
+        assert time.monotonic() - t0 < 1
+    finally:
+        server.stop()
+        real.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_burst_of_clients_all_get_a_first_reply_soon():
+    # Fairness: clients that connect while earlier ones keep the server busy
+    # must still be accepted and answered promptly.
+    server = StreamServer(("127.0.0.1", 0), upper)
+    server.start()
+    n = 1000
+    first_reply: list[float] = []
+    stop = []
+
+    def client(i):
+        c = socket.create_connection(server.address)
+        c.settimeout(10)
+        t0 = time.monotonic()
+        msg = b"m%d" % i
+        c.sendall(msg)
+        assert recv_exactly(c, len(msg)) == msg.upper()
+        first_reply.append(time.monotonic() - t0)
+        while not stop:
+            c.sendall(msg)
+            assert recv_exactly(c, len(msg)) == msg.upper()
+        c.close()
+
+    try:
+        tasks = [greenline.spawn(client, i) for i in range(n)]
+        deadline = time.monotonic() + 20
+        while len(first_reply) < n and time.monotonic() < deadline:
+            greenline.sleep(0.05)
+        stop.append(True)
+        greenline.joinall(tasks, raise_error=True, timeout=20)
+        assert len(first_reply) == n
+        assert max(first_reply) < 2.0
+    finally:
+        server.stop()
