@@ -34,7 +34,7 @@ from typing import Any
 from greenline.hub import FdState, Hub, get_hub
 
 __all__ = list(_std.__all__)  # type: ignore[attr-defined]
-for _name in ("socket", "SocketType", "socketpair", "fromfd", "create_connection",
+for _name in ("socket", "SocketType", "GreenSocket", "socketpair", "fromfd", "create_connection",
               "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
               "gethostbyaddr", "getnameinfo", "getfqdn", "wait_read", "wait_write"):
     if _name not in __all__:
@@ -92,7 +92,7 @@ def _budget_spent(hub: Hub) -> None:
         get_hub().yield_now()
 
 
-class socket(_STD_SOCKET):  # type: ignore[no-redef]
+class GreenSocket(_STD_SOCKET):
     """A socket whose blocking calls switch green threads instead of blocking
     the OS thread.  Same constructor and methods as :class:`socket.socket`."""
 
@@ -412,7 +412,7 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
 
     # -- connections -----------------------------------------------------
 
-    def accept(self) -> tuple[socket, Any]:
+    def accept(self) -> tuple[GreenSocket, Any]:
         st = self._gl_st
         if not st.readable and self._gl_timeout != 0.0:
             deadline = self._deadline()
@@ -436,7 +436,7 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
                 _budget_spent(hub)
             # As in the stdlib, the new socket gets the default timeout, not
             # the listener's.
-            return socket(_c_family(self), _c_type(self), _c_proto(self), fd), addr
+            return GreenSocket(_c_family(self), _c_type(self), _c_proto(self), fd), addr
 
     def connect(self, address: Any) -> None:
         err = self._connect(address, self._connect_timed_out)
@@ -507,15 +507,18 @@ class socket(_STD_SOCKET):  # type: ignore[no-redef]
         st.readable = st.writable = True
         return _c_detach(self)  # type: ignore[no-any-return]
 
-    def __repr__(self) -> str:
-        return _STD_SOCKET.__repr__(self).replace("socket.socket", "greenline.socket.socket", 1)
+    # __repr__ is the stdlib's: it names the class by its module and
+    # qualified name, so it already says greenline.socket.socket.
 
 
 class _ConnectTimedOut(Exception):
     pass
 
 
-SocketType = socket  # type: ignore[misc,assignment]
+# The class is ``socket`` to everyone; it has a second name only because
+# type checkers keep the stdlib's class under the star-imported one.
+GreenSocket.__name__ = GreenSocket.__qualname__ = "socket"
+socket = SocketType = GreenSocket  # type: ignore[misc,assignment]
 
 
 # -- name resolution: off the hub, in the thread pool ------------------------
@@ -591,7 +594,7 @@ def getfqdn(name: str = "") -> str:  # type: ignore[no-redef]
     return _blocking_lookup(_std.getfqdn, name)  # type: ignore[no-any-return]
 
 
-def _resolve(sock: socket, address: tuple[Any, ...], flags: int = 0) -> tuple[Any, ...]:
+def _resolve(sock: GreenSocket, address: tuple[Any, ...], flags: int = 0) -> tuple[Any, ...]:
     """``address`` with its host name replaced by an address, looked up in
     the thread pool (the C layer would look it up blocking the hub)."""
     host = address[0]
@@ -606,25 +609,25 @@ def _resolve(sock: socket, address: tuple[Any, ...], flags: int = 0) -> tuple[An
 # -- constructors --------------------------------------------------------------
 
 def socketpair(family: int | None = None, type: int = _socket.SOCK_STREAM,  # type: ignore[no-redef]
-               proto: int = 0) -> tuple[socket, socket]:
+               proto: int = 0) -> tuple[GreenSocket, GreenSocket]:
     """A connected pair of cooperative sockets (``AF_UNIX`` by default)."""
     if family is None:
         family = _socket.AF_UNIX
     a, b = _socket.socketpair(family, type, proto)
-    return (socket(family, type, proto, a.detach()), socket(family, type, proto, b.detach()))
+    return (GreenSocket(family, type, proto, a.detach()), GreenSocket(family, type, proto, b.detach()))
 
 
-def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:  # type: ignore[no-redef]
+def fromfd(fd: int, family: int, type: int, proto: int = 0) -> GreenSocket:  # type: ignore[no-redef]
     """A cooperative socket on a duplicate of ``fd``.
 
     The duplicate shares the open file description, so ``fd`` becomes
     non-blocking too (greenline's sockets always are underneath).
     """
-    return socket(family, type, proto, _os.dup(fd))
+    return GreenSocket(family, type, proto, _os.dup(fd))
 
 
 def create_server(address: Any, *, family: int = _socket.AF_INET, backlog: int | None = None,  # type: ignore[no-redef]
-                  reuse_port: bool = False, dualstack_ipv6: bool = False) -> socket:
+                  reuse_port: bool = False, dualstack_ipv6: bool = False) -> GreenSocket:
     """Like :func:`socket.create_server`, cooperative; a host name is looked up
     in the thread pool."""
     if isinstance(address, tuple) and not _is_numeric_host(address[0]):
@@ -634,14 +637,14 @@ def create_server(address: Any, *, family: int = _socket.AF_INET, backlog: int |
         address = (info[0][4][0],) + tuple(address[1:])
     s = _std.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port,
                            dualstack_ipv6=dualstack_ipv6)
-    return socket(s.family, s.type, s.proto, s.detach())
+    return GreenSocket(s.family, s.type, s.proto, s.detach())
 
 
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
 def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[no-redef]
-                      source_address: Any = None, *, all_errors: bool = False) -> socket:
+                      source_address: Any = None, *, all_errors: bool = False) -> GreenSocket:
     """Connect to ``(host, port)``, trying each address the name resolves to,
     like :func:`socket.create_connection`."""
     host, port = address
@@ -649,7 +652,7 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
     for af, kind, proto, _cn, sa in getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
         sock = None
         try:
-            sock = socket(af, kind, proto)
+            sock = GreenSocket(af, kind, proto)
             if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
                 sock.settimeout(timeout)
             if source_address:
