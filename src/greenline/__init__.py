@@ -11,26 +11,59 @@ wherever that code would block and runs thousands of them in one OS thread.
 
 from greenlet import GreenletExit, getcurrent
 
-from greenline.hub import Hub, LoopExit, get_hub, sleep
+from greenline import watchdog as _watchdog  # noqa: F401 - reads GREENLINE_BLOCK_WARN_MS
+from greenline.event import AsyncResult, Event
+from greenline.hub import Hub, LoopExit, get_hub, sleep, stats
+from greenline.local import local
+from greenline.lock import BoundedSemaphore, Lock, RLock, Semaphore
+from greenline.pool import Group, Pool
+from greenline.queue import JoinableQueue, LifoQueue, PriorityQueue, Queue
 from greenline.task import Task, joinall, killall, spawn, spawn_later
 from greenline.threadpool import to_thread
 from greenline.timeout import Timeout, with_timeout
 
 __version__ = "0.1.0"
 
+# Submodules reachable as attributes without importing them all up front
+# (``import greenline; greenline.monkey.patch_all()``).
+_LAZY = {"monkey", "socket", "ssl", "select", "selectors", "server", "aio", "threadpool", "watchdog"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"greenline.{name}")
+    raise AttributeError(f"module 'greenline' has no attribute {name!r}")
+
+
 __all__ = [
+    "AsyncResult",
+    "BoundedSemaphore",
+    "Event",
     "GreenletExit",
+    "Group",
     "Hub",
+    "JoinableQueue",
+    "LifoQueue",
+    "Lock",
     "LoopExit",
+    "Pool",
+    "PriorityQueue",
+    "Queue",
+    "RLock",
+    "Semaphore",
     "Task",
     "Timeout",
     "get_hub",
     "getcurrent",
     "joinall",
     "killall",
+    "local",
     "sleep",
     "spawn",
     "spawn_later",
+    "stats",
     "to_thread",
     "with_timeout",
 ]

@@ -38,6 +38,7 @@ import os
 import select
 import sys
 import traceback
+import weakref
 from collections import deque
 from time import monotonic
 from typing import Any, Callable
@@ -111,6 +112,10 @@ class FdState:
         self.hub: Hub | None = None
 
 
+# Every live hub, for the blocking detector (watchdog.py).
+all_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
 class _Expired(Exception):
     """Thrown by a wait's own timer; turned into the caller's timeout error."""
 
@@ -138,8 +143,12 @@ class Hub:
         # hub reads _polling before it sleeps (see call_threadsafe).
         self._xcalls: deque[tuple[Callable[[Any], object], Any]] = deque()
         self._polling = False
+        # Figures for greenline.stats() and the blocking detector.
         self.switches = 0
         self.loops = 0
+        self.live = 0  # started tasks that have not finished
+        self.max_lag = 0.0  # longest stretch the hub spent away from polling
+        self.current: greenlet | None = None
         self.main = getcurrent()
         self.greenlet = greenlet(self._run, parent=self.main)
         self._poller: Any
@@ -160,6 +169,7 @@ class Hub:
             self._poller.register(self._wake_r, selectors.EVENT_READ)
             self._poll = self._selector_poll
         self.closed = False
+        all_hubs.add(self)
 
     # ------------------------------------------------------------------
     # Parking and waking: the only ways a green thread leaves and re-enters
@@ -470,17 +480,26 @@ class Hub:
             # 3. Run what is ready now; whatever becomes ready meanwhile waits
             # for the next pass, after the next poll.
             n = len(ready)
-            self.switches += n
+            if not n:
+                continue
+            started = monotonic()
             try:
                 while n:
                     n -= 1
                     g = popleft()
                     self.io_budget = IO_BUDGET
+                    # The blocking detector's thread watches these two.
+                    self.current = g
+                    self.switches += 1
                     g.switch()
             except BaseException:
                 # A raw greenlet (not a Task) ended with an exception that
                 # greenlet delivered to us, its parent.  Report it, go on.
                 self.handle_error(None)
+            self.current = None
+            lag = monotonic() - started
+            if lag > self.max_lag:
+                self.max_lag = lag
 
     def _other_threads(self) -> bool:
         # Another live OS thread may still release a lock or set an event we
@@ -536,6 +555,8 @@ class Hub:
         if self.closed:
             return
         self.closed = True
+        all_hubs.discard(self)
+        self.current = None
         try:
             self._poller.close()
         finally:
@@ -567,6 +588,37 @@ def get_hub_if_exists() -> Hub | None:
     return _state.hub
 
 
+def stats(reset: bool = False) -> dict[str, float | int]:
+    """Figures of the calling thread's hub.
+
+    ``live``: tasks started and not finished; ``switches``: switches into
+    green threads; ``loops``: loop passes; ``ready``: green threads waiting to
+    run; ``parked``: green threads blocked; ``fds``: descriptors registered;
+    ``timers``: armed timers; ``max_lag_ms``: the longest the hub spent running
+    green threads between two polls (how late an IO event could be served).
+    ``reset`` zeroes the counters and the lag after reading them.
+
+    >>> import greenline
+    >>> sorted(greenline.stats())
+    ['fds', 'live', 'loops', 'max_lag_ms', 'parked', 'ready', 'switches', 'timers']
+    """
+    hub = get_hub()
+    figures: dict[str, float | int] = {
+        "live": hub.live,
+        "switches": hub.switches,
+        "loops": hub.loops,
+        "ready": len(hub.ready),
+        "parked": len(hub.parked),
+        "fds": len(hub.fds),
+        "timers": len(hub.timers) - hub._cancelled_timers,
+        "max_lag_ms": round(hub.max_lag * 1000, 3),
+    }
+    if reset:
+        hub.switches = hub.loops = 0
+        hub.max_lag = 0.0
+    return figures
+
+
 def sleep(seconds: float = 0) -> None:
     """Block the calling green thread for ``seconds``; ``sleep(0)`` lets every
     other ready green thread run once first.
@@ -590,6 +642,8 @@ def _after_fork_in_child() -> None:
     if old is None:
         return
     current = getcurrent()
+    all_hubs.discard(old)
+    old.closed = True
     try:
         old._poller.close()
     except OSError:

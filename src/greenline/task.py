@@ -68,11 +68,13 @@ class Task(greenlet):
         """Schedule the task to run (once)."""
         if not self._started:
             self._started = True
+            self._hub.live += 1
             self._hub.schedule(self)
 
     def start_later(self, seconds: float) -> None:
         if not self._started:
             self._started = True
+            self._hub.live += 1
             self._hub.call_later(seconds, self._hub.schedule, self)
 
     def run(self) -> None:  # type: ignore[override]  # greenlet calls this
@@ -111,6 +113,8 @@ class Task(greenlet):
         self.value = value
         self._exc = exc
         self._finished = True
+        if self._started:
+            self._hub.live -= 1
         # Drop references so a finished task holds no function or arguments.
         self._fn = None
         self.args = ()

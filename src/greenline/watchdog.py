@@ -1,0 +1,106 @@
+"""The blocking detector: reports a green thread that runs too long without
+yielding, with its stack.
+
+A green thread that computes for 200 ms holds up every other green thread
+of its OS thread for 200 ms: the seed's lesson that switching only pays
+around IO, seen from the other side.  Turn the detector on with the
+environment variable ``GREENLINE_BLOCK_WARN_MS`` (read at import) or::
+
+    import greenline.watchdog
+    greenline.watchdog.enable(100)   # warn after 100 ms without a switch
+
+A real OS thread (made from ``_thread``, so patching cannot make it green)
+samples each hub's switch counter; when the counter has not moved for the
+threshold while a green thread is running, it logs a warning on the
+``greenline.watchdog`` logger naming the green thread, with the stack it is
+running.  One warning per stall.  Cost when off: none; when on, the hub
+already keeps the counter it reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from time import monotonic
+
+import _thread
+
+from greenline import hub as _hub
+
+__all__ = ["enable", "disable", "threshold_ms"]
+
+log = logging.getLogger("greenline.watchdog")
+
+_start_new_thread = _thread.start_new_thread
+_allocate_lock = _thread.allocate_lock
+
+threshold_ms: float | None = None
+_running = False
+_stop = _allocate_lock()
+
+
+def enable(ms: float) -> None:
+    """Warn whenever a green thread runs ``ms`` milliseconds without yielding."""
+    global threshold_ms, _running
+    if ms <= 0:
+        raise ValueError("the threshold must be a positive number of milliseconds")
+    threshold_ms = float(ms)
+    if not _running:
+        _running = True
+        if not _stop.locked():
+            _stop.acquire()
+        _start_new_thread(_watch, ())
+
+
+def disable() -> None:
+    """Stop the detector."""
+    global threshold_ms, _running
+    threshold_ms = None
+    _running = False
+    if _stop.locked():
+        _stop.release()
+
+
+def _watch() -> None:
+    # hub -> (switch count seen, when it was first seen, already warned)
+    seen: dict[int, tuple[int, float, bool]] = {}
+    while _running and threshold_ms is not None:
+        limit = threshold_ms / 1000.0
+        # A timed acquire of a lock that disable() releases: a sleep that
+        # stops at once when the detector is turned off.
+        if _stop.acquire(timeout=max(limit / 4, 0.005)):
+            _stop.release()
+            return
+        now = monotonic()
+        for hub in list(_hub.all_hubs):
+            key = id(hub)
+            current = hub.current
+            switches = hub.switches
+            prev = seen.get(key)
+            if current is None or prev is None or prev[0] != switches:
+                seen[key] = (switches, now, False)
+                continue
+            count, since, warned = prev
+            if not warned and now - since >= limit:
+                seen[key] = (count, since, True)
+                _report(hub, current, now - since)
+
+
+def _report(hub: _hub.Hub, current: object, elapsed: float) -> None:
+    frame = sys._current_frames().get(hub.thread_ident)
+    stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (stack unavailable)\n"
+    log.warning(
+        "green thread %r has run %.0f ms without yielding (threshold %.0f ms); "
+        "every other green thread of this OS thread waits meanwhile:\n%s",
+        current, elapsed * 1000, threshold_ms, stack,
+    )
+
+
+_env = os.environ.get("GREENLINE_BLOCK_WARN_MS")
+if _env:
+    try:
+        enable(float(_env))
+    except ValueError:
+        log.warning("ignoring GREENLINE_BLOCK_WARN_MS=%r: not a positive number", _env)
