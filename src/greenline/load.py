@@ -127,10 +127,10 @@ def raise_fd_limit(needed: int) -> None:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
         raise LoadError(
-            f"{needed:,} file descriptors are needed per client process but the hard limit is "
-            f"{hard:,}: raise it (as root: `ulimit -Hn {needed}` in the shell that runs this, "
-            f"or a `nofile` line in /etc/security/limits.conf), use fewer connections (-c), "
-            f"or spread them over more processes (--procs)")
+            f"{needed} file descriptors are needed per client process, but the hard limit "
+            f"(ulimit -Hn) is {hard}.  Raise it before running this: `ulimit -n {needed}` "
+            f"(as root, or after raising `nofile` in /etc/security/limits.conf), or use fewer "
+            f"connections (-c)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
@@ -560,12 +560,10 @@ class Progress:
 
     def _text(self, snap: dict[str, Any]) -> str:
         elapsed = snap["elapsed"]
-        if self.cfg.duration is not None:
-            when = f"{elapsed:5.1f}/{self.cfg.duration:g} s"
-        else:
-            when = f"{elapsed:5.1f} s, {snap['replies']:,}/{self.cfg.total:,}"
+        when = f"{elapsed:5.1f} s" if self.cfg.duration is None else f"{elapsed:5.1f}/{self.cfg.duration:g} s"
+        replies = f"{snap['replies']:,}" if self.cfg.total is None else f"{snap['replies']:,}/{self.cfg.total:,}"
         return (f"[{when}] {snap['rate']:9,.0f} req/s   p99 {format_us(snap['p99_us']):>9}   "
-                f"errors {snap['errors']:,}   mismatches {snap['mismatches']:,}")
+                f"replies {replies}   errors {snap['errors']:,}   mismatches {snap['mismatches']:,}")
 
     def update(self, snap: dict[str, Any]) -> None:
         if self.mode == "off":

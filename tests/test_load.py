@@ -1,0 +1,435 @@
+"""greenline load: against small greenline servers on loopback that behave
+well, get replies wrong, drop connections or stall, the load tester must say
+exactly what happened and exit accordingly."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import resource
+import socket as std_socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from time import monotonic
+from typing import Any
+
+import pytest
+from greenlet import GreenletExit
+
+from greenline import socket as gsocket
+from greenline.hub import get_hub
+from greenline.hub import sleep as gsleep
+from greenline.load import LoadError, message_format, parse_target, raise_fd_limit
+from greenline.report import LoadResult, decode_histogram, new_histogram
+from greenline.task import Task, killall, spawn
+
+
+class FixtureServer:
+    """A greenline server in a thread of its own (with its own hub), the
+    seed's protocol (upper-case what you get) with a configurable fault."""
+
+    def __init__(self, mode: str = "upper", close_prob: float = 0.0, stall_at: float = 0.5,
+                 stall_for: float = 0.5) -> None:
+        self.mode = mode
+        self.close_prob = close_prob
+        self.stall_at = stall_at
+        self.stall_for = stall_for
+        self.replies = 0
+        self.wrong = 0
+        self.closes = 0
+        self.accepted = 0
+        self.port = 0
+        self._first: float | None = None
+        self._ready = threading.Event()
+        self._rng = random.Random(4)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._handlers: set[Task] = set()
+
+    def __enter__(self) -> FixtureServer:
+        self._thread.start()
+        assert self._ready.wait(10), "fixture server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hub.call_threadsafe(lambda _: self._accept_task.kill(block=False))
+        self._thread.join(15)
+        assert not self._thread.is_alive(), "fixture server did not stop"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        self._hub = get_hub()
+        listener = gsocket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.port = listener.getsockname()[1]
+        self._accept_task = spawn(self._accept, listener)
+        self._ready.set()
+        try:
+            self._accept_task.join()
+            killall(list(self._handlers), block=True, timeout=10)
+        finally:
+            listener.close()
+            self._hub.close()
+
+    def _accept(self, listener: gsocket.socket) -> None:
+        while True:
+            conn, _ = listener.accept()
+            self.accepted += 1
+            t = spawn(self._handle, conn)
+            self._handlers.add(t)
+            t.rawlink(self._handlers.discard)
+
+    def _handle(self, conn: gsocket.socket) -> None:
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                now = monotonic()
+                if self._first is None:
+                    self._first = now
+                if self.close_prob and self._rng.random() < self.close_prob:
+                    self.closes += 1
+                    if self.closes % 2:
+                        # An abortive close: the client sees a reset.
+                        conn.setsockopt(std_socket.SOL_SOCKET, std_socket.SO_LINGER,
+                                        b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    return
+                if self.mode == "silent":
+                    continue
+                if self.mode == "stall":
+                    begin = self._first + self.stall_at
+                    end = begin + self.stall_for
+                    if begin <= now < end:
+                        gsleep(end - now)
+                reply = data.upper()
+                self.replies += 1
+                if self.mode == "wrong50" and self.replies % 50 == 0:
+                    reply = data  # left as it came: not upper-cased
+                    self.wrong += 1
+                conn.sendall(reply)
+        except (OSError, GreenletExit):
+            pass
+        finally:
+            conn.close()
+
+
+def run_cli(*args: str, timeout: float = 60, preexec: Any = None) -> subprocess.CompletedProcess[str]:
+    """``greenline load ...`` in a child process, its output captured (so not
+    a terminal: plain progress lines)."""
+    return subprocess.run([sys.executable, "-m", "greenline", "load", *args], capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=preexec)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def no_errors(result: dict[str, Any]) -> bool:
+    return not any(result["errors"].values())
+
+
+# -- against a correct server ---------------------------------------------------
+
+def test_correct_server_every_reply_verified(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "50", "-n", "2000", "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2,000 verified, 0 mismatched" in p.stdout
+    assert "result       OK" in p.stdout
+    r = load_json(out)
+    assert (r["requests"], r["verified"], r["mismatches"]) == (2000, 2000, 0)
+    assert no_errors(r)
+    assert r["opened"] == 50 and r["failed"] == 0
+    # Each connection's first exchange is reported apart from the percentiles.
+    assert r["latency_count"] == 2000 - 50
+    assert r["first_replied"] == 50 and r["first_reply"] is not None
+    assert decode_histogram(r["first_histogram"]).get_total_count() == 50
+    assert srv.replies == 2000
+    lat = r["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+
+
+def test_echo_protocol_against_upper_server_is_all_mismatches(tmp_path: Path) -> None:
+    # The server upper-cases, so the echo check must reject every reply.
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "5", "-n", "100", "--protocol", "echo", "--json", str(out),
+                    "--no-progress")
+    assert p.returncode == 1
+    assert load_json(out)["mismatches"] == 100
+    assert "FAILED: 100 mismatched replies" in p.stdout
+
+
+# -- against faulty servers -------------------------------------------------------
+
+def test_wrong_replies_are_reported_and_fail_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer("wrong50") as srv:
+        p = run_cli(srv.target, "-c", "50", "-n", "2000", "--json", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    r = load_json(out)
+    assert srv.wrong > 0
+    assert r["mismatches"] == srv.wrong
+    assert r["verified"] == 2000 - srv.wrong
+    assert f"FAILED: {srv.wrong} mismatched replies" in p.stdout
+
+
+def test_dropped_connections_are_counted_and_reconnected(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer(close_prob=0.02) as srv:
+        p = run_cli(srv.target, "-c", "20", "-n", "3000", "--json", str(out), "--no-progress")
+    assert p.returncode == 1, p.stdout + p.stderr
+    r = load_json(out)
+    assert srv.closes > 0
+    # Every close broke exactly the one request in flight on it; half of them
+    # were abortive (a reset), half orderly (closed before the reply came).
+    assert r["errors"]["reset"] + r["errors"]["closed early"] == srv.closes
+    assert r["errors"]["reset"] > 0 and r["errors"]["closed early"] > 0
+    assert r["requests"] == 3000
+    assert r["verified"] == 3000 - srv.closes
+    assert r["opened"] == 20 + srv.closes == srv.accepted
+    assert "FAILED" in p.stdout and "errors" in p.stdout
+
+
+def test_silent_server_times_out(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer("silent") as srv:
+        t = monotonic()
+        p = run_cli(srv.target, "-c", "5", "-n", "5", "--timeout", "0.3", "--json", str(out),
+                    "--no-progress")
+        took = monotonic() - t
+    assert p.returncode == 1
+    r = load_json(out)
+    assert r["errors"]["timeout"] == 5 and r["verified"] == 0
+    assert took < 20
+
+
+def test_refused_connections_give_up_and_fail_fast(tmp_path: Path) -> None:
+    # A port nobody listens on: bind one, close it.
+    s = std_socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    out = tmp_path / "r.json"
+    p = run_cli(f"127.0.0.1:{port}", "-c", "10", "-d", "30", "--json", str(out), "--no-progress",
+                timeout=20)
+    assert p.returncode == 1
+    r = load_json(out)
+    assert r["errors"]["refused"] == r["failed"] == 10 * 3
+    assert r["gave_up"] == 10 and r["opened"] == 0
+    assert r["elapsed"] < 5  # every connection gave up: the run ended early
+    assert "no reply was verified" in p.stdout
+
+
+# -- open loop vs closed loop -------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_rate_mode_shows_a_stall_that_closed_loop_hides(tmp_path: Path) -> None:
+    open_json, closed_json = tmp_path / "open.json", tmp_path / "closed.json"
+    with FixtureServer("stall", stall_at=0.5, stall_for=0.5) as srv:
+        p = run_cli(srv.target, "-c", "10", "--rate", "400", "-d", "2.5", "--json", str(open_json))
+    assert p.returncode == 0, p.stdout + p.stderr
+    with FixtureServer("stall", stall_at=0.5, stall_for=0.5) as srv:
+        p = run_cli(srv.target, "-c", "10", "-d", "2.5", "--json", str(closed_json))
+    assert p.returncode == 0, p.stdout + p.stderr
+    op, cl = load_json(open_json), load_json(closed_json)
+    # Open loop: every request due during the stall waited for its end,
+    # counted from when it should have gone out.
+    assert op["latency_us"]["p99"] >= 400_000
+    # About 400 req/s for 2.5 s.
+    assert 700 <= op["requests"] <= 1100
+    # Closed loop: the ten stalled requests are a drop in the sea; only the
+    # maximum betrays the stall.
+    assert cl["latency_us"]["max"] >= 400_000
+    assert cl["latency_us"]["p99"] < 100_000
+    assert cl["requests"] > 10 * op["requests"]
+
+
+# -- results: JSON, merging, several processes --------------------------------------
+
+def test_json_and_merge_round_trip(tmp_path: Path) -> None:
+    a, b, merged = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "m.json"
+    with FixtureServer() as srv:
+        assert run_cli(srv.target, "-c", "10", "-n", "500", "--json", str(a)).returncode == 0
+        assert run_cli(srv.target, "-c", "20", "-n", "700", "--json", str(b)).returncode == 0
+    p = subprocess.run([sys.executable, "-m", "greenline", "load", "merge", str(a), str(b),
+                        "--json", str(merged)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 parts merged" in p.stdout and "1,200 verified" in p.stdout
+    ra, rb, rm = load_json(a), load_json(b), load_json(merged)
+    assert rm["verified"] == rm["requests"] == 1200
+    assert rm["connections"] == 30 and rm["opened"] == 30
+    ha, hb, hm = (decode_histogram(r["histogram"]) for r in (ra, rb, rm))
+    assert hm.get_total_count() == ha.get_total_count() + hb.get_total_count() == 1200 - 30
+    assert hm.get_max_value() == max(ha.get_max_value(), hb.get_max_value())
+    for value in (100, 1000, 10_000):
+        assert hm.get_count_at_value(value) == ha.get_count_at_value(value) + hb.get_count_at_value(value)
+    assert rm["replies_per_s"] == pytest.approx(ra["replies_per_s"] + rb["replies_per_s"])
+
+
+def test_merge_of_a_failed_run_fails(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    with FixtureServer() as srv:
+        run_cli(srv.target, "-c", "5", "-n", "50", "--json", str(good))
+    with FixtureServer("wrong50") as srv:
+        run_cli(srv.target, "-c", "5", "-n", "100", "--json", str(bad))
+    p = subprocess.run([sys.executable, "-m", "greenline", "load", "merge", str(good), str(bad)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1
+    assert "FAILED: 2 mismatched replies" in p.stdout
+
+
+def test_merge_without_files_or_with_a_bad_file(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "greenline", "load", "merge"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "give the JSON files" in p.stderr
+    junk = tmp_path / "junk.json"
+    junk.write_text("{}")
+    p = subprocess.run([sys.executable, "-m", "greenline", "load", "merge", str(junk)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+
+
+def test_two_processes_merge_counts_exactly(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "20", "-n", "2001", "--procs", "2", "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["parts"] == 2
+    assert (r["requests"], r["verified"], r["connections"], r["opened"]) == (2001, 2001, 20, 20)
+    assert r["latency_count"] == 2001 - 20
+    assert decode_histogram(r["histogram"]).get_total_count() == 2001 - 20
+    assert srv.replies == 2001 and srv.accepted == 20
+
+
+def test_merge_adds_parts() -> None:
+    parts = []
+    for verified, lat in ((100, 1000), (50, 5000)):
+        h = new_histogram()
+        h.record_value(lat, verified)
+        part = LoadResult(target="t", connections=2, elapsed=1.0, replies_per_s=float(verified),
+                          opened=2, requests=verified + 1, verified=verified, errors={"reset": 1},
+                          first_reply=verified / 1000, first_replied=2, latency=h)
+        parts.append(part)
+    m = LoadResult.merge(parts)
+    assert (m.connections, m.requests, m.verified, m.errors["reset"]) == (4, 152, 150, 2)
+    assert m.first_reply == 0.1
+    assert m.latency.get_total_count() == 150
+    assert m.percentiles()["max"] == pytest.approx(5000, rel=1e-3)
+    assert not m.ok and "2 errors (reset 2)" in m.render()
+
+
+# -- progress -----------------------------------------------------------------------
+
+def test_plain_progress_lines_when_not_a_terminal() -> None:
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "10", "-d", "2.5")
+        quiet = run_cli(srv.target, "-c", "10", "-d", "1.2", "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("[")]
+    assert len(lines) >= 2
+    pattern = re.compile(r"^\[\s*\d+\.\d/2\.5 s\]\s+[\d,]+ req/s\s+p99\s+[\d.]+ (µs|ms)\s+replies [\d,]+"
+                         r"\s+errors 0\s+mismatches 0$")
+    assert all(pattern.match(ln) for ln in lines), lines
+    # No terminal control sequences in plain mode.
+    assert "\x1b" not in p.stdout
+    assert quiet.returncode == 0
+    assert not [ln for ln in quiet.stdout.splitlines() if ln.startswith("[")]
+
+
+# -- descriptor limits ------------------------------------------------------------------
+
+def test_too_low_hard_limit_fails_at_once_saying_what_to_do() -> None:
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "500", "-n", "1000", preexec=low_limit)
+    assert p.returncode == 2
+    assert "ulimit -n 564" in p.stderr and "hard limit" in p.stderr
+    assert srv.accepted == 0  # it failed before connecting anywhere
+
+
+def test_raise_fd_limit_in_process() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(LoadError, match="ulimit -n"):
+                raise_fd_limit(hard + 1)
+        want = min(soft + 10, hard) if hard != resource.RLIM_INFINITY else soft + 10
+        raise_fd_limit(want)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= want
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_five_thousand_connections_from_one_process(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 5100:
+        pytest.skip(f"the hard descriptor limit is {hard}: 5000 connections need about 5100 "
+                    f"(raise it with `ulimit -n 5100` as root)")
+    # This process serves them: it needs the descriptors as well.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+
+    def default_soft_limit() -> None:
+        # Start the client with the usual soft limit: it must raise it itself.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    out = tmp_path / "r.json"
+    try:
+        with FixtureServer() as srv:
+            p = run_cli(srv.target, "-c", "5000", "-n", "15000", "--timeout", "30", "--json", str(out),
+                        "--no-progress", preexec=default_soft_limit, timeout=150)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["opened"] == 5000 and r["first_replied"] == 5000
+    assert r["verified"] == r["requests"] == 15000
+    assert srv.accepted == 5000
+
+
+# -- small pieces ----------------------------------------------------------------------
+
+def test_message_format_pads_to_size() -> None:
+    for size in (32, 64, 1000):
+        for n in (1, 9, 10, 12345):
+            msg = message_format(7, len(str(n)), size) % n
+            assert len(msg) == size
+            assert msg.startswith(b"conn-7 say hello %d " % n) and msg.endswith(b"\n")
+    # Too small for the text: the message is the text, never cut.
+    assert message_format(7, 5, 8) % 12345 == b"conn-7 say hello 12345 \n"
+
+
+def test_parse_target() -> None:
+    assert parse_target("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_target("[::1]:8080") == ("::1", 8080)
+    assert parse_target("localhost:1") == ("localhost", 1)
+    for bad in ("127.0.0.1", ":80", "host:0", "host:x", "host:70000"):
+        with pytest.raises(LoadError):
+            parse_target(bad)
+
+
+def test_usage_errors_exit_2() -> None:
+    p = run_cli("nohost")
+    assert p.returncode == 2 and "HOST:PORT" in p.stderr
+    p = run_cli("127.0.0.1:1", "-d", "1", "-n", "5")
+    assert p.returncode == 2  # argparse: -d and -n exclude each other
+
+
+def test_fixture_sanity_no_leftover_threads() -> None:
+    # The fixture server's thread and hub go away on exit.
+    before = threading.active_count()
+    with FixtureServer():
+        pass
+    assert threading.active_count() == before
