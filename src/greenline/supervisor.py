@@ -54,6 +54,8 @@ log = logging.getLogger("greenline.serve")
 _start_new_thread = _thread.start_new_thread
 _allocate_lock = _thread.allocate_lock
 _select = select.select
+_socketpair = _stdsocket.socketpair
+_create_server = _stdsocket.create_server
 
 # A worker that fails before it accepts exits with this; the supervisor then
 # gives up instead of restarting it forever.
@@ -99,7 +101,7 @@ def bind(cfg: ServeConfig) -> _stdsocket.socket:
     cap = _somaxconn()
     if cap is not None:
         backlog = min(backlog, cap)
-    return _stdsocket.create_server((cfg.host, cfg.port), family=family, backlog=backlog)
+    return _create_server((cfg.host, cfg.port), family=family, backlog=backlog)
 
 
 def _format_host(host: str) -> str:
@@ -372,7 +374,7 @@ class Supervisor:
     # -- processes ---------------------------------------------------------
 
     def spawn(self, slot: int, replaces: int | None = None) -> _Proc:
-        parent_end, child_end = _stdsocket.socketpair()
+        parent_end, child_end = _socketpair()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; covered by the CLI tests
             try:

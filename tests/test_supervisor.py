@@ -1,0 +1,498 @@
+"""``greenline serve``, driven as a user would: a subprocess on port 0, the
+port read from its ``listening on`` line, clients as green threads here."""
+
+from __future__ import annotations
+
+import os
+import resource
+import select as stdselect
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import greenline
+from greenline import socket
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+class Serve:
+    """A running ``greenline serve``; stop it with :meth:`terminate`."""
+
+    def __init__(self, tmp_path: Path, *args: str, nofile: int | None = None,
+                 pythonpath: str | None = None) -> None:
+        self.log_path = tmp_path / f"serve-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, SRC, env.get("PYTHONPATH")) if p)
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "greenline", "serve", *args, "--port", "0"],
+            stdout=subprocess.PIPE, stderr=self.log, env=env, preexec_fn=limit, cwd=tmp_path,
+        )
+        self.port = self._read_port()
+
+    def _read_port(self, timeout: float = 20) -> int:
+        assert self.proc.stdout is not None
+        ready, _, _ = stdselect.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.kill()
+            raise AssertionError(f"no 'listening on' line in {timeout} s:\n{self.logs()}")
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("listening on 127.0.0.1:"), (line, self.logs())
+        return int(line.rsplit(":", 1)[1])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def workers(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def wait_workers(self, n: int, exclude: set[int] = frozenset(), timeout: float = 10) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = [p.pid for p in self.workers() if p.pid not in exclude]
+            if len(pids) == n and all(self.accepting(pid) for pid in pids):
+                return pids
+            greenline.sleep(0.05)
+        raise AssertionError(f"expected {n} accepting workers:\n{self.logs()}")
+
+    def accepting(self, pid: int) -> bool:
+        return f"worker {pid} accepting" in self.logs()
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                return code
+            greenline.sleep(0.02)
+        return None
+
+    def terminate(self, timeout: float = 15) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        # The supervisor's workers notice it is gone and stop on their own.
+        kids = self.workers()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        for k in kids:
+            try:
+                k.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.terminate(10)
+        self.kill()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[Serve] = []
+
+    def start(*args: str, **kw) -> Serve:
+        s = Serve(tmp_path, *args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.close()
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        data = sock.recv(n)
+        if not data:
+            break
+        chunks.append(data)
+        n -= len(data)
+    return b"".join(chunks)
+
+
+def ask(address, msg: bytes, timeout: float = 5) -> bytes:
+    c = socket.create_connection(address, timeout=timeout)
+    try:
+        c.sendall(msg)
+        return recv_exactly(c, len(msg))
+    finally:
+        c.close()
+
+
+class PingPong:
+    """A client that keeps sending numbered messages and checks each reply."""
+
+    def __init__(self, address, name: str) -> None:
+        self.sock = socket.create_connection(address, timeout=10)
+        self.port = self.sock.getsockname()[1]
+        self.name = name
+        self.replies = 0
+        self.error: BaseException | None = None
+        self.partial: bytes | None = None  # part of a reply, then the end: a loss
+        self.closed = False
+        self.running = True
+
+    def run(self) -> None:
+        i = 0
+        try:
+            while self.running:
+                msg = f"{self.name} say hello {i};".encode()
+                self.sock.sendall(msg)
+                got = recv_exactly(self.sock, len(msg))
+                if len(got) < len(msg):
+                    if got:
+                        self.partial = got
+                    self.closed = True
+                    return
+                assert got == msg.upper(), (got, msg)
+                self.replies += 1
+                i += 1
+        except (ConnectionResetError, BrokenPipeError) as e:
+            self.error = e
+            self.closed = True
+        except BaseException as e:
+            self.error = e
+        finally:
+            self.sock.close()
+
+
+def test_thousand_concurrent_connections_on_two_procs_of_two_threads(serve):
+    srv = serve("upper", "--procs", "2", "--threads", "2")
+    assert len(srv.workers()) == 2
+    n = 1000
+    ok = []
+
+    def client(i: int) -> None:
+        c = socket.create_connection(srv.address, timeout=20)
+        try:
+            for r in range(3):
+                msg = f"client {i} round {r} \xe9".encode("latin-1")
+                c.sendall(msg)
+                assert recv_exactly(c, len(msg)) == msg.upper()
+            ok.append(i)
+        finally:
+            c.close()
+
+    tasks = [greenline.spawn(client, i) for i in range(n)]
+    greenline.joinall(tasks, raise_error=True, timeout=60)
+    assert sorted(ok) == list(range(n))
+    assert srv.terminate() == 0
+    assert "Traceback" not in srv.logs()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sigkill_of_a_worker_under_load(serve):
+    srv = serve("upper", "--procs", "2")
+    pids = srv.wait_workers(2)
+    clients = [PingPong(srv.address, f"c{i}") for i in range(60)]
+    tasks = [greenline.spawn(c.run) for c in clients]
+    greenline.sleep(0.5)
+    # Which worker holds which connection: the server side's remote port.
+    owner: dict[int, int] = {}
+    for pid in pids:
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.raddr and conn.laddr.port == srv.port:
+                owner[conn.raddr.port] = pid
+    assert {owner.get(c.port) for c in clients} == set(pids), "both workers should hold connections"
+    victim, survivor = pids
+    before = {c.name: c.replies for c in clients}
+    os.kill(victim, signal.SIGKILL)
+    t0 = time.monotonic()
+    # New connections keep working while the victim is replaced.
+    assert ask(srv.address, b"new one") == b"NEW ONE"
+    assert time.monotonic() - t0 < 1.0
+    replacement = srv.wait_workers(2, exclude={victim})
+    assert survivor in replacement
+    greenline.sleep(0.5)
+    for c in clients:
+        c.running = False
+    greenline.joinall(tasks, timeout=10)
+    for c in clients:
+        if owner[c.port] == survivor:
+            assert c.error is None and not c.closed and c.partial is None, c.name
+            assert c.replies > before[c.name]  # kept being served throughout
+        else:
+            assert c.closed  # its worker is gone
+    assert f"worker {victim} killed by SIGKILL" in srv.logs()
+    for _ in range(20):
+        assert ask(srv.address, b"after") == b"AFTER"
+    assert srv.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sigterm_under_load_answers_what_was_read_and_exits_zero(serve):
+    srv = serve("upper", "--procs", "2", "--threads", "2", "--graceful-timeout", "2")
+    srv.wait_workers(2)
+    clients = [PingPong(srv.address, f"c{i}") for i in range(100)]
+    tasks = [greenline.spawn(c.run) for c in clients]
+    greenline.sleep(0.5)
+    before = sum(c.replies for c in clients)
+    assert before > 0
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    code = srv.wait(2 + 2.0)
+    elapsed = time.monotonic() - t0
+    assert code == 0, srv.logs()
+    assert elapsed < 2 + 1.5
+    greenline.joinall(tasks, timeout=10)
+    for c in clients:
+        # The server went on answering, then closed between two requests:
+        # never a partial reply, never an unexpected error.
+        assert c.partial is None, c.name
+        assert c.error is None or isinstance(c.error, (ConnectionResetError, BrokenPipeError)), c.error
+        assert c.closed
+    assert sum(c.replies for c in clients) > before
+    with pytest.raises(OSError):
+        ask(srv.address, b"x", timeout=1)
+
+
+def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path):
+    (tmp_path / "slowapp.py").write_text(textwrap.dedent("""
+        import greenline
+
+        def handle(sock, address):
+            data = sock.recv(100)
+            greenline.sleep(1.0)
+            sock.sendall(data.upper())
+    """))
+    srv = serve("slowapp:handle", "--graceful-timeout", "5")
+    srv.wait_workers(1)
+    c = socket.create_connection(srv.address, timeout=10)
+    c.sendall(b"in flight")
+    greenline.sleep(0.3)
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert recv_exactly(c, 9) == b"IN FLIGHT"
+    assert c.recv(10) == b""  # then the handler returned and the server closed it
+    c.close()
+    assert srv.wait(5) == 0
+    assert time.monotonic() - t0 < 3  # done when the work was, not at the 5 s limit
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_descriptor_exhaustion_neither_crashes_nor_spins_and_recovers(serve):
+    srv = serve("upper", "--log-level", "debug", nofile=64)
+    (pid,) = srv.wait_workers(1)
+    worker = psutil.Process(pid)
+    flood: list[socket.socket] = []
+    # Far more connections than the worker may have descriptors; each one
+    # sends a request so the ones accepted are busy too.
+    for i in range(200):
+        s = socket.create_connection(srv.address, timeout=5)
+        s.sendall(b"flood %d;" % i)
+        flood.append(s)
+    greenline.sleep(0.5)
+    assert "pausing accept" in srv.logs()
+    cpu0 = sum(worker.cpu_times()[:2])
+    greenline.sleep(2.0)
+    cpu = sum(worker.cpu_times()[:2]) - cpu0
+    assert cpu < 0.3, f"worker used {cpu:.2f} s of CPU in 2 s while out of descriptors"
+    assert worker.is_running() and srv.proc.poll() is None
+    assert srv.logs().count("pausing accept") == 1  # once per episode, not per attempt
+    # The connections accepted before the limit were served.
+    answered = 0
+    for s in flood:
+        s.settimeout(0.01)
+        try:
+            if s.recv(100).startswith(b"FLOOD"):
+                answered += 1
+        except (TimeoutError, BlockingIOError):
+            pass
+    assert answered > 20
+    for s in flood:
+        s.close()
+    # Descriptors free again: the backlog drains and new clients are served.
+    t0 = time.monotonic()
+    assert ask(srv.address, b"normal again", timeout=10) == b"NORMAL AGAIN"
+    assert time.monotonic() - t0 < 5
+    for i in range(30):
+        msg = b"after %d" % i
+        assert ask(srv.address, msg) == msg.upper()
+    assert "accepting again" in srv.logs()
+    assert [p.pid for p in srv.workers()] == [pid]  # never crashed or restarted
+    assert srv.terminate() == 0
+
+
+def test_a_user_app_that_raises_for_one_client_disturbs_none_of_100_others(serve, tmp_path):
+    (tmp_path / "fragile.py").write_text(textwrap.dedent("""
+        from greenline.apps import upper
+
+        def handle(sock, address):
+            first = sock.recv(100)
+            if first.startswith(b"boom"):
+                raise RuntimeError("bad request")
+            sock.sendall(first.upper())
+            upper(sock, address)
+    """))
+    srv = serve("fragile:handle")
+    (pid,) = srv.wait_workers(1)
+    good = [PingPong(srv.address, f"g{i}") for i in range(100)]
+    tasks = [greenline.spawn(c.run) for c in good]
+    greenline.sleep(0.2)
+    bad = socket.create_connection(srv.address, timeout=5)
+    bad.sendall(b"boom")
+    assert bad.recv(10) == b""
+    bad_port = bad.getsockname()[1]
+    bad.close()
+    greenline.sleep(0.3)
+    for c in good:
+        c.running = False
+    greenline.joinall(tasks, timeout=10)
+    for c in good:
+        assert c.error is None and not c.closed and c.replies > 0, c.name
+    logs = srv.logs()
+    line = next(ln for ln in logs.splitlines() if "handler failed" in ln)
+    assert f"[{pid}]" in line and f"127.0.0.1:{bad_port}" in line
+    assert "RuntimeError: bad request" in logs
+    assert srv.terminate() == 0
+
+
+def test_idle_timeout_closes_silent_connections(serve):
+    srv = serve("upper", "--idle-timeout", "0.5")
+    srv.wait_workers(1)
+    silent = socket.create_connection(srv.address, timeout=5)
+    busy = socket.create_connection(srv.address, timeout=5)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.2:
+        busy.sendall(b"beat")
+        assert recv_exactly(busy, 4) == b"BEAT"
+        greenline.sleep(0.1)
+    assert silent.recv(10) == b""
+    busy.sendall(b"alive")
+    assert recv_exactly(busy, 5) == b"ALIVE"
+    silent.close()
+    busy.close()
+    assert srv.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sighup_replaces_workers_one_at_a_time_refusing_nobody(serve):
+    # One worker: nobody else could cover for a gap in the hand-over.
+    srv = serve("upper", "--graceful-timeout", "1")
+    old = set(srv.wait_workers(1))
+    failures: list[BaseException] = []
+    done = []
+    slowest = [0.0]
+    running = [True]
+
+    def newcomer(i: int) -> None:
+        # Fresh connections, one after another, all through the reload.
+        while running:
+            try:
+                msg = b"new %d" % i
+                t0 = time.monotonic()
+                assert ask(srv.address, msg) == msg.upper()
+                slowest[0] = max(slowest[0], time.monotonic() - t0)
+                done.append(i)
+            except BaseException as e:
+                failures.append(e)
+                return
+            greenline.sleep(0.005)
+
+    tasks = [greenline.spawn(newcomer, i) for i in range(10)]
+    greenline.sleep(0.3)
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "reload complete" not in srv.logs() and time.monotonic() < deadline:
+        greenline.sleep(0.05)
+    new = set(srv.wait_workers(1, exclude=old))
+    greenline.sleep(0.5)
+    running.clear()
+    greenline.joinall(tasks, timeout=10)
+    assert not failures, failures[:3]
+    assert len(done) > 50
+    assert slowest[0] < 1.0
+    assert not (new & old)
+    logs = srv.logs()
+    assert logs.count(", replacing ") == 1  # one "started worker ..., replacing OLD" each
+    assert srv.proc.poll() is None
+    assert srv.terminate() == 0
+
+
+def test_workers_stop_when_the_supervisor_is_killed(serve):
+    srv = serve("echo", "--procs", "2")
+    pids = srv.wait_workers(2)
+    srv.proc.kill()
+    srv.proc.wait(5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and
+                                              psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                                              for p in pids):
+        greenline.sleep(0.05)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in pids)
+
+
+def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=SRC)
+    return subprocess.run([sys.executable, "-m", "greenline", "serve", *args], capture_output=True,
+                          text=True, timeout=30, env=env, cwd=tmp_path)
+
+
+def test_bad_app_spec_and_busy_port_fail_cleanly(tmp_path):
+    r = _run_cli(tmp_path, "no_such_module:handle", "--port", "0")
+    assert r.returncode == 2 and "cannot import" in r.stderr and r.stdout == ""
+    r = _run_cli(tmp_path, "nonsense", "--port", "0")
+    assert r.returncode == 2 and "upper" in r.stderr
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        r = _run_cli(tmp_path, "upper", "--port", str(busy.getsockname()[1]))
+        assert r.returncode == 1 and "cannot listen" in r.stderr and r.stdout == ""
+    finally:
+        busy.close()
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path):
+    # An app whose import works in the supervisor but whose workers die at
+    # start: the supervisor must not restart them forever.
+    (tmp_path / "dies.py").write_text(textwrap.dedent("""
+        import os
+        SUPERVISOR = os.getpid()
+
+        def handle(sock, address):
+            pass
+
+        # Runs in each worker's first thread before it accepts.
+        import greenline.server as _s
+        _orig = _s.StreamServer.start
+        def start(self):
+            if os.getpid() != SUPERVISOR:
+                raise RuntimeError("cannot start here")
+            _orig(self)
+        _s.StreamServer.start = start
+    """))
+    r = _run_cli(tmp_path, "dies:handle", "--port", "0")
+    assert r.returncode == 1, r.stderr
+    assert "failed to start" in r.stderr and "listening on" not in r.stdout
