@@ -1,0 +1,622 @@
+"""Make the standard library cooperative: ``monkey.patch_all()``.
+
+>>> from greenline import monkey
+>>> monkey.patch_all()          # doctest: +SKIP
+
+Call it first thing in the program, before other imports: after it,
+``socket``, ``ssl``, ``time.sleep``, ``select``, ``selectors``,
+``threading``/``_thread``, ``queue``, ``subprocess``, ``os.waitpid`` and
+``signal.signal`` are greenline's, so plain blocking code (a thread per
+client, ``sock.recv()``, ``time.sleep()``) runs as green threads that switch
+wherever they would block.  ``threading.Thread(...).start()`` starts a green
+thread; locks, conditions, events, semaphores and thread-locals follow.
+
+Or run an unmodified program patched::
+
+    python -m greenline.monkey script.py ARGS...
+    python -m greenline.monkey --module package.module ARGS...
+
+Patching twice is harmless (the originals are saved once; see
+:func:`get_original`).  Patching a module that was already used in a way the
+patch cannot reach (real threads already running; ``ssl`` contexts already
+made, or ``SSLContext`` imported by name elsewhere) warns with
+:class:`MonkeyPatchWarning`, naming the module.
+
+Patching never imports gevent or eventlet.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":
+    # ``python -m greenline.monkey``: hand over to the real module, so the
+    # program sees one greenline.monkey (with one set of saved originals),
+    # not this __main__ copy.
+    import sys as _sys
+
+    from greenline.monkey import main as _main
+
+    _sys.exit(_main())
+
+import importlib
+import sys
+import types
+import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "MonkeyPatchWarning",
+    "patch_all",
+    "patch_socket",
+    "patch_dns",
+    "patch_ssl",
+    "patch_time",
+    "patch_select",
+    "patch_selectors",
+    "patch_thread",
+    "patch_queue",
+    "patch_subprocess",
+    "patch_os",
+    "patch_signal",
+    "is_module_patched",
+    "is_object_patched",
+    "get_original",
+    "main",
+]
+
+
+class MonkeyPatchWarning(RuntimeWarning):
+    """Patching came too late to cover everything (see the message)."""
+
+
+_MISSING: Any = object()
+# module name -> {attribute: the original value, or _MISSING if there was none}
+_saved: dict[str, dict[str, Any]] = {}
+# Names of what was patched (the keys patch_all takes: "socket", "thread"...).
+_patched: set[str] = set()
+
+
+def _patch(module: ModuleType, name: str, value: Any) -> None:
+    saved = _saved.setdefault(module.__name__, {})
+    if name not in saved:
+        saved[name] = getattr(module, name, _MISSING)
+    if value is _MISSING:
+        if hasattr(module, name):
+            delattr(module, name)
+    else:
+        setattr(module, name, value)
+
+
+def _warn(message: str) -> None:
+    # Point at the caller's patch_all()/patch_X() line, not at this module.
+    depth = 2
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        depth += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    warnings.warn(message, MonkeyPatchWarning, stacklevel=depth - 1)
+
+
+def is_module_patched(name: str) -> bool:
+    """True if ``name`` (a module, e.g. ``"socket"``, or a patch_all keyword)
+    has been patched."""
+    return name in _patched or name in _saved
+
+
+def is_object_patched(mod_name: str, item_name: str) -> bool:
+    """True if ``mod_name.item_name`` was replaced by patching."""
+    return item_name in _saved.get(mod_name, {})
+
+
+def get_original(mod_name: str, item_name: str | list[str] | tuple[str, ...]) -> Any:
+    """The original ``mod_name.item_name`` before patching (the current one
+    if it was never patched).  A list of names gives a list of values."""
+    if isinstance(item_name, (list, tuple)):
+        return [get_original(mod_name, n) for n in item_name]
+    saved = _saved.get(mod_name, {})
+    if item_name in saved:
+        value = saved[item_name]
+        if value is _MISSING:
+            raise AttributeError(f"module {mod_name!r} had no attribute {item_name!r} before patching")
+        return value
+    return getattr(importlib.import_module(mod_name), item_name)
+
+
+# -- time ------------------------------------------------------------------------
+
+
+def _green_time_sleep(secs: float) -> None:
+    """time.sleep(secs), parking only the calling green thread."""
+    from greenline.hub import sleep
+
+    if secs < 0:
+        raise ValueError("sleep length must be non-negative")
+    sleep(secs)
+
+
+def patch_time() -> None:
+    """``time.sleep`` parks only the calling green thread."""
+    import time
+
+    _patch(time, "sleep", _green_time_sleep)
+    _patched.add("time")
+
+
+# -- socket, dns, ssl ---------------------------------------------------------------
+
+_SOCKET_NAMES = ("socket", "SocketType", "socketpair", "fromfd", "create_connection", "create_server")
+_DNS_NAMES = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn")
+
+
+def patch_socket(dns: bool = True, aggressive: bool = True) -> None:
+    """``socket.socket`` and its constructors are greenline's; with ``dns``
+    also name resolution (run in the thread pool)."""
+    import socket
+
+    from greenline import socket as gsocket
+
+    for name in _SOCKET_NAMES:
+        _patch(socket, name, getattr(gsocket, name))
+    _patched.add("socket")
+    if dns:
+        patch_dns()
+
+
+def patch_dns() -> None:
+    """``socket.getaddrinfo`` and friends resolve off the hub."""
+    import socket
+
+    from greenline import socket as gsocket
+
+    for name in _DNS_NAMES:
+        _patch(socket, name, getattr(gsocket, name))
+    _patched.add("dns")
+
+
+_SSL_NAMES = ("SSLContext", "SSLSocket", "wrap_socket", "create_default_context", "get_server_certificate")
+
+
+def _ssl_already_used() -> str | None:
+    std_ssl = sys.modules.get("ssl")
+    if std_ssl is None or is_module_patched("ssl"):
+        return None
+    original = std_ssl.SSLContext
+    holders = sorted(
+        name for name, mod in list(sys.modules.items())
+        if mod is not None and name not in ("ssl", __name__) and not name.startswith("greenline")
+        and getattr(mod, "__dict__", {}).get("SSLContext") is original
+    )
+    import gc
+
+    made = sum(1 for o in gc.get_objects() if isinstance(o, original))
+    parts = []
+    if made:
+        parts.append(f"{made} ssl.SSLContext object(s) already exist and will keep making blocking sockets")
+    if holders:
+        parts.append("module(s) " + ", ".join(holders[:10]) + " imported ssl.SSLContext by name and keep the original")
+    return "; ".join(parts) or None
+
+
+def patch_ssl() -> None:
+    """``ssl.SSLContext``/``SSLSocket`` and the module's helpers are
+    greenline's.  Warns if contexts were already created."""
+    problem = _ssl_already_used()
+    if problem:
+        _warn(f"Monkey-patching ssl after it was already used: {problem}. "
+              "Call greenline.monkey.patch_all() before anything imports or uses ssl.")
+    import ssl
+
+    from greenline import ssl as gssl
+
+    for name in _SSL_NAMES:
+        if hasattr(ssl, name) or name in ("SSLContext", "SSLSocket"):
+            _patch(ssl, name, getattr(gssl, name))
+    _patched.add("ssl")
+
+
+# -- select, selectors ----------------------------------------------------------------
+
+
+def patch_select(aggressive: bool = True) -> None:
+    """``select.select``, ``select.poll`` and ``select.epoll`` park only the
+    calling green thread.  ``kqueue``/``devpoll`` (no cooperative version)
+    are removed, so code that probes for them falls back to ``poll``."""
+    import select
+
+    from greenline import select as gselect
+
+    _patch(select, "select", gselect.select)
+    _patch(select, "poll", gselect.poll)
+    if hasattr(gselect, "epoll"):
+        _patch(select, "epoll", gselect.epoll)
+    if aggressive:
+        for name in ("kqueue", "kevent", "devpoll"):
+            if hasattr(select, name):
+                _patch(select, name, _MISSING)
+    _patched.add("select")
+
+
+def patch_selectors(aggressive: bool = True) -> None:
+    """``selectors.DefaultSelector`` (and the Select/Poll/Epoll selectors)
+    are cooperative; so are the selectors ``subprocess`` and
+    ``multiprocessing.connection`` captured at import."""
+    import selectors
+
+    from greenline import selectors as gselectors
+
+    for name in ("SelectSelector", "PollSelector", "EpollSelector", "DefaultSelector"):
+        if hasattr(gselectors, name):
+            _patch(selectors, name, getattr(gselectors, name))
+    if aggressive:
+        for name in ("KqueueSelector", "DevpollSelector"):
+            if hasattr(selectors, name):
+                _patch(selectors, name, _MISSING)
+    # Modules that picked a selector class when they were imported.
+    sub = sys.modules.get("subprocess")
+    if sub is not None and hasattr(sub, "_PopenSelector"):
+        _patch(sub, "_PopenSelector", gselectors.PollSelector)
+    conn = sys.modules.get("multiprocessing.connection")
+    if conn is not None and hasattr(conn, "_WaitSelector"):
+        _patch(conn, "_WaitSelector", gselectors.PollSelector)
+    _patched.add("selectors")
+
+
+# -- threads --------------------------------------------------------------------------
+
+
+def _real_threads_running(threading: ModuleType) -> list[str]:
+    main = threading.main_thread()
+    return [t.name for t in list(threading._active.values())  # type: ignore[attr-defined]
+            if t is not main and not isinstance(t, threading._DummyThread)  # type: ignore[attr-defined]
+            and t.is_alive()]
+
+
+def patch_thread(threading: bool = True, _threading_local: bool = True, logging: bool = True,
+                 existing_locks: bool = True) -> None:
+    """Threads become green threads: ``_thread`` is :mod:`greenline.thread`;
+    with ``threading`` also the ``threading`` module's locks, ``local`` and
+    thread start (so ``Thread``, ``Condition``, ``Event``, ``Semaphore``,
+    ``Timer``, ``Barrier`` follow), and the main thread is re-keyed to the
+    main green thread's identity.  ``threading._shutdown`` then waits for
+    non-daemon green threads at exit, as it does for real threads.
+
+    Warns if real threads were already started (they stay real, and a green
+    lock shared with one cannot wake it)."""
+    import _thread
+
+    from greenline import thread as gthread
+    from greenline.hub import get_hub
+    from greenline.local import local as glocal
+    from greenline.lock import Lock, RLock
+
+    first = "thread" not in _patched
+    loaded_threading = sys.modules.get("threading")
+    if first and loaded_threading is not None:
+        running = _real_threads_running(loaded_threading)
+        if running:
+            _warn(f"Monkey-patching threading after {len(running)} real thread(s) were started "
+                  f"({', '.join(running[:5])}): they stay OS threads, and green locks, events and "
+                  "queues shared with them can block the hub. Call greenline.monkey.patch_all() first.")
+
+    global _main_os_ident
+    if _main_os_ident is None:
+        # Still unpatched: the main Thread's ident is the OS thread's.
+        import threading as unpatched_threading
+
+        _main_os_ident = unpatched_threading.main_thread().ident
+    on_main_os_thread = gthread._real_get_ident() == _main_os_ident
+    if on_main_os_thread and gthread._main_hub is None:
+        gthread._main_hub = get_hub()
+
+    # _count stays the real one: the hub asks it how many OS threads exist.
+    for name in ("allocate_lock", "allocate", "start_new_thread", "start_new", "get_ident",
+                 "stack_size", "interrupt_main", "_set_sentinel"):
+        if hasattr(_thread, name):
+            _patch(_thread, name, getattr(gthread, name))
+    _patch(_thread, "LockType", Lock)
+    _patch(_thread, "RLock", RLock)
+    _patch(_thread, "_local", glocal)
+    _patched.add("thread")
+
+    if _threading_local:
+        import _threading_local as tl
+
+        _patch(tl, "local", glocal)
+
+    if not threading:
+        return
+    import threading as std_threading
+
+    if not hasattr(std_threading, "_set_sentinel"):  # pragma: no cover - Python 3.13+
+        _warn("greenline cannot patch this Python's threading module (it has no _set_sentinel); "
+              "threading stays real")
+        return
+    _patch(std_threading, "_start_new_thread", gthread.start_new_thread)
+    _patch(std_threading, "_allocate_lock", gthread.allocate_lock)
+    _patch(std_threading, "_set_sentinel", gthread._set_sentinel)
+    _patch(std_threading, "get_ident", gthread.get_ident)
+    _patch(std_threading, "Lock", gthread.allocate_lock)
+    _patch(std_threading, "_CRLock", RLock)
+    _patch(std_threading, "local", glocal)
+    _patched.add("threading")
+
+    # The main thread was registered under the OS thread's ident; from now on
+    # idents are green ones, so current_thread() must find it under the main
+    # green thread's.
+    main = std_threading.main_thread()
+    if on_main_os_thread:
+        new = id(_root_greenlet())
+        old = main._ident  # type: ignore[attr-defined]
+        if old != new:
+            with std_threading._active_limbo_lock:  # type: ignore[attr-defined]
+                active = std_threading._active  # type: ignore[attr-defined]
+                if active.get(old) is main:
+                    del active[old]
+                main._ident = new  # type: ignore[attr-defined]
+                active[new] = main
+
+    if logging:
+        _patch_logging_locks(RLock)
+
+
+_main_os_ident: int | None = None
+
+
+def _root_greenlet() -> Any:
+    # The OS thread's own greenlet: the main thread's identity once patched.
+    from greenlet import getcurrent
+
+    g = getcurrent()
+    while g.parent is not None:
+        g = g.parent
+    return g
+
+
+def _patch_logging_locks(rlock_class: type) -> None:
+    # logging made its module lock and each handler's lock with the real
+    # RLock when it was imported; a green thread blocking in a handler while
+    # holding one would let every other green thread in (one OS owner).
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return  # imported later, it makes green locks itself
+    real_rlock_type = type(get_original("threading", "_CRLock")()) if is_object_patched(
+        "threading", "_CRLock") else None
+    if real_rlock_type is None:
+        return
+    lock = getattr(logging, "_lock", None)
+    if isinstance(lock, real_rlock_type):
+        _patch(logging, "_lock", rlock_class())
+    for ref in list(getattr(logging, "_handlerList", [])):
+        handler = ref() if callable(ref) else None
+        if handler is not None and isinstance(getattr(handler, "lock", None), real_rlock_type):
+            handler.lock = rlock_class()
+
+
+# -- queue ------------------------------------------------------------------------------
+
+
+def _make_simple_queue() -> type:
+    from greenline.queue import Queue
+
+    class SimpleQueue(Queue):
+        """:class:`queue.SimpleQueue` for green threads: unbounded, ``put``
+        never blocks."""
+
+        def __init__(self) -> None:
+            super().__init__()
+
+        def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+            super().put(item)
+
+        def put_nowait(self, item: Any) -> None:
+            super().put(item)
+
+        __class_getitem__: Any = classmethod(types.GenericAlias)
+
+    SimpleQueue.__module__ = "queue"
+    return SimpleQueue
+
+
+_SimpleQueue: type | None = None
+
+
+def patch_queue() -> None:
+    """``queue.SimpleQueue`` (a C type that blocks the OS thread) becomes a
+    green one.  ``Queue``, ``LifoQueue`` and ``PriorityQueue`` are built on
+    ``threading``'s locks, so they are green once threads are patched (and
+    keep every attribute, e.g. ``q.mutex``); if threads are not patched they
+    are replaced by :mod:`greenline.queue`'s."""
+    global _SimpleQueue
+    import queue
+
+    if _SimpleQueue is None:
+        _SimpleQueue = _make_simple_queue()
+    _patch(queue, "SimpleQueue", _SimpleQueue)
+    if "threading" not in _patched:
+        from greenline import queue as gqueue
+
+        for name in ("Queue", "LifoQueue", "PriorityQueue"):
+            _patch(queue, name, getattr(gqueue, name))
+    _patched.add("queue")
+
+
+# -- subprocess, os, signal -------------------------------------------------------------
+
+
+def patch_subprocess() -> None:
+    """``subprocess.Popen`` is :class:`greenline.subprocess.Popen`
+    (cooperative ``wait``, pipes and ``communicate``); ``run``, ``call``,
+    ``check_output`` use it."""
+    import subprocess
+
+    from greenline import subprocess as gsub
+
+    _patch(subprocess, "Popen", gsub.Popen)
+    _patched.add("subprocess")
+
+
+def patch_os() -> None:
+    """``os.waitpid`` parks only the calling green thread (so do
+    ``multiprocessing.Process.join`` and ``Popen.wait`` on its children).
+    ``os.fork`` needs no patch: greenline's fork hooks give the child a fresh
+    hub and thread pool."""
+    import os
+
+    from greenline import subprocess as gsub
+
+    _patch(os, "waitpid", gsub.waitpid)
+    _patched.add("os")
+
+
+class _GreenSignalHandler:
+    """Runs a Python signal handler in a green thread of its own when the
+    signal lands while the hub runs (a handler that blocks would otherwise
+    block the hub itself)."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[..., Any]) -> None:
+        self.handler = handler
+
+    def __call__(self, signum: int, frame: Any) -> Any:
+        from greenlet import getcurrent
+
+        from greenline.hub import get_hub_if_exists
+
+        hub = get_hub_if_exists()
+        if hub is not None and getcurrent() is hub.greenlet:
+            from greenline.task import spawn
+
+            spawn(self.handler, signum, frame)
+            return None
+        return self.handler(signum, frame)
+
+
+def _green_signal(signalnum: int, handler: Any) -> Any:
+    import signal as std_signal
+
+    real_signal = get_original("signal", "signal")
+    if callable(handler) and not isinstance(handler, _GreenSignalHandler) and handler not in (
+            std_signal.default_int_handler,):
+        handler = _GreenSignalHandler(handler)
+    old = real_signal(signalnum, handler)
+    return old.handler if isinstance(old, _GreenSignalHandler) else old
+
+
+def _green_getsignal(signalnum: int) -> Any:
+    old = get_original("signal", "getsignal")(signalnum)
+    return old.handler if isinstance(old, _GreenSignalHandler) else old
+
+
+def patch_signal() -> None:
+    """``signal.signal`` wraps Python handlers so that one that fires while
+    the hub is running runs in a new green thread (where it may block)."""
+    import signal
+
+    _patch(signal, "signal", _green_signal)
+    _patch(signal, "getsignal", _green_getsignal)
+    _patched.add("signal")
+
+
+# -- all -----------------------------------------------------------------------------------
+
+# gevent's patch_all keywords that need nothing here: greenline covers them
+# already (aggressive select patching, green threading.Event, per-greenlet
+# contextvars in greenlet 3) or they concern Python 2.
+_ACCEPTED_NOOPS = {"aggressive", "Event", "builtins", "contextvars", "sys", "httplib"}
+
+
+def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
+              selectors: bool = True, thread: bool = True, threading: bool = True,
+              queue: bool = True, ssl: bool = True, subprocess: bool = True, os: bool = True,
+              signal: bool = True, logging: bool = True, **kwargs: Any) -> None:
+    """Patch the standard library (see the module docstring).  Every keyword
+    defaults to True; pass False to leave that part alone.  Calling it again
+    is harmless."""
+    unknown = set(kwargs) - _ACCEPTED_NOOPS
+    if unknown:
+        raise TypeError(f"patch_all() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    if kwargs.get("sys"):
+        raise ValueError("greenline does not patch sys (stdin/stdout/stderr stay blocking)")
+    if os:
+        patch_os()
+    if time:
+        patch_time()
+    if thread:
+        patch_thread(threading=threading, logging=logging)
+    if socket:
+        patch_socket(dns=dns)
+    elif dns:
+        patch_dns()
+    if select:
+        patch_select()
+    if selectors:
+        patch_selectors()
+    if ssl:
+        patch_ssl()
+    if subprocess:
+        patch_subprocess()
+    if signal:
+        patch_signal()
+    if queue:
+        patch_queue()
+
+
+# -- python -m greenline.monkey ---------------------------------------------------------------
+
+_USAGE = """\
+usage: python -m greenline.monkey [--no-NAME ...] [--module] TARGET [ARGS...]
+
+Run a Python script (or, with --module, a module, as python -m does) with the
+standard library patched by greenline.monkey.patch_all().  TARGET sees
+sys.argv as it would when run directly and __name__ == "__main__"; its exit
+status is this command's.
+
+  --module, -m   TARGET is a module name
+  --no-NAME      leave NAME unpatched; NAME is one of:
+                 {names}
+"""
+
+_KEYWORDS = ("socket", "dns", "time", "select", "selectors", "thread", "threading", "queue",
+             "ssl", "subprocess", "os", "signal", "logging")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m greenline.monkey [--module] TARGET ARGS...``"""
+    import os
+    import runpy
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    options: dict[str, bool] = {}
+    module = False
+    while args and args[0].startswith("-"):
+        opt = args.pop(0)
+        if opt in ("-h", "--help"):
+            print(_USAGE.format(names=", ".join(_KEYWORDS)), end="")
+            return 0
+        if opt in ("--module", "-m"):
+            module = True
+        elif opt.startswith("--no-") and opt[5:] in _KEYWORDS:
+            options[opt[5:]] = False
+        elif opt == "--":
+            break
+        else:
+            print(f"greenline.monkey: unknown option {opt!r}", file=sys.stderr)
+            print(_USAGE.format(names=", ".join(_KEYWORDS)), end="", file=sys.stderr)
+            return 2
+    if not args:
+        print(_USAGE.format(names=", ".join(_KEYWORDS)), end="", file=sys.stderr)
+        return 2
+    target = args[0]
+    patch_all(**options)
+    if module:
+        sys.argv[:] = [target] + args[1:]
+        # As python -m: the module's own __file__ becomes argv[0].
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv[:] = args
+        # As python script.py: the script's directory comes first on the path.
+        sys.path[0] = os.path.dirname(os.path.abspath(target))
+        runpy.run_path(target, run_name="__main__")
+    return 0

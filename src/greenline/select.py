@@ -1,0 +1,349 @@
+"""Cooperative ``select``: ``select``, ``poll`` and ``epoll`` that park only the
+calling green thread.
+
+>>> from greenline import select, socket
+>>> a, b = socket.socketpair()
+>>> select.select([a], [], [], 0)
+([], [], [])
+>>> b.sendall(b"x")
+>>> select.select([a], [], [], 1)[0] == [a]
+True
+>>> a.close(); b.close()
+
+How a wait on many descriptors works: the readiness check itself is the
+standard library's own call with a zero timeout (so its semantics, errors and
+accepted arguments are exactly the stdlib's); only when nothing is ready does
+the green thread park, on a private epoll instance that holds the descriptors
+it waits for.  An epoll descriptor is itself pollable, so the hub waits on it
+like on a socket, and the descriptors stay free for other green threads to
+read or write meanwhile (the hub allows one reader per descriptor, a private
+epoll does not take that slot).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import math as _math
+import select as _std
+from collections.abc import Iterable
+from select import *  # noqa: F403 - the module is a drop-in for the stdlib's
+from time import monotonic as _monotonic
+from typing import Any
+
+from greenlet import getcurrent as _getcurrent
+
+from greenline.hub import FdState as _FdState
+from greenline.hub import get_hub as _get_hub
+from greenline.hub import get_hub_if_exists as _get_hub_if_exists
+
+__all__ = [name for name in dir(_std) if not name.startswith("_")]
+
+# The real calls, saved before monkey-patching can replace them.
+_select = _std.select
+_poll = _std.poll
+_epoll: Any = getattr(_std, "epoll", None)
+
+_POLLIN = _std.POLLIN
+_POLLOUT = _std.POLLOUT
+_POLLPRI = _std.POLLPRI
+
+
+class _Expired(Exception):
+    """The wait's own deadline passed (kept apart from a caller's TimeoutError)."""
+
+
+def _expired() -> BaseException:
+    return _Expired()
+
+
+def _in_hub() -> bool:
+    # The hub itself polls with these objects once select is patched (a hub
+    # created after patching gets our epoll): there the call must really block.
+    hub = _get_hub_if_exists()
+    return hub is not None and _getcurrent() is hub.greenlet
+
+
+def _fileno(obj: Any) -> int:
+    if isinstance(obj, int):
+        fd = obj
+    else:
+        try:
+            fd = obj.fileno()
+        except AttributeError:
+            raise TypeError("argument must be an int, or have a fileno() method.") from None
+        if not isinstance(fd, int):
+            raise TypeError("fileno() returned a non-integer")
+    if fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    return fd
+
+
+def _wait_fd_readable(fd: int, timeout: float | None) -> bool:
+    """Park until ``fd`` (a descriptor nobody else waits on) is readable.
+    False if ``timeout`` passed first."""
+    hub = _get_hub()
+    st = _FdState(fd)
+    st.temporary = True
+    try:
+        hub.wait_fd(st, False, timeout, _expired)
+    except _Expired:
+        return False
+    finally:
+        if st.hub is not None:
+            st.hub._unregister(st)
+    return True
+
+
+if _epoll is not None:
+    _EPOLLIN = _std.EPOLLIN
+    _EPOLLOUT = _std.EPOLLOUT
+    _EPOLLPRI = _std.EPOLLPRI
+
+    def _wait_any(interest: dict[int, int], timeout: float | None) -> None:
+        """Park until one of ``interest`` (fd -> poll mask) may be ready, or
+        ``timeout`` passes.  A spurious return is allowed: callers re-check."""
+        ep = _epoll(len(interest) or 1)
+        try:
+            for fd, mask in interest.items():
+                events = 0
+                if mask & _POLLIN:
+                    events |= _EPOLLIN
+                if mask & _POLLOUT:
+                    events |= _EPOLLOUT
+                if mask & _POLLPRI:
+                    events |= _EPOLLPRI
+                try:
+                    ep.register(fd, events)
+                except FileExistsError:
+                    ep.modify(fd, events)
+                except OSError as e:
+                    if e.errno in (_errno.EPERM, _errno.EBADF):
+                        # A regular file (always ready) or a closed
+                        # descriptor: the caller's check reports either.
+                        return
+                    raise
+            _wait_fd_readable(ep.fileno(), timeout)
+        finally:
+            ep.close()
+else:  # pragma: no cover - macOS/BSD: the selector's kernel object is pollable too
+    import selectors as _selectors
+
+    _KernelSelector = _selectors.DefaultSelector
+
+    def _wait_any(interest: dict[int, int], timeout: float | None) -> None:
+        sel = _KernelSelector()
+        try:
+            if not hasattr(sel, "fileno"):
+                # No pollable kernel object: wait in a pool thread instead.
+                from greenline.threadpool import to_thread
+
+                p = _poll()
+                for fd, mask in interest.items():
+                    p.register(fd, mask)
+                to_thread(p.poll, None if timeout is None else _math.ceil(timeout * 1000))
+                return
+            for fd, mask in interest.items():
+                events = (_selectors.EVENT_READ if mask & (_POLLIN | _POLLPRI) else 0) | (
+                    _selectors.EVENT_WRITE if mask & _POLLOUT else 0)
+                try:
+                    sel.register(fd, events)
+                except (OSError, ValueError):
+                    return
+            _wait_fd_readable(sel.fileno(), timeout)
+        finally:
+            sel.close()
+
+
+def select(rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any],  # type: ignore[no-redef]
+           timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+    """:func:`select.select`, parking only the calling green thread.
+
+    Same arguments, results and errors as the standard library's (which does
+    the readiness check); there is no ``FD_SETSIZE`` limit on the wait.
+    """
+    if timeout is not None:
+        timeout = float(timeout)
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        if _math.isnan(timeout):
+            raise ValueError("Invalid value NaN (not a number)")
+    rlist = list(rlist)
+    wlist = list(wlist)
+    xlist = list(xlist)
+    if _in_hub():
+        return _select(rlist, wlist, xlist, timeout)
+    result = _select(rlist, wlist, xlist, 0)
+    if result[0] or result[1] or result[2] or timeout == 0:
+        return result
+    interest: dict[int, int] = {}
+    for objs, mask in ((rlist, _POLLIN), (wlist, _POLLOUT), (xlist, _POLLPRI)):
+        for obj in objs:
+            fd = _fileno(obj)
+            interest[fd] = interest.get(fd, 0) | mask
+    if not interest:
+        # select([], [], [], t) is a portable sleep.
+        if timeout is None:
+            raise ValueError("select() with nothing to wait for and no timeout would block forever")
+        from greenline.hub import sleep
+
+        sleep(timeout)
+        return [], [], []
+    deadline = None if timeout is None else _monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - _monotonic()
+        if remaining is not None and remaining <= 0:
+            return [], [], []
+        _wait_any(interest, remaining)
+        result = _select(rlist, wlist, xlist, 0)
+        if result[0] or result[1] or result[2]:
+            return result
+
+
+def _poll_timeout_seconds(timeout: Any) -> float | None:
+    """poll()'s timeout is in milliseconds; None or negative waits forever."""
+    if timeout is None:
+        return None
+    try:
+        ms = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError(f"timeout must be an integer or None, not {type(timeout).__name__}") from None
+    if ms < 0:
+        return None
+    return ms / 1000.0
+
+
+class poll:  # type: ignore[no-redef]
+    """:func:`select.poll`, whose :meth:`poll` parks only the calling green
+    thread.  Registration is kept in a real poll object, which also does every
+    readiness check, so event masks and results are the kernel's own."""
+
+    __slots__ = ("_real", "_fds", "_busy")
+
+    def __init__(self) -> None:
+        self._real = _poll()
+        self._fds: dict[int, int] = {}
+        self._busy = False
+
+    def register(self, fd: Any, eventmask: int = _POLLIN | _POLLPRI | _POLLOUT) -> None:
+        fd = _fileno(fd)
+        self._real.register(fd, eventmask)
+        self._fds[fd] = eventmask
+
+    def modify(self, fd: Any, eventmask: int) -> None:
+        fd = _fileno(fd)
+        self._real.modify(fd, eventmask)
+        self._fds[fd] = eventmask
+
+    def unregister(self, fd: Any) -> None:
+        fd = _fileno(fd)
+        self._real.unregister(fd)
+        del self._fds[fd]
+
+    def poll(self, timeout: Any = None) -> list[tuple[int, int]]:
+        seconds = _poll_timeout_seconds(timeout)
+        if self._busy:
+            raise RuntimeError("concurrent poll() invocation")
+        if seconds == 0:
+            return self._real.poll(0)
+        if _in_hub():
+            return self._real.poll(timeout)
+        self._busy = True
+        try:
+            events = self._real.poll(0)
+            if events:
+                return events
+            if not self._fds:
+                if seconds is None:
+                    raise ValueError("poll() with nothing registered and no timeout would block forever")
+                from greenline.hub import sleep
+
+                sleep(seconds)
+                return []
+            deadline = None if seconds is None else _monotonic() + seconds
+            while True:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                _wait_any(self._fds, remaining)
+                events = self._real.poll(0)
+                if events:
+                    return events
+        finally:
+            self._busy = False
+
+
+if _epoll is not None:
+
+    class epoll:  # type: ignore[no-redef]
+        """:class:`select.epoll`, whose :meth:`poll` parks only the calling
+        green thread (the stdlib type cannot be subclassed, so this wraps
+        one).  Everything else is the real epoll's."""
+
+        __slots__ = ("_ep", "__weakref__")
+
+        def __init__(self, sizehint: int = -1, flags: int = 0) -> None:
+            self._ep = _epoll(sizehint, flags)
+
+        @classmethod
+        def fromfd(cls, fd: int) -> Any:
+            self = cls.__new__(cls)
+            self._ep = _epoll.fromfd(fd)
+            return self
+
+        @property
+        def closed(self) -> bool:
+            return self._ep.closed  # type: ignore[no-any-return]
+
+        def close(self) -> None:
+            self._ep.close()
+
+        def fileno(self) -> int:
+            return self._ep.fileno()  # type: ignore[no-any-return]
+
+        def register(self, fd: Any, eventmask: int = _EPOLLIN | _EPOLLOUT | _EPOLLPRI) -> None:
+            self._ep.register(fd, eventmask)
+
+        def modify(self, fd: Any, eventmask: int) -> None:
+            self._ep.modify(fd, eventmask)
+
+        def unregister(self, fd: Any) -> None:
+            self._ep.unregister(fd)
+
+        def poll(self, timeout: float | None = None, maxevents: int = -1) -> list[tuple[int, int]]:
+            ep = self._ep
+            if timeout is not None:
+                timeout = float(timeout)
+                if timeout < 0:
+                    timeout = None
+            if timeout == 0 or _in_hub():
+                return ep.poll(-1 if timeout is None else timeout, maxevents)  # type: ignore[no-any-return]
+            events = ep.poll(0, maxevents)
+            if events:
+                return events  # type: ignore[no-any-return]
+            deadline = None if timeout is None else _monotonic() + timeout
+            while True:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    return []
+                # The epoll descriptor is readable while it has events ready.
+                if ep.closed:
+                    raise ValueError("I/O operation on closed epoll object")
+                _wait_fd_readable(ep.fileno(), remaining)
+                events = ep.poll(0, maxevents)
+                if events:
+                    return events  # type: ignore[no-any-return]
+
+        def __enter__(self) -> Any:
+            if self._ep.closed:
+                raise ValueError("I/O operation on closed epoll object")
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._ep.close()
+
+        def __repr__(self) -> str:
+            return f"<greenline.select.epoll fd={-1 if self._ep.closed else self._ep.fileno()}>"
+
+
+
+error = OSError  # type: ignore[misc]

@@ -1,0 +1,197 @@
+"""A green ``_thread``: the low-level thread API, where a "thread" is a green
+thread of the calling OS thread's hub.
+
+Monkey-patching installs these names in the stdlib's ``_thread`` and
+``threading`` modules, so ``threading.Thread(...).start()`` spawns a green
+thread and every lock, condition and event built on ``_thread`` parks green
+threads instead of OS threads.
+
+>>> from greenline import thread
+>>> import greenline
+>>> seen = []
+>>> ident = thread.start_new_thread(lambda: seen.append(thread.get_ident()), ())
+>>> greenline.sleep(0)
+>>> seen == [ident]
+True
+
+A thread's identity is the id of its green thread (its :class:`greenlet`),
+unique among the live ones, as a real thread's ident is.
+"""
+
+from __future__ import annotations
+
+import _thread as _real
+import signal as _signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from greenlet import GreenletExit
+from greenlet import getcurrent as _getcurrent
+
+from greenline.hub import get_hub as _get_hub
+from greenline.local import local as _local
+from greenline.lock import Lock as LockType
+from greenline.lock import RLock
+from greenline.task import Task as _Task
+
+__all__ = [
+    "LockType", "RLock", "TIMEOUT_MAX", "allocate", "allocate_lock", "error",
+    "exit", "exit_thread", "get_ident", "get_native_id", "interrupt_main",
+    "stack_size", "start_new", "start_new_thread", "_count", "_local",
+    "_set_sentinel", "_excepthook", "_ExceptHookArgs",
+]
+
+error = _real.error
+TIMEOUT_MAX = _real.TIMEOUT_MAX
+# One OS thread underneath: its native id is everyone's.
+get_native_id = _real.get_native_id
+_excepthook = _real._excepthook
+_ExceptHookArgs = _real._ExceptHookArgs
+
+# Saved: once patched, _thread.interrupt_main is ours.
+_real_interrupt_main = _real.interrupt_main
+_real_get_ident = _real.get_ident
+
+# Green threads started by start_new_thread and not finished yet.
+_running = 0
+# Each green thread's sentinel lock (see _set_sentinel), released when the
+# green thread ends: threading.Thread.join and interpreter shutdown wait on it.
+_sentinels: dict[Any, LockType] = {}
+_stack_size = 0
+
+
+def get_ident() -> int:
+    """The calling green thread's identity."""
+    return id(_getcurrent())
+
+
+def allocate_lock() -> LockType:
+    """A new green lock (the stdlib's ``allocate_lock``)."""
+    return LockType()
+
+
+allocate = allocate_lock
+
+
+def start_new_thread(function: Callable[..., object], args: tuple[Any, ...],
+                     kwargs: dict[str, Any] | None = None) -> int:
+    """Run ``function(*args, **kwargs)`` in a new green thread; return its
+    identity.  As with a real thread, its return value is dropped,
+    ``SystemExit`` ends it quietly, and another exception is reported through
+    :func:`sys.unraisablehook`."""
+    if not isinstance(args, tuple):
+        raise TypeError("2nd arg must be a tuple")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError("optional 3rd arg must be a dictionary")
+    if not callable(function):
+        raise TypeError("first arg must be callable")
+    global _running
+    task = _Task(_bootstrap, function, args, kwargs or {})
+    _running += 1
+    task.start()
+    return id(task)
+
+
+start_new = start_new_thread
+
+
+def _bootstrap(function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    global _running
+    me = _getcurrent()
+    try:
+        function(*args, **kwargs)
+    except (SystemExit, GreenletExit):
+        pass
+    except BaseException as e:
+        _report(e, function)
+    finally:
+        _running -= 1
+        lock = _sentinels.pop(me, None)
+        if lock is not None and lock.locked():
+            lock.release()
+
+
+def _report(exc: BaseException, function: Callable[..., object]) -> None:
+    # What the C implementation does with an exception nobody caught.
+    try:
+        hook = sys.unraisablehook
+        args = _UnraisableArgs(type(exc), exc, exc.__traceback__,
+                               f"Exception ignored in thread started by {function!r}", None)
+        hook(args)  # type: ignore[arg-type]
+    except BaseException:  # pragma: no cover - the hook itself failed
+        pass
+
+
+class _UnraisableArgs:
+    __slots__ = ("exc_type", "exc_value", "exc_traceback", "err_msg", "object")
+
+    def __init__(self, exc_type: Any, exc_value: Any, exc_traceback: Any, err_msg: str, obj: Any) -> None:
+        self.exc_type = exc_type
+        self.exc_value = exc_value
+        self.exc_traceback = exc_traceback
+        self.err_msg = err_msg
+        self.object = obj
+
+
+def _set_sentinel() -> LockType:
+    """A lock released when the calling green thread ends (``threading``
+    acquires it at thread start and joins threads by waiting for it)."""
+    lock = LockType()
+    _sentinels[_getcurrent()] = lock
+    return lock
+
+
+def _count() -> int:
+    """How many green threads started by :func:`start_new_thread` still run."""
+    return _running
+
+
+def stack_size(size: int = 0) -> int:
+    """Accepted for compatibility: green threads grow their stacks on
+    demand, so the value is recorded and returned but changes nothing."""
+    global _stack_size
+    if size != 0 and size < 32768:
+        raise ValueError("size not valid: 32768 bytes minimum")
+    old, _stack_size = _stack_size, size
+    return old
+
+
+def exit() -> None:
+    """End the calling thread (raises :class:`SystemExit`)."""
+    raise SystemExit
+
+
+exit_thread = exit
+
+
+def interrupt_main(signum: int = _signal.SIGINT) -> None:
+    """Simulate ``signum`` arriving in the main thread.
+
+    With Python's default SIGINT handler this raises ``KeyboardInterrupt`` in
+    the main green thread at its blocking point (a real signal would be
+    handled in whichever green thread happens to run).  Any other handler is
+    run as the stdlib would run it.
+    """
+    if signum == _signal.SIGINT and _signal.getsignal(signum) is _signal.default_int_handler:
+        hub = _main_hub if _main_hub is not None else _get_hub()
+        if hub.thread_ident == _real_get_ident():
+            hub.throw(hub.main, KeyboardInterrupt())
+        else:
+            hub.call_threadsafe(_throw_interrupt, hub)
+        return
+    _real_interrupt_main(signum)  # type: ignore[arg-type]
+
+
+def _throw_interrupt(hub: Any) -> None:
+    hub.throw(hub.main, KeyboardInterrupt())
+
+
+# The main OS thread's hub, recorded when monkey-patching installs this module
+# (interrupt_main from a pool thread must reach the main thread's main green
+# thread, not its own).
+_main_hub: Any = None
+
+
+def daemon_threads_allowed() -> bool:  # pragma: no cover - Python 3.12+
+    return True
