@@ -1,0 +1,353 @@
+"""Server CPU time per request: the seed's server on greenline vs on gevent.
+
+Runs ``examples/seed/server.py`` (greenline, ``monkey.patch_all()``) and the
+seed's server text unchanged under gevent (written to a temporary file, only
+the port filled in), each in its own process, and drives each with the same
+load from a separate client process: a lean closed-loop client, one OS
+thread, epoll, ``--connections`` connections each with one ``--size``-byte
+message in flight, every reply checked.  Rounds are interleaved (greenline,
+gevent, greenline, gevent, ...) so drift in the machine's load hits both.
+
+For each run the server process's CPU time (user + system, from
+/proc/PID/stat) over the measured window is divided by the requests answered
+in that window.  Prints every run, the medians and the ratio
+greenline / gevent (below 1.0: greenline spends less CPU per request).
+
+This is a benchmark, not a test: run it on a quiet machine.
+
+    python bench/seed_server_cpu.py
+    python bench/seed_server_cpu.py --rounds 5 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GREENLINE_SERVER = ROOT / "examples" / "seed" / "server.py"
+
+# The seed's server, word for word (../shared/seed/000_fe784ff6d273fee1.txt,
+# section 3), except that the port is filled in.
+SEED_GEVENT_SERVER = """\
+# 服务端
+from gevent import monkey;monkey.patch_all()
+import socket
+from gevent import spawn
+
+
+def communication(conn):
+    while True:
+        try:
+            data = conn.recv(1024)
+            if len(data) == 0: break
+            conn.send(data.upper())
+        except ConnectionResetError as e:
+            print(e)
+            break
+    conn.close()
+
+
+def server(ip, port):
+    server = socket.socket()
+    server.bind((ip, port))
+    server.listen(5)
+    while True:
+        conn, addr = server.accept()
+        spawn(communication, conn)
+
+
+if __name__ == '__main__':
+    g1 = spawn(server, '127.0.0.1', {port})
+    g1.join()
+"""
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # The command name (field 2) may contain spaces: count from after it.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / _CLK_TCK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not listening on port {port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------
+# The load client (run as a separate process: ``seed_server_cpu.py _client``).
+
+def run_client(port: int, connections: int, size: int, warmup: float, seconds: float) -> int:
+    """Closed loop over ``connections`` sockets.  Prints ``mark`` when the
+    measured window opens and ``done <requests>`` when it closes, flushing
+    each, so the parent can read the server's CPU time at those moments."""
+    msg = (b"say hello " * (size // 10 + 1))[:size]
+    expected = msg.upper()
+    socks = []
+    for _ in range(connections):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setblocking(False)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
+    ep = select.epoll()
+    by_fd = {}
+    got = {}
+    for s in socks:
+        by_fd[s.fileno()] = s
+        got[s.fileno()] = b""
+        ep.register(s.fileno(), select.EPOLLIN)
+        s.send(msg)
+    count = 0
+    # The clock starts once every connection has had a reply: with the
+    # seed's listen(5), some handshakes of a burst of connects are dropped
+    # and retried a second or more later, and those connections must not
+    # join in the middle of the window.
+    answered: set[int] = set()
+    give_up = time.monotonic() + 60
+    t_mark = t_end = float("inf")
+    marked = False
+    count_at_mark = 0
+    out = sys.stdout
+    in_flight = connections
+    sending = True
+    while in_flight:
+        for fd, _ in ep.poll(0.5):
+            s = by_fd[fd]
+            chunk = s.recv(4096)
+            if not chunk:
+                print("error: the server closed a connection", file=sys.stderr)
+                return 1
+            data = got[fd] + chunk
+            if len(data) < size:
+                got[fd] = data
+                continue
+            if data != expected:
+                print(f"error: reply {data!r} to {msg!r}", file=sys.stderr)
+                return 1
+            got[fd] = b""
+            count += 1
+            if len(answered) < connections:
+                answered.add(fd)
+                if len(answered) == connections:
+                    t_mark = time.monotonic() + warmup
+                    t_end = t_mark + seconds
+            if sending:
+                s.send(msg)
+            else:
+                in_flight -= 1
+        now = time.monotonic()
+        if now > give_up and len(answered) < connections:
+            print(f"error: only {len(answered)} of {connections} connections answered in 60 s",
+                  file=sys.stderr)
+            return 1
+        if not marked and now >= t_mark:
+            marked = True
+            count_at_mark = count
+            out.write("mark\n")
+            out.flush()
+        elif marked and sending and now >= t_end:
+            # Close the window, then collect the replies still in flight so
+            # no connection is closed with unread data (the server would see
+            # a reset and print it).
+            out.write(f"done {count - count_at_mark} {now - t_mark:.6f}\n")
+            out.flush()
+            sending = False
+    for s in socks:
+        s.close()
+    return 0
+
+
+# ----------------------------------------------------------------------
+# The benchmark
+
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int) -> None:
+        self.name = name
+        self.port = port
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_listening(port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err.decode("utf-8", "replace")
+
+
+def measure(server: Server, args: argparse.Namespace) -> tuple[float, int, float]:
+    """One run: (server CPU seconds, requests, window seconds)."""
+    client = subprocess.Popen(
+        [sys.executable, __file__, "_client", "--port", str(server.port),
+         "--connections", str(args.connections), "--size", str(args.size),
+         "--warmup", str(args.warmup), "--seconds", str(args.seconds)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert client.stdout is not None
+    try:
+        line = client.stdout.readline()
+        cpu0 = cpu_seconds(server.proc.pid)
+        if line.strip() != "mark":
+            raise RuntimeError(f"client failed before the window opened: {line!r}")
+        line = client.stdout.readline()
+        cpu1 = cpu_seconds(server.proc.pid)
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "done":
+            raise RuntimeError(f"client failed during the window: {line!r}")
+        rc = client.wait(timeout=60)
+        if rc != 0:
+            raise RuntimeError(f"client exited with status {rc}")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    return cpu1 - cpu0, int(parts[1]), float(parts[2])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def versions() -> str:
+    import greenlet
+
+    out = [f"greenlet {greenlet.__version__}"]
+    try:
+        import gevent
+
+        out.append(f"gevent {gevent.__version__}")
+    except ImportError:
+        pass
+    return ", ".join(out)
+
+
+def bench(args: argparse.Namespace) -> int:
+    try:
+        import gevent  # noqa: F401 - only to know whether the peer can run
+        have_gevent = True
+    except ImportError:
+        have_gevent = False
+
+    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}")
+    print(f"machine: {machine()}")
+    print(f"versions: {versions()}")
+    print(f"load: {args.connections} connections, {args.size}-byte messages, closed loop, "
+          f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per run, {args.rounds} rounds")
+    if not have_gevent:
+        print("note: gevent is not installed (pip install gevent): measuring greenline alone, no ratio")
+    print()
+
+    servers: list[Server] = []
+    tmp = tempfile.TemporaryDirectory(prefix="seed_server_cpu-")
+    try:
+        port = free_port()
+        servers.append(Server("greenline", [sys.executable, str(GREENLINE_SERVER), "--port", str(port),
+                                                   "--backlog", "5"], port))
+        if have_gevent:
+            port = free_port()
+            path = Path(tmp.name) / "seed_gevent_server.py"
+            path.write_text(SEED_GEVENT_SERVER.replace("{port}", str(port)), encoding="utf-8")
+            servers.append(Server("gevent", [sys.executable, str(path)], port))
+
+        results: dict[str, list[float]] = {s.name: [] for s in servers}
+        rates: dict[str, list[float]] = {s.name: [] for s in servers}
+        print(f"{'round':>5}  {'server':<10} {'requests':>9} {'req/s':>8} {'server CPU':>11} {'CPU/request':>12}")
+        for r in range(1, args.rounds + 1):
+            for server in servers:
+                cpu, requests, window = measure(server, args)
+                per = cpu / requests * 1e6
+                results[server.name].append(per)
+                rates[server.name].append(requests / window)
+                print(f"{r:>5}  {server.name:<10} {requests:>9} {requests / window:>8.0f} "
+                      f"{cpu:>9.2f} s {per:>9.2f} µs", flush=True)
+        print()
+        for name, values in results.items():
+            print(f"median {name:<10} {statistics.median(values):8.2f} µs CPU/request   "
+                  f"({statistics.median(rates[name]):.0f} req/s)")
+        if have_gevent:
+            ratio = statistics.median(results["greenline"]) / statistics.median(results["gevent"])
+            print(f"ratio greenline/gevent: {ratio:.3f}  "
+                  f"({'at or below' if ratio <= 1.0 else 'above'} gevent's CPU per request)")
+    finally:
+        for server in servers:
+            err = server.stop()
+            # A server that printed anything on stderr (a traceback, a reset)
+            # did something the load should not have caused: show it.
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            if lines:
+                print(f"\n{server.name} server stderr:\n  " + "\n  ".join(lines[-20:]))
+        tmp.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd")
+    client = sub.add_parser("_client", help="the load client (used by the benchmark itself)")
+    for p in (parser, client):
+        p.add_argument("--connections", type=int, default=100, help="connections (default 100)")
+        p.add_argument("--size", type=int, default=32, help="message size in bytes (default 32)")
+        p.add_argument("--warmup", type=float, default=1.0, help="seconds before the window opens (default 1)")
+        p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per server (default 3)")
+    client.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.size < 1 or args.size > 1024 or args.connections < 1:
+        parser.error("--size must be 1..1024 (the seed's server reads 1024 at most), --connections >= 1")
+    if args.cmd == "_client":
+        return run_client(args.port, args.connections, args.size, args.warmup, args.seconds)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return bench(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
