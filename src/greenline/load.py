@@ -565,13 +565,40 @@ class Progress:
         return (f"[{when}] {snap['rate']:9,.0f} req/s   p99 {format_us(snap['p99_us']):>9}   "
                 f"replies {replies}   errors {snap['errors']:,}   mismatches {snap['mismatches']:,}")
 
+    @property
+    def tick(self) -> float:
+        """Seconds between updates: a live display can afford twice a second."""
+        return 0.5 if self._live is not None else 1.0
+
+    def _renderable(self, snap: dict[str, Any]) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        elapsed = snap["elapsed"]
+        if self.cfg.duration is not None:
+            done, total, when = elapsed, self.cfg.duration, f"{elapsed:.1f}/{self.cfg.duration:g} s"
+        else:
+            assert self.cfg.total is not None
+            done, total = snap["replies"], self.cfg.total
+            when = f"{elapsed:.1f} s, {snap['replies']:,}/{self.cfg.total:,}"
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=total, completed=min(done, total), width=40), Text(when))
+        bad = "bold red"
+        stats = Text.assemble(
+            (f"{snap['rate']:,.0f}", "bold"), " req/s   p99 ", (format_us(snap["p99_us"]), "bold"),
+            f"   replies {snap['replies']:,}   errors ",
+            (f"{snap['errors']:,}", bad if snap["errors"] else "green"), "   mismatches ",
+            (f"{snap['mismatches']:,}", bad if snap["mismatches"] else "green"),
+        )
+        return Group(bar, stats)
+
     def update(self, snap: dict[str, Any]) -> None:
         if self.mode == "off":
             return
         if self._live is not None:
-            from rich.text import Text
-
-            self._live.update(Text(self._text(snap)), refresh=True)
+            self._live.update(self._renderable(snap), refresh=True)
         else:
             print(self._text(snap), file=self.out, flush=True)
 
@@ -583,8 +610,10 @@ class Progress:
 
 # -- running -----------------------------------------------------------------
 
-def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float = 1.0) -> LoadResult:
+def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float | None = None) -> LoadResult:
     """Run the load test described by ``cfg``; return the merged result."""
+    if tick is None:
+        tick = progress.tick if progress is not None else 1.0
     if cfg.connections < 1:
         raise LoadError("need at least one connection (-c)")
     if cfg.procs < 1:
