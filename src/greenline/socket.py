@@ -62,6 +62,7 @@ _c_family = _socket.socket.family.__get__  # type: ignore[attr-defined]
 _c_type = _socket.socket.type.__get__  # type: ignore[attr-defined]
 _c_proto = _socket.socket.proto.__get__  # type: ignore[attr-defined]
 _SOCK_STREAM = _socket.SOCK_STREAM
+_HUB_TRACKS_HUP = "hup" in FdState.__slots__
 _INET_FAMILIES = (_socket.AF_INET, _socket.AF_INET6)
 _EBADF = _errno.EBADF
 _CONNECT_PENDING = frozenset((_errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY, _errno.EWOULDBLOCK))
@@ -114,12 +115,18 @@ class GreenSocket(_STD_SOCKET):
         self._gl_timeout: float | None = _socket.getdefaulttimeout()
         _c_settimeout(self, 0.0)
         self._gl_st = FdState(_c_fileno(self))
-        self._gl_stream = _c_type(self) == _SOCK_STREAM
+        # "A short read drained the buffer" holds for byte streams, and is
+        # safe only if the hub remembers a hang-up edge (EOF, error) it has
+        # already consumed: otherwise a peer's last data and its FIN, seen in
+        # one poll, would leave us waiting for an edge that never comes.
+        self._gl_stream = _c_type(self) == _SOCK_STREAM and _HUB_TRACKS_HUP
 
     # -- timeouts: kept here, the descriptor itself stays non-blocking -----
 
     def settimeout(self, value: float | None) -> None:
         if value is not None:
+            if isinstance(value, (str, bytes, bytearray)):
+                raise TypeError("Timeout value must be int, float or None")
             value = float(value)
             if value != value or value < 0.0:
                 raise ValueError("Timeout value out of range")
@@ -178,7 +185,7 @@ class GreenSocket(_STD_SOCKET):
                 hub = st.hub
                 if hub is None:
                     hub = get_hub()
-                elif 0 < len(data) < bufsize and self._gl_stream and not flags:
+                elif 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
                     # Registered, so edges are being reported: a short read
                     # drained the buffer.  Not at EOF (that stays readable),
                     # not for datagrams, not for a peek (it drains nothing).
@@ -197,7 +204,7 @@ class GreenSocket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < len(data) < bufsize and self._gl_stream and not flags:
+            if 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
                 st.readable = False
             return data
 
@@ -212,7 +219,7 @@ class GreenSocket(_STD_SOCKET):
                 hub = st.hub
                 if hub is None:
                     hub = get_hub()
-                elif 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags:
+                elif 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
                     # len() of an exotic buffer counts items, not bytes: it
                     # can only understate the room, never fake a short read.
                     st.readable = False
@@ -230,7 +237,7 @@ class GreenSocket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags:
+            if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
                 st.readable = False
             return n
 

@@ -1,0 +1,838 @@
+"""greenline.socket: the stdlib socket API, cooperative, with its unhappy
+paths (timeouts, kills, closes from another green thread, refused
+connections, descriptors that must not leak)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import socket as stdsocket
+import tempfile
+import threading
+import time
+
+import pytest
+
+import greenline
+from greenline import socket
+from greenline.hub import IO_BUDGET, get_hub
+
+
+@pytest.fixture
+def fd_count():
+    """Call the returned function to assert that no descriptor leaked since
+    the test began (the hub's own poller and wake-up descriptor are made
+    first, so they do not count)."""
+    get_hub()
+    before = set(os.listdir("/proc/self/fd"))
+
+    def check() -> None:
+        leaked = set(os.listdir("/proc/self/fd")) - before
+        leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
+        assert not leaked, f"descriptors leaked: {sorted(leaked)}"
+
+    return check
+
+
+def _echo_server(backlog: int = 128):
+    """A listener and the task accepting on it; each connection is echoed by
+    its own green thread."""
+    srv = socket.create_server(("127.0.0.1", 0), backlog=backlog)
+    conns: list[greenline.Task] = []
+
+    def echo(c):
+        with c:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                c.sendall(data)
+
+    def serve():
+        while True:
+            c, _ = srv.accept()
+            conns.append(greenline.spawn(echo, c))
+
+    return srv, greenline.spawn(serve), conns
+
+
+def _stop(srv, acceptor, conns=()):
+    acceptor.kill()
+    greenline.killall(list(conns))
+    srv.close()
+
+
+# -- the basics -------------------------------------------------------------
+
+def test_module_is_a_drop_in_for_the_stdlib():
+    assert socket.AF_INET == stdsocket.AF_INET
+    assert socket.timeout is TimeoutError
+    assert socket.error is OSError
+    assert issubclass(socket.socket, stdsocket.socket)
+    assert socket.SocketType is socket.socket
+    for name in ("socketpair", "fromfd", "create_connection", "create_server", "getaddrinfo",
+                 "gethostbyname", "getfqdn", "wait_read", "wait_write"):
+        assert name in socket.__all__
+    s = socket.socket()
+    try:
+        assert repr(s).startswith("<greenline.socket.socket fd=")
+        assert s.family == socket.AF_INET and s.type == socket.SOCK_STREAM
+        assert s.gettimeout() is None and s.getblocking()
+        # The descriptor underneath is non-blocking whatever the timeout.
+        assert os.get_blocking(s.fileno()) is False
+    finally:
+        s.close()
+
+
+def test_socketpair_send_recv_both_ways():
+    a, b = socket.socketpair()
+    with a, b:
+        assert a.family == socket.AF_UNIX
+        a.sendall(b"ping")
+        assert b.recv(10) == b"ping"
+        assert b.send(b"pong") == 4
+        buf = bytearray(10)
+        assert a.recv_into(buf) == 4
+        assert buf[:4] == b"pong"
+        b.send(b"abcdef")
+        view = memoryview(buf)
+        assert a.recv_into(view[2:], 3) == 3
+        assert buf[2:5] == b"abc"
+        assert a.recv(10) == b"def"
+
+
+def test_recv_waits_for_a_sender_in_another_green_thread():
+    a, b = socket.socketpair()
+    order = []
+
+    def sender():
+        order.append("sender runs")
+        greenline.sleep(0.02)
+        b.sendall(b"late data")
+
+    greenline.spawn(sender)
+    assert a.recv(100) == b"late data"
+    order.append("received")
+    assert order == ["sender runs", "received"]
+    a.close()
+    b.close()
+
+
+def test_eof_is_not_mistaken_for_a_drained_buffer():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)  # registers a with the hub, so readiness flags are in use
+    a.settimeout(2)
+    b.sendall(b"last words")
+    b.close()
+    assert a.recv(100) == b"last words"  # a short read: marked drained
+    # The EOF after it still comes at once, and again on every call.
+    assert a.recv(100) == b""
+    assert a.recv(100) == b""
+    a.close()
+
+
+def test_server_sees_eof_of_a_client_that_sends_and_closes_at_once():
+    # The client's last data and its FIN reach the server's hub in the same
+    # poll: the short read of that data must not make the server wait for an
+    # edge (the FIN's) that was already consumed.
+    srv = socket.create_server(("127.0.0.1", 0))
+    outcomes = []
+
+    def handler(c):
+        with c:
+            c.settimeout(2)
+            try:
+                while c.recv(65536):
+                    pass
+                outcomes.append("eof")
+            except TimeoutError:
+                outcomes.append("hung")
+
+    def serve():
+        while True:
+            c, _ = srv.accept()
+            greenline.spawn(handler, c)
+
+    acceptor = greenline.spawn(serve)
+    for _ in range(5):
+        c = socket.create_connection(srv.getsockname())
+        greenline.sleep(0.01)  # the handler parks in recv: registered
+        c.sendall(b"request")
+        c.close()
+    deadline = time.monotonic() + 5
+    while len(outcomes) < 5 and time.monotonic() < deadline:
+        greenline.sleep(0.01)
+    assert outcomes == ["eof"] * 5
+    acceptor.kill()
+    srv.close()
+
+
+def test_peek_does_not_mark_the_buffer_drained():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)
+    a.settimeout(2)
+    b.sendall(b"hello")
+    assert a.recv(100, socket.MSG_PEEK) == b"hello"
+    buf = bytearray(100)
+    assert a.recv_into(buf, 0, socket.MSG_PEEK) == 5
+    # The data is still there: these must not wait for an edge that
+    # already came.
+    assert a.recv(100) == b"hello"
+    a.close()
+    b.close()
+
+
+def test_short_reads_of_datagrams_do_not_mean_drained():
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with a, b:
+        a.bind(("127.0.0.1", 0))
+        a.settimeout(0.01)
+        with pytest.raises(TimeoutError):
+            a.recv(1)
+        a.settimeout(2)
+        for i in range(3):
+            b.sendto(b"dgram %d" % i, a.getsockname())
+        # Each read is shorter than the buffer, and more datagrams wait.
+        assert a.recv(100) == b"dgram 0"
+        data, addr = a.recvfrom(100)
+        assert data == b"dgram 1" and addr[1] == b.getsockname()[1]
+        buf = bytearray(100)
+        n, addr = a.recvfrom_into(buf)
+        assert buf[:n] == b"dgram 2"
+
+
+def test_udp_sendto_recvfrom_between_green_threads():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    addr = srv.getsockname()
+
+    def server():
+        for _ in range(5):
+            data, peer = srv.recvfrom(1024)
+            srv.sendto(data.upper(), peer)
+
+    t = greenline.spawn(server)
+    cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cli.settimeout(5)
+    replies = []
+    for i in range(5):
+        cli.sendto(b"msg %d" % i, addr)
+        replies.append(cli.recvfrom(1024)[0])
+    t.join(timeout=5)
+    assert replies == [b"MSG %d" % i for i in range(5)]
+    cli.close()
+    srv.close()
+
+
+def test_sendmsg_recvmsg_pass_descriptors(fd_count):
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    got = []
+
+    def receiver():
+        msg, fds, _flags, _addr = socket.recv_fds(b, 100, 2)
+        got.append((msg, fds))
+
+    t = greenline.spawn(receiver)
+    greenline.sleep(0.01)  # the receiver waits in recvmsg
+    assert socket.send_fds(a, [b"here"], [w]) == 4
+    t.join(timeout=5)
+    (msg, fds), = got
+    assert msg == b"here" and len(fds) == 1
+    os.write(fds[0], b"through the passed fd")
+    assert os.read(r, 100) == b"through the passed fd"
+    for fd in (r, w, fds[0]):
+        os.close(fd)
+    a.close()
+    b.close()
+    fd_count()
+
+
+def test_one_mebibyte_sendall_between_green_threads():
+    a, b = socket.socketpair()
+    payload = os.urandom(1 << 20)
+    received = bytearray()
+
+    def reader():
+        while len(received) < len(payload):
+            chunk = b.recv(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+
+    t = greenline.spawn(reader)
+    a.sendall(payload)  # far more than the socket buffer: must wait for the reader
+    t.join(timeout=10)
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    # Non-bytes buffers (a memoryview of another format) go through whole too.
+    import array
+    arr = array.array("i", range(1000))
+    a.sendall(arr)
+    got = bytearray()
+    while len(got) < arr.itemsize * len(arr):
+        got.extend(b.recv(65536))
+    assert bytes(got) == arr.tobytes()
+    a.close()
+    b.close()
+
+
+# -- connections ---------------------------------------------------------------
+
+def test_create_server_accept_create_connection_echo():
+    srv, acceptor, conns = _echo_server()
+    port = srv.getsockname()[1]
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert isinstance(c, socket.socket)
+    assert c.gettimeout() == 5
+    c.sendall(b"hello")
+    assert c.recv(100) == b"hello"
+    assert c.getpeername() == ("127.0.0.1", port)
+    c.close()
+    _stop(srv, acceptor, conns)
+
+
+def test_connect_to_a_host_name():
+    srv, acceptor, conns = _echo_server()
+    port = srv.getsockname()[1]
+    c = socket.socket()
+    c.settimeout(5)
+    c.connect(("localhost", port))  # looked up in the thread pool
+    c.sendall(b"by name")
+    assert c.recv(100) == b"by name"
+    c.close()
+    c2 = socket.create_connection(("localhost", port), timeout=5)
+    c2.close()
+    _stop(srv, acceptor, conns)
+
+
+def test_accepted_socket_gets_the_default_timeout_not_the_listeners():
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(5)
+    c = socket.create_connection(srv.getsockname())
+    conn, addr = srv.accept()
+    assert conn.gettimeout() is None
+    assert addr == c.getsockname()
+    assert isinstance(conn, socket.socket)
+    conn.close()
+    c.close()
+    srv.close()
+
+
+def test_connect_refused_is_prompt():
+    # A port nobody listens on: bind one, close it.
+    probe = stdsocket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    s = socket.socket()
+    start = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))
+    assert time.monotonic() - start < 2
+    s.close()
+    s = socket.socket()
+    assert s.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+    s.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _full_listener():
+    """A listener whose accept queue is full: a further connect hangs in
+    SYN retries (the kernel drops the SYN)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    fillers = []
+    return srv, fillers
+
+
+def test_connect_times_out():
+    srv, fillers = _full_listener()
+    timed_out = None
+    try:
+        for _ in range(8):
+            c = socket.socket()
+            c.settimeout(0.2)
+            fillers.append(c)
+            start = time.monotonic()
+            try:
+                c.connect(srv.getsockname())
+            except TimeoutError as e:
+                timed_out = (str(e), time.monotonic() - start)
+                break
+        assert timed_out is not None, "the kernel accepted every connection"
+        msg, took = timed_out
+        assert msg == "timed out"
+        assert 0.15 < took < 2
+        # connect_ex reports a timeout as EAGAIN, as the stdlib does.
+        c = socket.socket()
+        c.settimeout(0.1)
+        fillers.append(c)
+        assert c.connect_ex(srv.getsockname()) == errno.EAGAIN
+    finally:
+        for c in fillers:
+            c.close()
+        srv.close()
+
+
+def test_accept_times_out_and_accepts_afterwards():
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.05)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="timed out"):
+        srv.accept()
+    assert time.monotonic() - start >= 0.04
+    c = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    conn.close()
+    c.close()
+    srv.close()
+
+
+def test_non_blocking_calls_raise_blocking_io_error():
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.setblocking(False)
+    assert srv.gettimeout() == 0.0 and not srv.getblocking()
+    with pytest.raises(BlockingIOError):
+        srv.accept()
+    a, b = socket.socketpair()
+    a.settimeout(0)
+    with pytest.raises(BlockingIOError):
+        a.recv(10)
+    with pytest.raises(BlockingIOError):
+        a.recv_into(bytearray(10))
+    with pytest.raises(BlockingIOError):
+        while True:
+            a.send(b"x" * 65536)  # until the buffer is full
+    with pytest.raises(BlockingIOError):
+        a.sendall(b"x" * 65536)
+    c = socket.socket()
+    c.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        c.connect(srv.getsockname())
+    for s in (srv, a, b, c):
+        s.close()
+
+
+def test_non_blocking_socket_sees_data_the_hub_has_not_polled_for_yet():
+    # A non-blocking socket polled by its user's own poller: our flags may
+    # say "drained" while the kernel already has data; the call must be made.
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)
+    a.settimeout(2)
+    b.send(b"first")
+    assert a.recv(100) == b"first"  # short read: the flag says drained
+    b.send(b"second")  # the hub does not run between these lines
+    a.setblocking(False)
+    assert a.recv(100) == b"second"
+    a.close()
+    b.close()
+
+
+# -- timeouts ---------------------------------------------------------------
+
+def test_timeout_settings_follow_the_stdlib():
+    s = socket.socket()
+    with s:
+        s.settimeout(1.5)
+        assert s.gettimeout() == 1.5 and s.timeout == 1.5 and s.getblocking()
+        s.setblocking(False)
+        assert s.gettimeout() == 0.0
+        s.setblocking(True)
+        assert s.gettimeout() is None
+        with pytest.raises(ValueError):
+            s.settimeout(-1)
+        with pytest.raises(TypeError):
+            s.settimeout("soon")
+
+
+def test_default_timeout_applies_to_new_sockets():
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.05)
+    try:
+        a, b = socket.socketpair()
+        assert a.gettimeout() == 0.05
+        with pytest.raises(socket.timeout):
+            a.recv(1)
+        a.close()
+        b.close()
+    finally:
+        socket.setdefaulttimeout(old)
+    s = socket.socket()
+    assert s.gettimeout() is None
+    s.close()
+
+
+def test_recv_timeout_fires_and_socket_stays_usable():
+    a, b = socket.socketpair()
+    a.settimeout(0.05)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="timed out"):
+        a.recv(10)
+    assert 0.04 <= time.monotonic() - start < 1
+    b.send(b"after")
+    assert a.recv(10) == b"after"
+    a.close()
+    b.close()
+
+
+def test_sendall_times_out_when_the_peer_does_not_read():
+    a, b = socket.socketpair()
+    a.settimeout(0.1)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        a.sendall(b"x" * (16 << 20))
+    # The timeout bounds the whole call, not each send.
+    assert time.monotonic() - start < 2
+    a.close()
+    b.close()
+
+
+def test_greenline_timeout_interrupts_recv():
+    a, b = socket.socketpair()
+    with greenline.Timeout(0.05, False):
+        a.recv(10)
+        pytest.fail("recv returned")
+    # Nothing is left registered: the next wait works.
+    b.send(b"ok")
+    assert a.recv(10) == b"ok"
+    a.close()
+    b.close()
+
+
+def test_makefile_readline_write_and_timeout():
+    srv, acceptor, conns = _echo_server()
+    c = socket.create_connection(srv.getsockname())
+    f = c.makefile("rwb")
+    f.write(b"line one\nline two\n")
+    f.flush()
+    assert f.readline() == b"line one\n"
+    assert f.readline() == b"line two\n"
+    text = c.makefile("rw", encoding="utf-8", newline="\n")
+    text.write("héllo\n")
+    text.flush()
+    assert text.readline() == "héllo\n"
+    c.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        f.readline()
+    f.close()
+    text.close()
+    c.close()
+    _stop(srv, acceptor, conns)
+
+
+# -- kills and closes ---------------------------------------------------------------
+
+def test_killing_a_task_blocked_in_recv():
+    a, b = socket.socketpair()
+    t = greenline.spawn(a.recv, 10)
+    greenline.sleep(0.01)
+    assert not t.ready()
+    t.kill(block=True, timeout=2)
+    assert t.dead and t.successful()
+    assert isinstance(t.value, greenline.GreenletExit)
+    # The registration is gone: another green thread can read now.
+    t2 = greenline.spawn(a.recv, 10)
+    greenline.sleep(0.01)
+    b.send(b"for t2")
+    assert t2.get(timeout=2) == b"for t2"
+    a.close()
+    b.close()
+
+
+def test_closing_a_socket_another_green_thread_reads():
+    a, b = socket.socketpair()
+    errors = []
+
+    def reader():
+        try:
+            a.recv(10)
+        except OSError as e:
+            errors.append(e)
+
+    t = greenline.spawn(reader)
+    greenline.sleep(0.01)
+    start = time.monotonic()
+    a.close()
+    t.join(timeout=2)
+    assert t.ready() and time.monotonic() - start < 0.5
+    assert errors and errors[0].errno == errno.EBADF
+    b.close()
+
+
+def test_closing_wakes_a_blocked_writer_and_acceptor():
+    a, b = socket.socketpair()
+    srv = socket.create_server(("127.0.0.1", 0))
+    errors = {}
+
+    def writer():
+        try:
+            a.sendall(b"x" * (16 << 20))
+        except OSError as e:
+            errors["writer"] = e.errno
+
+    def acceptor():
+        try:
+            srv.accept()
+        except OSError as e:
+            errors["acceptor"] = e.errno
+
+    tasks = [greenline.spawn(writer), greenline.spawn(acceptor)]
+    greenline.sleep(0.02)
+    a.close()
+    srv.close()
+    greenline.joinall(tasks, timeout=2)
+    assert errors == {"writer": errno.EBADF, "acceptor": errno.EBADF}
+    b.close()
+
+
+def test_use_after_close_raises_ebadf():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)  # registered, and the flag says "not readable"
+    a.close()
+    b.close()
+    for call in (lambda: a.recv(1), lambda: a.send(b"x"), lambda: a.sendall(b"x"),
+                 lambda: a.recv_into(bytearray(1))):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.EBADF
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.close()
+    with pytest.raises(OSError) as info:
+        srv.accept()
+    assert info.value.errno == errno.EBADF
+
+
+def test_shutdown_gives_the_peer_eof():
+    a, b = socket.socketpair()
+    t = greenline.spawn(b.recv, 10)
+    greenline.sleep(0.01)
+    a.shutdown(socket.SHUT_WR)
+    assert t.get(timeout=2) == b""
+    b.send(b"still open the other way")
+    assert a.recv(100) == b"still open the other way"
+    a.close()
+    b.close()
+
+
+def test_dup_and_detach():
+    a, b = socket.socketpair()
+    a.settimeout(3)
+    a2 = a.dup()
+    assert isinstance(a2, socket.socket) and a2.gettimeout() == 3
+    assert a2.fileno() != a.fileno()
+    a.close()
+    b.send(b"to the dup")
+    assert a2.recv(100) == b"to the dup"
+    fd = a2.detach()
+    assert a2.fileno() == -1
+    with pytest.raises(OSError):
+        a2.recv(1)
+    a3 = socket.socket(fileno=fd)
+    b.send(b"again")
+    assert a3.recv(100) == b"again"
+    a3.close()
+    b.close()
+
+
+def test_fromfd_duplicates(fd_count):
+    raw_a, raw_b = stdsocket.socketpair()
+    s = socket.fromfd(raw_a.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+    assert isinstance(s, socket.socket) and s.fileno() != raw_a.fileno()
+    raw_a.close()  # the duplicate lives on
+    t = greenline.spawn(s.recv, 100)
+    greenline.sleep(0.01)
+    raw_b.send(b"via fromfd")
+    assert t.get(timeout=2) == b"via fromfd"
+    s.close()
+    raw_b.close()
+    fd_count()
+
+
+# -- the rest of the API -----------------------------------------------------
+
+def test_sendfile_whole_and_part_and_file_position():
+    payload = os.urandom(300_000)
+    a, b = socket.socketpair()
+    with tempfile.TemporaryFile() as f:
+        f.write(payload)
+        f.seek(0)
+        got = bytearray()
+
+        def reader(n):
+            while len(got) < n:
+                got.extend(b.recv(65536))
+
+        t = greenline.spawn(reader, len(payload))
+        assert a.sendfile(f) == len(payload)
+        t.join(timeout=5)
+        assert bytes(got) == payload
+        assert f.tell() == len(payload)
+        got.clear()
+        t = greenline.spawn(reader, 1000)
+        assert a.sendfile(f, offset=5000, count=1000) == 1000
+        t.join(timeout=5)
+        assert bytes(got) == payload[5000:6000]
+        assert f.tell() == 6000
+    # A file object without a descriptor goes through send().
+    import io
+    got.clear()
+    t = greenline.spawn(reader, 10)
+    assert a.sendfile(io.BytesIO(b"0123456789")) == 10
+    t.join(timeout=5)
+    assert bytes(got) == b"0123456789"
+    a.settimeout(0)
+    with tempfile.TemporaryFile() as f:
+        f.write(b"x")
+        f.flush()
+        with pytest.raises(ValueError):
+            a.sendfile(f)
+    a.close()
+    b.close()
+
+
+def test_wait_read_and_wait_write_on_a_pipe(fd_count):
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    got = []
+
+    def reader():
+        socket.wait_read(r)
+        got.append(os.read(r, 100))
+
+    t = greenline.spawn(reader)
+    greenline.sleep(0.01)
+    assert not got
+    socket.wait_write(w, timeout=1)
+    os.write(w, b"pipe data")
+    t.join(timeout=2)
+    assert got == [b"pipe data"]
+    with pytest.raises(TimeoutError):
+        socket.wait_read(r, timeout=0.02)
+    # A raw descriptor stays registered only while someone waits on it.
+    assert r not in get_hub().fds
+    os.close(r)
+    os.close(w)
+    fd_count()
+
+
+def test_subclassing_socket_socket_works():
+    class Tagged(socket.socket):
+        def __init__(self, *args, tag="", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tag = tag
+
+        def recv(self, n, flags=0):
+            return self.tag.encode() + super().recv(n, flags)
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    c = Tagged(tag="T:")
+    c.settimeout(5)
+    c.connect(srv.getsockname())
+    conn, _ = srv.accept()
+    conn.sendall(b"data")
+    assert c.recv(100) == b"T:data"
+    d = c.dup()
+    assert type(d) is Tagged
+    for s in (c, d, conn, srv):
+        s.close()
+
+
+def test_a_socket_made_in_one_os_thread_is_used_in_another():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)  # registered with this thread's hub
+    a.settimeout(5)
+    results = []
+
+    def other_thread():
+        try:
+            # More calls in a row than the IO budget, on a socket whose
+            # registration belongs to the main thread's hub: the budget must
+            # yield in this thread's hub.
+            for _ in range(IO_BUDGET * 2):
+                a.send(b"x")
+            results.append(a.recv(100))  # waits in this thread's hub
+        except BaseException as e:  # reported to the main thread below
+            results.append(e)
+
+    th = threading.Thread(target=other_thread)
+    th.start()
+    got = 0
+    while got < IO_BUDGET * 2:
+        got += len(b.recv(1000))
+    time.sleep(0.05)  # a real OS thread: let it park in recv
+    b.send(b"reply")
+    th.join(timeout=5)
+    assert results == [b"reply"]
+    a.close()
+    b.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_thousand_concurrent_echo_connections_in_one_thread(fd_count):
+    srv, acceptor, conns = _echo_server(backlog=1024)
+    addr = srv.getsockname()
+    n = 1000
+    ok = []
+
+    def client(i):
+        with socket.create_connection(addr, timeout=30) as c:
+            msg = b"client %d " % i * 10
+            for _ in range(3):
+                c.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    chunk = c.recv(4096)
+                    assert chunk
+                    got += chunk
+                assert got == msg
+            ok.append(i)
+
+    clients = [greenline.spawn(client, i) for i in range(n)]
+    greenline.joinall(clients, timeout=60, raise_error=True)
+    assert sorted(ok) == list(range(n))
+    greenline.joinall(conns, timeout=10)  # every echo task sees its client's EOF
+    assert all(t.successful() for t in conns) and len(conns) == n
+    _stop(srv, acceptor)
+    fd_count()
+
+
+def test_no_descriptor_leaks_on_unhappy_paths(fd_count):
+    probe = stdsocket.socket()
+    probe.bind(("127.0.0.1", 0))
+    dead_port = probe.getsockname()[1]
+    probe.close()
+    for _ in range(20):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", dead_port))
+        a, b = socket.socketpair()
+        a.settimeout(0.001)
+        with pytest.raises(TimeoutError):
+            a.recv(1)
+        t = greenline.spawn(b.recv, 1)
+        greenline.sleep(0)
+        b.close()
+        t.join(timeout=1)
+        a.close()
+    srv, acceptor, conns = _echo_server()
+    for _ in range(20):
+        with socket.create_connection(srv.getsockname(), timeout=5) as c:
+            c.sendall(b"x")
+            assert c.recv(1) == b"x"
+    _stop(srv, acceptor, conns)
+    greenline.sleep(0.01)
+    fd_count()
