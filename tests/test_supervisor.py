@@ -496,3 +496,28 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path):
     r = _run_cli(tmp_path, "dies:handle", "--port", "0")
     assert r.returncode == 1, r.stderr
     assert "failed to start" in r.stderr and "listening on" not in r.stdout
+
+
+def test_the_seeds_server_as_a_module_function_app(serve):
+    # examples/apps/seed_app.py: the seed's communication() under serve, its
+    # blocking time.sleep made cooperative by --monkey-patch.
+    apps = str(Path(__file__).resolve().parents[1] / "examples" / "apps")
+    os.environ["SEED_THINK_SECONDS"] = "0.3"
+    try:
+        srv = serve("seed_app:communication", "--monkey-patch", "--threads", "2", pythonpath=apps)
+    finally:
+        del os.environ["SEED_THINK_SECONDS"]
+    srv.wait_workers(1)
+    replies = []
+
+    def client(i: int) -> None:
+        msg = f"client {i} say hello".encode()
+        replies.append(ask(srv.address, msg) == msg.upper())
+
+    t0 = time.monotonic()
+    greenline.joinall([greenline.spawn(client, i) for i in range(50)], raise_error=True, timeout=20)
+    elapsed = time.monotonic() - t0
+    assert replies == [True] * 50
+    # 50 clients x 0.3 s of sleeping, at once: the sleeps overlapped.
+    assert elapsed < 3.0
+    assert srv.terminate() == 0

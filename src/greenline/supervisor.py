@@ -56,6 +56,10 @@ _allocate_lock = _thread.allocate_lock
 _select = select.select
 _socketpair = _stdsocket.socketpair
 _create_server = _stdsocket.create_server
+# monkey.patch_all() wraps signal handlers to run in green threads; ours only
+# note the signal, and must run as they are in any thread.
+_set_handler = signal.signal
+_waitpid = os.waitpid
 
 # A worker that fails before it accepts exits with this; the supervisor then
 # gives up instead of restarting it forever.
@@ -172,8 +176,8 @@ class Worker:
         wake_r, wake_w = _nonblocking_pipe()
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in _STOP_SIGNALS + (signal.SIGHUP,):
-            signal.signal(sig, _ignore_signal)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _set_handler(sig, _ignore_signal)
+        _set_handler(signal.SIGCHLD, signal.SIG_DFL)
 
         def watch_signals() -> None:
             while True:
@@ -491,7 +495,7 @@ class Supervisor:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = _waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -503,7 +507,7 @@ class Supervisor:
     def run(self) -> int:
         self._wake_r, self._wake_w = _nonblocking_pipe()
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        old_handlers = {sig: signal.signal(sig, _ignore_signal) for sig in _HANDLED_SIGNALS}
+        old_handlers = {sig: _set_handler(sig, _ignore_signal) for sig in _HANDLED_SIGNALS}
         try:
             log.info("serving %s on %s:%d with %d process(es) x %d thread(s)", self.cfg.app,
                      _format_host(self.cfg.host), self.cfg.port, self.cfg.procs, self.cfg.threads)
@@ -515,7 +519,7 @@ class Supervisor:
             return self.exit_code
         finally:
             for sig, h in old_handlers.items():
-                signal.signal(sig, h)
+                _set_handler(sig, h)
             signal.set_wakeup_fd(old_wakeup)
             os.close(self._wake_r)
             os.close(self._wake_w)
@@ -631,6 +635,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT, how long open connections may go on (default: %(default)s)")
     p.add_argument("--backlog", type=_positive_int, default=2048, metavar="N",
                    help="listen backlog, capped by net.core.somaxconn (default: %(default)s)")
+    p.add_argument("--monkey-patch", action="store_true",
+                   help="call greenline.monkey.patch_all() before loading APP, so that the "
+                        "blocking calls it makes (time.sleep, other sockets, ...) switch green threads")
     p.add_argument("--log-level", default="info", type=str.lower,
                    choices=["debug", "info", "warning", "error", "critical"],
                    help="(default: %(default)s)")
@@ -649,6 +656,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = ServeConfig(app=args.app, host=args.host, port=args.port, procs=args.procs,
                       threads=args.threads, max_conns=args.max_conns, idle_timeout=args.idle_timeout,
                       graceful_timeout=args.graceful_timeout, backlog=args.backlog)
+    if getattr(args, "monkey_patch", False):
+        # Here, not in the app module: patching while importlib holds its
+        # module lock swaps the thread identity that lock is keyed on.
+        from greenline import monkey
+
+        monkey.patch_all()
     try:
         handler = load_app(args.app)
     except AppError as e:
