@@ -8,6 +8,7 @@ import json
 import random
 import re
 import resource
+import signal
 import socket as std_socket
 import subprocess
 import sys
@@ -433,3 +434,24 @@ def test_fixture_sanity_no_leftover_threads() -> None:
     with FixtureServer():
         pass
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("procs", ["1", "2"])
+def test_interrupt_stops_early_with_a_report(tmp_path: Path, procs: str) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = subprocess.Popen([sys.executable, "-m", "greenline", "load", srv.target, "-c", "10", "-d", "60",
+                              "--procs", procs, "--json", str(out)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        first = p.stdout.readline()  # a progress line: it is running
+        assert first.startswith("["), first
+        t = monotonic()
+        p.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT` does
+        rest = p.stdout.read()
+        assert p.wait(30) == 130
+        took = monotonic() - t
+    assert took < 10
+    assert "(interrupted)" in rest and "result       OK" in rest
+    r = load_json(out)
+    assert r["interrupted"] and r["verified"] == r["requests"] > 0
+    assert r["elapsed"] < 30

@@ -44,7 +44,7 @@ from greenline.report import (
     format_us,
     new_histogram,
 )
-from greenline.task import Task, killall, spawn
+from greenline.task import Task, joinall, killall, spawn
 
 __all__ = ["LoadConfig", "LoadError", "run_load", "add_parser", "main"]
 
@@ -706,9 +706,18 @@ def _gather(cfg: LoadConfig, children: list[tuple[int, int]], t0: float, tick: f
     readers = [spawn(reader, k, fd) for k, (_pid, fd) in enumerate(children)]
     replies_before, t_before = 0, t0
     interrupted = _Interrupt.install()
+    forwarded = False
     try:
-        while not all(t.dead for t in readers):
-            gsleep(tick)
+        while True:
+            joinall(readers, timeout=tick)
+            if all(t.dead for t in readers):
+                break
+            if interrupted.hit and not forwarded:
+                # Ctrl-C on a terminal reaches the children too, a kill of
+                # the parent alone does not: pass it on, they stop and report.
+                forwarded = True
+                for pid, _fd in children:
+                    os.kill(pid, signal.SIGINT)
             now = monotonic()
             if progress is not None and latest:
                 replies = sum(s["replies"] for s in latest.values())
@@ -821,6 +830,8 @@ def finish(result: LoadResult, json_path: str | None) -> int:
     print(result.render(), flush=True)
     if json_path:
         result.write_json(json_path)
+    if result.interrupted:
+        return 130  # as a shell reports a command ended by Ctrl-C
     return 0 if result.ok else 1
 
 

@@ -92,6 +92,8 @@ class LoadResult:
     latency: HdrHistogram = field(default_factory=new_histogram)
     first_latency: HdrHistogram = field(default_factory=new_histogram)
     parts: int = 1
+    # Stopped early by Ctrl-C or SIGTERM: the figures cover the time it ran.
+    interrupted: bool = False
 
     # -- building ------------------------------------------------------
 
@@ -121,6 +123,7 @@ class LoadResult:
             latency=decode_histogram(part.get("histogram", "")),
             first_latency=decode_histogram(part.get("first_histogram", "")),
             parts=int(part.get("parts", 1)),
+            interrupted=bool(part.get("interrupted", False)),
         )
         if not r.replies_per_s and r.elapsed > 0:
             r.replies_per_s = (r.verified + r.mismatches) / r.elapsed
@@ -139,6 +142,7 @@ class LoadResult:
         out.size = max(r.size for r in results)
         out.elapsed = max(r.elapsed for r in results)
         out.parts = sum(r.parts for r in results)
+        out.interrupted = any(r.interrupted for r in results)
         for r in results:
             out.connections += r.connections
             out.replies_per_s += r.replies_per_s
@@ -213,6 +217,7 @@ class LoadResult:
             "size": self.size,
             "mode": self.mode,
             "parts": self.parts,
+            "interrupted": self.interrupted,
             "elapsed": self.elapsed,
             "replies_per_s": self.replies_per_s,
             "opened": self.opened,
@@ -259,6 +264,8 @@ class LoadResult:
             conn += f", gave up {self.gave_up:,}"
         lines.append(f"  connections  {conn}")
         req = f"{self.requests:,} in {self.elapsed:.2f} s, {self.replies_per_s:,.0f} replies/s"
+        if self.interrupted:
+            req += " (interrupted)"
         if self.unfinished:
             req += f" ({self.unfinished:,} still in flight at the end, not counted)"
         lines.append(f"  requests     {req}")
