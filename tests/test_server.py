@@ -179,6 +179,29 @@ def test_stop_closes_handlers_still_running_after_the_timeout():
     assert_no_fd_leak(fds)
 
 
+def test_at_the_deadline_a_handler_holding_a_request_still_answers_it():
+    def handler(sock, address):
+        while data := sock.recv(100):
+            if data == b"slow":
+                greenline.sleep(0.3)  # read, being worked on at the deadline
+            sock.sendall(data.upper())
+
+    server = StreamServer(("127.0.0.1", 0), handler)
+    server.start()
+    idle, busy = connect(server), connect(server)
+    greenline.sleep(0.05)
+    busy.sendall(b"slow")
+    stopper = greenline.spawn(server.stop, 0.1)
+    t0 = time.monotonic()
+    assert idle.recv(10) == b""  # waiting for its client: closed at the deadline
+    assert time.monotonic() - t0 < 0.25
+    assert recv_exactly(busy, 4) == b"SLOW"  # answered before its connection closed
+    assert busy.recv(10) == b""
+    stopper.get(timeout=5)
+    idle.close()
+    busy.close()
+
+
 def test_max_connections_makes_accept_wait_without_dropping_anyone():
     active = []
     peak = []

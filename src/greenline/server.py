@@ -58,6 +58,10 @@ DEFAULT_BACKLOG = 2048
 # enough that one pass never stalls them for long.
 MAX_ACCEPT = 256
 
+# After stop()'s timeout, how long a handler that is not waiting to read may
+# still take to answer what it has read.
+CLOSE_GRACE = 0.5
+
 # Out of descriptors: first and longest pause before trying accept() again.
 EMFILE_MIN_DELAY = 0.05
 EMFILE_MAX_DELAY = 1.0
@@ -279,9 +283,10 @@ class StreamServer:
         if me not in self._conns:
             self._wait_conns(hub, monotonic() + timeout)
         if self._conns:
-            left = list(self._conns.items())
-            log.info("closing %d connection(s) still open after %.3g s", len(left), timeout)
-            for task, sock in left:
+            log.info("closing %d connection(s) still open after %.3g s", len(self._conns), timeout)
+            if me not in self._conns:
+                self._close_waiting_readers(hub)
+            for task, sock in list(self._conns.items()):
                 _abort(sock)
                 if task is not me:
                     task.kill(block=False)
@@ -306,6 +311,21 @@ class StreamServer:
         except Exception:  # pragma: no cover
             where = "?"
         return f"<StreamServer {where} {state} connections={len(self._conns)}>"
+
+    def _close_waiting_readers(self, hub: Hub) -> None:
+        # Out of time.  A handler parked reading its own connection has
+        # answered all it has read: closing it loses nothing.  One that is
+        # running or writing may hold a request it has read and not yet
+        # answered, so it gets a moment more to get back to reading.
+        deadline = monotonic() + CLOSE_GRACE
+        while True:
+            for task, sock in list(self._conns.items()):
+                st = getattr(sock, "_gl_st", None)
+                if st is not None and st.reader is task:
+                    _abort(sock)
+            if not self._conns or monotonic() >= deadline:
+                return
+            hub.sleep(0.01)
 
     def _wait_conns(self, hub: Hub, deadline: float) -> None:
         me = getcurrent()
