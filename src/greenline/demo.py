@@ -140,6 +140,8 @@ def main(args: argparse.Namespace) -> int:
     if status != 0:
         print(f"greenline demo: the server exited with status {status} when asked to stop", file=sys.stderr)
         return 1
-    print(f"server stopped cleanly.  {'All well.' if result is not None and result.ok else 'NOT all well.'}",
-          flush=True)
-    return 0 if result is not None and result.ok else 1
+    assert result is not None
+    print(f"server stopped cleanly.  {'All well.' if result.ok else 'NOT all well.'}", flush=True)
+    if result.interrupted:
+        return 130
+    return 0 if result.ok else 1

@@ -825,12 +825,12 @@ def progress_mode(disabled: bool, stream: Any = None) -> str:
     return "rich" if stream.isatty() else "plain"
 
 
-def finish(result: LoadResult, json_path: str | None) -> int:
+def finish(result: LoadResult, json_path: str | None, live: bool = True) -> int:
     """Print the report, write the JSON, and return the exit code."""
     print(result.render(), flush=True)
     if json_path:
         result.write_json(json_path)
-    if result.interrupted:
+    if live and result.interrupted:
         return 130  # as a shell reports a command ended by Ctrl-C
     return 0 if result.ok else 1
 
@@ -844,4 +844,4 @@ def _merge(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as e:
         print(f"greenline load merge: {e}", file=sys.stderr)
         return 2
-    return finish(LoadResult.merge(parts), args.json)
+    return finish(LoadResult.merge(parts), args.json, live=False)
