@@ -282,6 +282,9 @@ def bench(args: argparse.Namespace) -> int:
     print(f"versions: {versions()}")
     print(f"load: {args.connections} connections, {args.size}-byte messages, closed loop, "
           f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per run, {args.rounds} rounds")
+    # Other processes compete for the same cores and make every figure
+    # noisier: say how busy the machine was.
+    print(f"load average (1, 5, 15 min) at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not have_gevent:
         print("note: gevent is not installed (pip install gevent): measuring greenline alone, no ratio")
     print()
@@ -313,6 +316,7 @@ def bench(args: argparse.Namespace) -> int:
         for name, values in results.items():
             print(f"median {name:<10} {statistics.median(values):8.2f} µs CPU/request   "
                   f"({statistics.median(rates[name]):.0f} req/s)")
+        print(f"load average (1, 5, 15 min) at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if have_gevent:
             ratio = statistics.median(results["greenline"]) / statistics.median(results["gevent"])
             print(f"ratio greenline/gevent: {ratio:.3f}  "
