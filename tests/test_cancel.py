@@ -1,0 +1,336 @@
+"""Cancel scopes: deadlines over blocking calls, level-triggered, nesting and
+shielding the way trio's do, and living with greenline.Timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import greenline
+from greenline import Timeout, socket
+from greenline.cancel import (
+    Cancelled,
+    CancelScope,
+    TooSlowError,
+    current_cancel_scope,
+    fail_after,
+    move_on_after,
+)
+from greenline.event import Event
+from greenline.queue import Queue
+
+
+def _no_cancellation_left() -> None:
+    hub = greenline.get_hub()
+    assert not any(isinstance(v, type) and issubclass(v, BaseException) and v.__name__ == "_Rearm"
+                   for v in hub.pending.values())
+
+
+def test_move_on_after_interrupts_recv_and_socket_stays_usable():
+    a, b = socket.socketpair()
+    try:
+        start = time.monotonic()
+        with move_on_after(0.05) as scope:
+            a.recv(10)
+            pytest.fail("recv returned")
+        assert scope.cancelled_caught
+        assert 0.04 <= time.monotonic() - start < 2
+        # Nothing was lost or corrupted by the interruption.
+        b.sendall(b"after the deadline")
+        assert a.recv(100) == b"after the deadline"
+        a.sendall(b"and back")
+        assert b.recv(100) == b"and back"
+        _no_cancellation_left()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fail_after_raises_too_slow_error_a_timeout_error():
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(TimeoutError) as info:
+            with fail_after(0.03):
+                a.recv(10)
+        assert type(info.value) is TooSlowError
+        b.sendall(b"x")
+        assert a.recv(10) == b"x"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fail_after_in_time_returns_normally():
+    with fail_after(5) as scope:
+        greenline.sleep(0.01)
+    assert not scope.cancelled_caught and not scope.cancel_called
+
+
+def test_a_scope_that_is_not_cut_leaves_no_trace():
+    with move_on_after(5) as scope:
+        greenline.sleep(0.01)
+    assert not scope.cancelled_caught
+    assert current_cancel_scope() is None
+    greenline.sleep(0.01)  # no stray cancellation
+    _no_cancellation_left()
+
+
+def test_level_triggered_every_blocking_call_raises_again():
+    attempts = 0
+    with move_on_after(0.02) as scope:
+        for _ in range(3):
+            try:
+                greenline.sleep(5)
+            except Cancelled:
+                attempts += 1
+        greenline.sleep(5)
+        pytest.fail("a cancelled scope let a blocking call through")
+    assert attempts == 3 and scope.cancelled_caught
+    # Outside the scope blocking works again.
+    start = time.monotonic()
+    greenline.sleep(0.02)
+    assert time.monotonic() - start >= 0.015
+
+
+def test_cancellation_never_lands_in_computation():
+    reached = False
+    with move_on_after(0.01) as scope:
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:  # pure computation past the deadline
+            pass
+        reached = True
+        greenline.sleep(0)  # the first blocking point
+        pytest.fail("not cancelled at the blocking point")
+    assert reached and scope.cancelled_caught
+
+
+def test_cancel_from_another_green_thread_wakes_a_parked_one():
+    scope = CancelScope()
+    got: list[str] = []
+
+    def victim() -> None:
+        with scope:
+            greenline.sleep(10)
+        got.append("left quietly" if scope.cancelled_caught else "not cancelled")
+
+    t = greenline.spawn(victim)
+    greenline.sleep(0.01)
+    scope.cancel()
+    t.join(timeout=2)
+    assert got == ["left quietly"]
+
+
+def test_cancel_before_entering_raises_at_first_blocking_point():
+    scope = CancelScope()
+    scope.cancel()
+    with scope:
+        x = 1 + 1  # runs: no blocking point yet
+        greenline.sleep(5)
+        pytest.fail("not cancelled")
+    assert x == 2 and scope.cancelled_caught
+
+
+def test_cancel_from_another_os_thread():
+    scope = CancelScope()
+    ready = threading.Event()
+    threading.Thread(target=lambda: (ready.wait(5), scope.cancel())).start()
+    with scope:
+        ready.set()
+        greenline.sleep(10)
+    assert scope.cancelled_caught
+
+
+def test_outer_deadline_fires_through_an_inner_scope():
+    start = time.monotonic()
+    after_inner = False
+    with move_on_after(0.03) as outer:
+        with move_on_after(10) as inner:
+            greenline.sleep(10)
+        after_inner = True
+    assert outer.cancelled_caught and not inner.cancelled_caught
+    assert not inner.cancel_called
+    assert not after_inner
+    assert time.monotonic() - start < 2
+
+
+def test_inner_scope_catches_only_its_own_cancellation():
+    with move_on_after(10) as outer:
+        with move_on_after(0.02) as inner:
+            greenline.sleep(10)
+        greenline.sleep(0.01)  # the outer scope is not cancelled: this blocks normally
+        done = True
+    assert inner.cancelled_caught and not outer.cancelled_caught and done
+
+
+def test_when_both_are_cancelled_the_outer_scope_catches_it():
+    after_inner = False
+    with CancelScope() as outer:
+        with CancelScope() as inner:
+            inner.cancel()
+            outer.cancel()
+            greenline.sleep(5)
+        after_inner = True
+    assert outer.cancelled_caught and not inner.cancelled_caught and not after_inner
+
+
+def test_shield_hides_the_outer_cancellation():
+    start = time.monotonic()
+    with move_on_after(0.02) as outer:
+        with CancelScope(shield=True) as shielded:
+            greenline.sleep(0.08)  # the outer deadline passes meanwhile
+            finished_shielded = True
+        greenline.sleep(10)  # the first blocking point after the shield
+        pytest.fail("not cancelled after the shield")
+    assert finished_shielded and outer.cancelled_caught and not shielded.cancelled_caught
+    assert 0.07 <= time.monotonic() - start < 2
+
+
+def test_a_shielded_scope_can_still_cancel_itself():
+    with move_on_after(0.01) as outer:
+        with CancelScope(shield=True, deadline=time.monotonic() + 0.03) as shielded:
+            greenline.sleep(10)
+        greenline.sleep(10)
+    assert shielded.cancelled_caught and outer.cancelled_caught
+
+
+def test_shielded_cleanup_can_block_inside_a_cancelled_scope():
+    a, b = socket.socketpair()
+    try:
+        with move_on_after(0.02) as scope:
+            try:
+                a.recv(10)
+            finally:
+                with CancelScope(shield=True):
+                    b.sendall(b"goodbye")
+                    assert a.recv(10) == b"goodbye"  # blocks fine, shielded
+        assert scope.cancelled_caught
+    finally:
+        a.close()
+        b.close()
+
+
+def test_deadline_can_be_moved_while_active():
+    start = time.monotonic()
+    with CancelScope() as scope:
+        scope.deadline = time.monotonic() + 10
+        scope.deadline = time.monotonic() + 0.02
+        greenline.sleep(10)
+    assert scope.cancelled_caught and time.monotonic() - start < 2
+
+
+def test_a_deadline_in_the_past_cancels_at_once():
+    with CancelScope(deadline=time.monotonic() - 1) as scope:
+        greenline.sleep(10)
+    assert scope.cancelled_caught
+
+
+def test_cancelled_wait_on_a_queue_loses_no_item():
+    q: Queue = Queue()
+    got: list[int] = []
+
+    def patient() -> None:
+        got.append(q.get(timeout=5))
+
+    with move_on_after(0.01) as scope:
+        q.get()
+    assert scope.cancelled_caught
+    t = greenline.spawn(patient)
+    greenline.sleep(0)
+    q.put(7)
+    t.join(timeout=2)
+    assert got == [7]
+
+
+def test_cancelled_event_wait_then_the_event_works():
+    ev = Event()
+    with move_on_after(0.01) as scope:
+        ev.wait()
+    assert scope.cancelled_caught
+    greenline.spawn_later(0.01, ev.set)
+    assert ev.wait(timeout=2)
+
+
+def test_timeout_inside_a_cancel_scope_is_raised_as_itself():
+    with CancelScope() as scope:
+        with pytest.raises(Timeout):
+            with Timeout(0.01):
+                greenline.sleep(5)
+    assert not scope.cancelled_caught
+
+
+def test_timeout_around_a_cancel_scope_passes_through_it():
+    with Timeout(0.01, False):
+        with move_on_after(10) as scope:
+            greenline.sleep(5)
+        pytest.fail("Timeout swallowed by the scope")
+    assert not scope.cancelled_caught
+
+
+def test_cancellation_waits_behind_a_pending_timeout_then_follows():
+    # A Timeout has fired but is not raised yet when the scope is cancelled:
+    # the Timeout goes first, the cancellation at the next blocking point.
+    order: list[str] = []
+    with CancelScope() as scope:
+        t = Timeout(0.01)
+        t.start()
+        end = time.monotonic() + 0.03
+        while time.monotonic() < end:
+            pass
+        greenline.get_hub().call_later(0, lambda _a: scope.cancel())
+        try:
+            greenline.sleep(0)  # the hub fires the Timeout, then the cancel
+        except Timeout:
+            order.append("timeout")
+        try:
+            greenline.sleep(5)
+        except Cancelled:
+            order.append("cancelled")
+            raise
+    assert order == ["timeout", "cancelled"] and scope.cancelled_caught
+
+
+def test_kill_inside_a_cancel_scope():
+    def victim() -> None:
+        with CancelScope():
+            greenline.sleep(10)
+
+    t = greenline.spawn(victim)
+    greenline.sleep(0.01)
+    t.kill(timeout=2)
+    assert t.dead and t.successful()
+
+
+def test_misnested_scopes_are_an_error():
+    outer = CancelScope()
+    inner = CancelScope()
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(RuntimeError):
+        outer.__exit__(None, None, None)
+    inner.__exit__(None, None, None)
+    outer.__exit__(None, None, None)
+    with pytest.raises(RuntimeError):
+        with outer:
+            pass
+
+
+def test_move_on_after_rejects_bad_durations():
+    with pytest.raises(ValueError):
+        move_on_after(-1)
+    with pytest.raises(ValueError):
+        fail_after(float("nan"))
+
+
+def test_many_green_threads_with_their_own_deadlines():
+    results: dict[int, bool] = {}
+
+    def worker(i: int) -> None:
+        with move_on_after(0.01 if i % 2 else 5) as scope:
+            greenline.sleep(0.05 if i % 2 else 0.02)
+        results[i] = scope.cancelled_caught
+
+    greenline.joinall([greenline.spawn(worker, i) for i in range(200)], timeout=10)
+    assert results == {i: bool(i % 2) for i in range(200)}
+    _no_cancellation_left()
