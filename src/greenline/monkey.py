@@ -59,6 +59,7 @@ __all__ = [
     "patch_subprocess",
     "patch_os",
     "patch_signal",
+    "patch_multiprocessing",
     "is_module_patched",
     "is_object_patched",
     "get_original",
@@ -469,6 +470,117 @@ def patch_os() -> None:
     _patched.add("os")
 
 
+def _green_fd_read(handle: int, size: int) -> bytes:
+    from greenline.subprocess import _wait_ready
+
+    _wait_ready(handle, False, None)
+    return _os_read(handle, size)
+
+
+def _green_fd_write(handle: int, buf: Any) -> int:
+    from greenline.subprocess import _PIPE_BUF, _wait_ready
+
+    _wait_ready(handle, True, None)
+    # At most PIPE_BUF: a writable pipe takes that much at once, so the
+    # (blocking) descriptor never blocks; the caller loops over the rest.
+    return _os_write(handle, buf[:_PIPE_BUF])
+
+
+_os_read: Callable[[int, int], bytes]
+_os_write: Callable[[int, Any], int]
+
+
+def patch_multiprocessing() -> None:
+    """``multiprocessing`` connections (``Pipe``, ``Queue``, ``Pool``'s
+    channels) read and write only when the hub reports the descriptor ready,
+    so a green thread waiting for a message from another process (a Pool's
+    result handler, a feeder thread) parks instead of blocking the hub."""
+    global _os_read, _os_write
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    import multiprocessing.connection as conn
+
+    _os_read = get_original("os", "read")
+    _os_write = get_original("os", "write")
+    cls: Any = conn.Connection
+    # Saved once, so patching again wraps the originals, not our wrappers.
+    saved = _saved.setdefault("multiprocessing.connection", {})
+    send = saved.setdefault("Connection._send", cls._send)
+    recv = saved.setdefault("Connection._recv", cls._recv)
+
+    # The stdlib's loops take the read/write calls as arguments: hand them
+    # cooperative ones, keep its framing and EOF handling.
+    def _send(self: Any, buf: Any, write: Any = _green_fd_write) -> None:
+        send(self, buf, write)
+
+    def _recv(self: Any, size: int, read: Any = _green_fd_read) -> Any:
+        return recv(self, size, read)
+
+    cls._send = _send
+    cls._recv = _recv
+
+    try:
+        import multiprocessing.synchronize as msync
+    except ImportError:  # pragma: no cover - no working sem_open on this system
+        pass
+    else:
+        semlock: Any = msync.SemLock
+        saved = _saved.setdefault("multiprocessing.synchronize", {})
+        make_methods = saved.setdefault("SemLock._make_methods", semlock._make_methods)
+
+        def _make_methods_green(self: Any) -> None:
+            make_methods(self)
+            self.acquire = _GreenSemAcquire(self._semlock)
+
+        def _enter_green(self: Any) -> bool:
+            return self.acquire()  # type: ignore[no-any-return]
+
+        saved.setdefault("SemLock.__enter__", semlock.__enter__)
+        semlock._make_methods = _make_methods_green
+        semlock.__enter__ = _enter_green
+    _patched.add("multiprocessing")
+
+
+class _GreenSemAcquire:
+    """``acquire`` of a multiprocessing lock/semaphore that parks only the
+    calling green thread.
+
+    A process-shared semaphore has no descriptor to wait on, and blocking in
+    ``sem_wait`` would stop every green thread, including the one that holds
+    the lock and would release it (multiprocessing's Pool and Queue hold
+    their locks across reads).  So: try without blocking, then retry after
+    green sleeps that grow to 20 ms.
+    """
+
+    __slots__ = ("_try",)
+
+    def __init__(self, semlock: Any) -> None:
+        self._try = semlock.acquire
+
+    def __call__(self, block: bool = True, timeout: float | None = None) -> bool:
+        if self._try(False):
+            return True
+        if not block:
+            return False
+        from time import monotonic
+
+        from greenline.hub import sleep
+
+        deadline = None if timeout is None else monotonic() + max(0.0, timeout)
+        delay = 0.0005
+        while True:
+            if deadline is not None:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    return False
+                sleep(min(delay, remaining))
+            else:
+                sleep(delay)
+            if self._try(False):
+                return True
+            delay = min(delay * 2, 0.02)
+
+
 class _GreenSignalHandler:
     """Runs a Python signal handler in a green thread of its own when the
     signal lands while the hub runs (a handler that blocks would otherwise
@@ -530,7 +642,8 @@ _ACCEPTED_NOOPS = {"aggressive", "Event", "builtins", "contextvars", "sys", "htt
 def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
               selectors: bool = True, thread: bool = True, threading: bool = True,
               queue: bool = True, ssl: bool = True, subprocess: bool = True, os: bool = True,
-              signal: bool = True, logging: bool = True, **kwargs: Any) -> None:
+              signal: bool = True, logging: bool = True, multiprocessing: bool = True,
+              **kwargs: Any) -> None:
     """Patch the standard library (see the module docstring).  Every keyword
     defaults to True; pass False to leave that part alone.  Calling it again
     is harmless."""
@@ -561,6 +674,8 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         patch_signal()
     if queue:
         patch_queue()
+    if multiprocessing:
+        patch_multiprocessing()
 
 
 # -- python -m greenline.monkey ---------------------------------------------------------------
@@ -579,7 +694,7 @@ status is this command's.
 """
 
 _KEYWORDS = ("socket", "dns", "time", "select", "selectors", "thread", "threading", "queue",
-             "ssl", "subprocess", "os", "signal", "logging")
+             "ssl", "subprocess", "os", "signal", "logging", "multiprocessing")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,21 @@ def _in_hub() -> bool:
     return hub is not None and _getcurrent() is hub.greenlet
 
 
+def _spend() -> None:
+    """Count a call that may return at once against the hub's IO budget.
+
+    A loop that polls something always ready (a result pipe another green
+    thread is about to drain) would otherwise never give the hub, or that
+    other green thread, a turn: real threads get preempted, green ones must
+    yield.  Called before the readiness check, so what it reports is fresh.
+    """
+    hub = _get_hub_if_exists()
+    if hub is not None:
+        hub.io_budget -= 1
+        if hub.io_budget <= 0 and _getcurrent() is not hub.greenlet:
+            hub.yield_now()
+
+
 def _fileno(obj: Any) -> int:
     if isinstance(obj, int):
         fd = obj
@@ -172,6 +187,7 @@ def select(rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any],  # 
     xlist = list(xlist)
     if _in_hub():
         return _select(rlist, wlist, xlist, timeout)
+    _spend()
     result = _select(rlist, wlist, xlist, 0)
     if result[0] or result[1] or result[2] or timeout == 0:
         return result
@@ -243,10 +259,11 @@ class poll:  # type: ignore[no-redef]
         seconds = _poll_timeout_seconds(timeout)
         if self._busy:
             raise RuntimeError("concurrent poll() invocation")
-        if seconds == 0:
-            return self._real.poll(0)
         if _in_hub():
             return self._real.poll(timeout)
+        _spend()
+        if seconds == 0:
+            return self._real.poll(0)
         self._busy = True
         try:
             events = self._real.poll(0)
@@ -315,8 +332,11 @@ if _epoll is not None:
                 timeout = float(timeout)
                 if timeout < 0:
                     timeout = None
-            if timeout == 0 or _in_hub():
+            if _in_hub():
                 return ep.poll(-1 if timeout is None else timeout, maxevents)  # type: ignore[no-any-return]
+            _spend()
+            if timeout == 0:
+                return ep.poll(0, maxevents)  # type: ignore[no-any-return]
             events = ep.poll(0, maxevents)
             if events:
                 return events  # type: ignore[no-any-return]
