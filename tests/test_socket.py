@@ -727,6 +727,26 @@ def test_wait_read_and_wait_write_on_a_pipe(fd_count):
     fd_count()
 
 
+def test_wait_read_on_a_registered_socket_asks_the_kernel():
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)  # registered
+    b.send(b"waiting")
+    greenline.sleep(0.01)  # the hub consumes the edge
+    start = time.monotonic()
+    socket.wait_read(a.fileno(), timeout=2)  # ready now: no edge to wait for
+    assert time.monotonic() - start < 0.5
+    # Read behind the socket's back: its flag still says readable, but the
+    # kernel knows better, and wait_read must wait, not return at once.
+    assert os.read(a.fileno(), 100) == b"waiting"
+    with pytest.raises(TimeoutError):
+        socket.wait_read(a.fileno(), timeout=0.05)
+    socket.wait_write(a.fileno(), timeout=1)
+    a.close()
+    b.close()
+
+
 def test_subclassing_socket_socket_works():
     class Tagged(socket.socket):
         def __init__(self, *args, tag="", **kwargs):

@@ -26,6 +26,7 @@ import _thread
 import errno as _errno
 import io as _io
 import os as _os
+import select as _select
 import socket as _std
 from socket import *  # noqa: F403 - the module is a drop-in for the stdlib's
 from time import monotonic as _monotonic
@@ -65,7 +66,9 @@ _SOCK_STREAM = _socket.SOCK_STREAM
 _HUB_TRACKS_HUP = "hup" in FdState.__slots__
 _INET_FAMILIES = (_socket.AF_INET, _socket.AF_INET6)
 _EBADF = _errno.EBADF
-_CONNECT_PENDING = frozenset((_errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY, _errno.EWOULDBLOCK))
+# EINTR too: an interrupted connect() goes on asynchronously (POSIX).
+_CONNECT_PENDING = frozenset((_errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY,
+                              _errno.EWOULDBLOCK, _errno.EINTR))
 
 _STD_SOCKET = _std.socket
 _std_getaddrinfo = _socket.getaddrinfo
@@ -701,7 +704,18 @@ def _wait_raw(fd: int, write: bool, timeout: float | None) -> None:
     hub = get_hub()
     st = hub.fds.get(fd)
     if st is not None and not st.temporary:
-        # A greenline socket on this descriptor is registered: share its state.
+        # A greenline socket on this descriptor is registered: share its
+        # state.  Its next edge may be long in coming if it is ready now (the
+        # edge was consumed), and its flags may be stale if the caller used
+        # the raw descriptor, so ask the kernel first: ready means return.
+        probe = _select.poll()
+        probe.register(fd, _select.POLLOUT if write else _select.POLLIN)
+        if probe.poll(0):
+            if write:
+                st.writable = True
+            else:
+                st.readable = True
+            return
         hub.wait_fd(st, write, timeout)
         return
     # A raw descriptor may be closed and its number reused behind our back,
