@@ -194,7 +194,10 @@ def test_dropped_connections_are_counted_and_reconnected(tmp_path: Path) -> None
     assert r["errors"]["reset"] > 0 and r["errors"]["closed early"] > 0
     assert r["requests"] == 3000
     assert r["verified"] == 3000 - srv.closes
-    assert r["opened"] == 20 + srv.closes == srv.accepted
+    # A connection reconnects after each break, unless the budget was spent
+    # by then (a break among the last requests in flight).
+    assert 20 < r["opened"] <= 20 + srv.closes
+    assert srv.accepted <= r["opened"]
     assert "FAILED" in p.stdout and "errors" in p.stdout
 
 
