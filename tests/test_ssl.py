@@ -153,6 +153,32 @@ def test_module_reexports_the_stdlib_names():
         ssl.SSLSocket()
 
 
+def test_contexts_work_once_the_stdlib_name_is_patched(monkeypatch, ca, server_ctx):
+    # What monkey.patch_all() does: the stdlib's own functions then build our
+    # contexts, and its property setters must not recurse into themselves.
+    monkeypatch.setattr(stdssl, "SSLContext", ssl.SSLContext)
+    monkeypatch.setattr(stdssl, "SSLSocket", ssl.SSLSocket)
+    ctx = stdssl.create_default_context()
+    assert type(ctx) is ssl.SSLContext
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    messages = []
+    ctx._msg_callback = lambda conn, direction, *rest: messages.append(direction)
+    ca.configure_trust(ctx)
+    server = TLSEchoServer(server_ctx)
+    with _connect(ctx, server.addr) as c:
+        assert isinstance(c, ssl.SSLSocket)
+        c.sendall(b"patched")
+        assert _recv_exactly(c, 7) == b"patched"
+    assert {"read", "write"} <= set(messages)
+    ctx._msg_callback = None
+    server.close()
+
+
 # -- talking TLS ---------------------------------------------------------------
 
 def test_echo_over_tls_with_verified_certificate(server_ctx, client_ctx, fd_count):

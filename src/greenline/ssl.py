@@ -23,6 +23,7 @@ stand in for ``ssl``; ``greenline.monkey`` swaps ``ssl.SSLContext`` and
 
 from __future__ import annotations
 
+import _ssl
 import errno as _errno
 import os as _os
 import ssl as _std_ssl
@@ -45,6 +46,10 @@ __all__ = sorted(
     | set(_OURS)
 )
 
+_STD_CONTEXT = _std_ssl.SSLContext
+# The descriptors of the C base class and of the stdlib's Python class.
+_C_ATTR: dict[str, Any] = dict(vars(_ssl._SSLContext))
+_STD_ATTR: dict[str, Any] = dict(vars(_std_ssl.SSLContext))
 _SSLWantRead = _std_ssl.SSLWantReadError
 _SSLWantWrite = _std_ssl.SSLWantWriteError
 _SSLError = _std_ssl.SSLError
@@ -426,6 +431,57 @@ class GreenSSLContext(_std_ssl.SSLContext):
     block)."""
 
     sslsocket_class = GreenSSLSocket  # type: ignore[assignment]
+
+    # The stdlib's setters of these reach the C base class through the
+    # module-global name ``ssl.SSLContext``; once monkey-patching rebinds
+    # that name to this class, they would find themselves again and recurse
+    # forever.  These go to the C base class directly.
+
+    def _set_options(self, value: Any) -> None:
+        _C_ATTR["options"].__set__(self, value)
+
+    def _set_verify_flags(self, value: Any) -> None:
+        _C_ATTR["verify_flags"].__set__(self, value)
+
+    def _set_verify_mode(self, value: Any) -> None:
+        _C_ATTR["verify_mode"].__set__(self, value)
+
+    def _set_minimum_version(self, value: Any) -> None:
+        if value == _std_ssl.TLSVersion.SSLv3:
+            self.options &= ~_std_ssl.Options.OP_NO_SSLv3
+        _C_ATTR["minimum_version"].__set__(self, value)
+
+    def _set_maximum_version(self, value: Any) -> None:
+        _C_ATTR["maximum_version"].__set__(self, value)
+
+    def _set_msg_callback(self, callback: Any) -> None:
+        if _std_ssl.SSLContext is _STD_CONTEXT:
+            _STD_ATTR["_msg_callback"].fset(self, callback)
+            return
+        if callback is not None and not callable(callback):
+            raise TypeError(f"{callback} is not callable.")
+        _C_ATTR["_msg_callback"].__set__(
+            self, None if callback is None else _MsgCallback(callback))
+
+    options = property(_STD_ATTR["options"].fget, _set_options)
+    verify_flags = property(_STD_ATTR["verify_flags"].fget, _set_verify_flags)
+    verify_mode = property(_STD_ATTR["verify_mode"].fget, _set_verify_mode)
+    minimum_version = property(_STD_ATTR["minimum_version"].fget, _set_minimum_version)
+    maximum_version = property(_STD_ATTR["maximum_version"].fget, _set_maximum_version)
+    _msg_callback = property(_STD_ATTR["_msg_callback"].fget, _set_msg_callback)
+
+
+class _MsgCallback:
+    """The TLS message hook once ``ssl.SSLContext`` is patched (a debugging
+    aid): passes OpenSSL's raw numbers, not the stdlib's enums."""
+
+    __slots__ = ("user_function",)
+
+    def __init__(self, user_function: Callable[..., Any]) -> None:
+        self.user_function = user_function
+
+    def __call__(self, conn: Any, *args: Any) -> Any:
+        return self.user_function(conn, *args)
 
 
 # Second names for the same classes, only because type checkers keep the
