@@ -448,6 +448,15 @@ class Engine:
         deadline = math.inf if self.cfg.duration is None else self.t0 + self.cfg.duration
         interrupted = _Interrupt.install()
         replies_before, t_before = 0, self.t0
+
+        def tick(now: float) -> None:
+            nonlocal replies_before, t_before
+            snap, replies_before = self._snapshot(now, replies_before, t_before)
+            t_before = now
+            if self.on_tick is not None:
+                self.on_tick(snap, self.interval)
+            self._fold()
+
         next_tick = self.t0 + self.tick
         try:
             while self.active and not interrupted.hit:
@@ -456,15 +465,13 @@ class Engine:
                     break
                 self._wait(min(next_tick, deadline) - now)
                 now = monotonic()
-                if now >= next_tick or not self.active:
+                if now >= next_tick:
                     self._watchdog(now)
-                    snap, replies_before = self._snapshot(now, replies_before, t_before)
-                    t_before = now
-                    if self.on_tick is not None:
-                        self.on_tick(snap, self.interval)
-                    self._fold()
+                    tick(now)
                     next_tick = max(next_tick + self.tick, now + self.tick / 2)
             end = min(monotonic(), deadline)
+            if end - t_before > self.tick / 10:
+                tick(end)  # the last stretch, so the progress ends where the run does
             self.stopping = True
             if self.active:
                 # Give the replies in flight a moment, then end the rest.
@@ -710,8 +717,7 @@ def _gather(cfg: LoadConfig, children: list[tuple[int, int]], t0: float, tick: f
     try:
         while True:
             joinall(readers, timeout=tick)
-            if all(t.dead for t in readers):
-                break
+            done = all(t.dead for t in readers)
             if interrupted.hit and not forwarded:
                 # Ctrl-C on a terminal reaches the children too, a kill of
                 # the parent alone does not: pass it on, they stop and report.
@@ -732,6 +738,8 @@ def _gather(cfg: LoadConfig, children: list[tuple[int, int]], t0: float, tick: f
                 progress.update(snap)
                 replies_before, t_before = replies, now
             interval.reset()
+            if done:
+                break
     finally:
         interrupted.restore()
     failed = []
