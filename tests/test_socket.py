@@ -413,6 +413,13 @@ def test_non_blocking_calls_raise_blocking_io_error():
             a.send(b"x" * 65536)  # until the buffer is full
     with pytest.raises(BlockingIOError):
         a.sendall(b"x" * 65536)
+    # A send that is only partly taken: the rest raises, it does not wait.
+    c, d = socket.socketpair()
+    c.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        c.sendall(b"y" * (8 << 20))
+    c.close()
+    d.close()
     c = socket.socket()
     c.setblocking(False)
     with pytest.raises(BlockingIOError):

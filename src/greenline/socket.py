@@ -159,6 +159,10 @@ class GreenSocket(_STD_SOCKET):
             # Closed (or detached): never register a number that may have
             # been reused by now.
             raise _closed_error()
+        if self._gl_timeout == 0.0:
+            # Non-blocking (perhaps made so by another green thread while
+            # this one was waiting): never park.
+            raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
         remaining = None
         if deadline is not None:
             remaining = deadline - _monotonic()
