@@ -107,7 +107,7 @@ class FixtureServer:
                     end = begin + self.stall_for
                     if begin <= now < end:
                         gsleep(end - now)
-                reply = data.upper()
+                reply = data if self.mode == "echo" else data.upper()
                 self.replies += 1
                 if self.mode == "wrong50" and self.replies % 50 == 0:
                     reply = data  # left as it came: not upper-cased
@@ -165,6 +165,34 @@ def test_echo_protocol_against_upper_server_is_all_mismatches(tmp_path: Path) ->
     assert p.returncode == 1
     assert load_json(out)["mismatches"] == 100
     assert "FAILED: 100 mismatched replies" in p.stdout
+
+
+@pytest.mark.parametrize("size", [1000, 300_000])
+def test_echo_large_messages_arrive_in_pieces(tmp_path: Path, size: int) -> None:
+    # 300 kB do not fit in one socket buffer: the reply comes back in many
+    # reads, and each piece the server echoes is a separate write.
+    out = tmp_path / "r.json"
+    with FixtureServer("echo") as srv:
+        p = run_cli(srv.target, "-c", "4", "-n", "40", "--size", str(size), "--protocol", "echo",
+                    "--json", str(out), "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["verified"] == r["requests"] == 40
+    assert f"{size}-byte messages, echo" in p.stdout
+    if size > 100_000:
+        assert srv.replies > 40  # it did come in pieces
+
+
+def test_open_loop_over_two_processes_keeps_the_rate(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "20", "--rate", "1000", "-d", "1.5", "--procs", "2",
+                    "--json", str(out), "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["parts"] == 2 and r["mode"] == "open loop at 1000 req/s"
+    assert 1400 <= r["requests"] <= 1510
+    assert r["verified"] == r["requests"] == srv.replies
 
 
 # -- against faulty servers -------------------------------------------------------
