@@ -59,7 +59,7 @@ import selectors as _std_selectors
 from asyncio import events as _events
 from asyncio.selector_events import BaseSelectorEventLoop as _SelectorLoop
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
@@ -71,6 +71,7 @@ from greenline.taskgroup import _QuietTask
 __all__ = ["get_loop", "await_", "run_green", "close_loop", "GreenEventLoop"]
 
 T = TypeVar("T")
+_Ts = TypeVarTuple("_Ts")
 
 # Saved at import: the loop's own kernel selector must be the real one even
 # if the selectors module is monkey-patched later.
@@ -137,6 +138,8 @@ class _HubSelector(_std_selectors.BaseSelector):
         self._waiting: greenlet | None = None
         self._hub: Hub | None = None
         self.bridge: _Bridge | None = None
+        # The green thread that runs the loop (seen in its last select()).
+        self.loop_greenlet: greenlet | None = None
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> _std_selectors.SelectorKey:
         return self._inner.register(fileobj, events, data)
@@ -174,6 +177,7 @@ class _HubSelector(_std_selectors.BaseSelector):
         ready = inner.select(0)
         hub = get_hub()
         g = getcurrent()
+        self.loop_greenlet = g
         if g is hub.greenlet:  # pragma: no cover - a loop run by the hub itself
             return ready or inner.select(timeout)
         if ready or (timeout is not None and timeout <= 0):
@@ -217,13 +221,13 @@ class GreenEventLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__(_HubSelector(_KernelSelector()))
 
-    def call_soon(self, callback: Callable[..., object], *args: Any,
+    def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
         self._selector.wakeup()
         return handle
 
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any,
+    def call_at(self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                 context: contextvars.Context | None = None) -> asyncio.TimerHandle:
         handle = super().call_at(when, callback, *args, context=context)
         self._selector.wakeup()
@@ -277,15 +281,16 @@ def _adopt(loop: asyncio.AbstractEventLoop) -> _Bridge:
 
 
 def _bridge() -> _Bridge:
+    running = _events._get_running_loop()
+    if running is not None and not running.is_closed():
+        # Called in a coroutine, or from a green thread while the loop's own
+        # green thread is blocked in a greenline call (not in select): this
+        # thread's running loop is the hub's.
+        return _adopt(running)
     bridge = _current_bridge()
     if bridge is not None:
         bridge.ensure_running()
         return bridge
-    running = _events._get_running_loop()
-    if running is not None and not running.is_closed():
-        # A loop whose green thread is blocked in a greenline call (not in
-        # select): it is this thread's loop, make it the hub's.
-        return _adopt(running)
     loop = GreenEventLoop()
     bridge = _Bridge(get_hub(), loop, loop._selector, owned=True)
     loop._selector.bridge = bridge
@@ -297,7 +302,11 @@ def _bridge() -> _Bridge:
 def get_loop() -> asyncio.AbstractEventLoop:
     """The calling hub's asyncio loop: the loop of a running
     ``asyncio.run()`` that uses :func:`run_green`, else the hub's own
-    :class:`GreenEventLoop`, started on first use."""
+    :class:`GreenEventLoop`, started on first use.
+
+    Called in a coroutine, it makes the running loop the hub's (as the first
+    :func:`run_green` does): do that before spawning green threads directly
+    from a coroutine, so that the loop lets them run while it waits."""
     return _bridge().loop
 
 
@@ -328,11 +337,13 @@ def await_(awaitable: Awaitable[T]) -> T:
     """
     bridge = _bridge()
     loop = bridge.loop
-    if _events._get_running_loop() is loop:
+    g = getcurrent()
+    if _events._get_running_loop() is loop and bridge.selector.loop_greenlet in (None, g):
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()  # never to be awaited: say so quietly
         raise RuntimeError("await_() called from inside the event loop (in a coroutine or "
                            "callback): use await there")
     hub = bridge.hub
-    g = getcurrent()
     fut = asyncio.ensure_future(awaitable, loop=loop)
 
     def done(_f: object) -> None:
