@@ -772,24 +772,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "the reply, for -d seconds or -n requests; report requests/s, latency percentiles "
             "(HDR histogram) and every error.  Exit 0 only if every reply was right.  "
             "`greenline load merge A.json B.json` merges the --json output of several runs."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("target", metavar="HOST:PORT", help="the server (or `merge`, followed by JSON files)")
     p.add_argument("files", nargs="*", metavar="FILE.json", help="with `merge`: the --json files to merge")
-    p.add_argument("-c", "--connections", type=int, default=500, help="concurrent connections")
+    p.add_argument("-c", "--connections", type=int, default=500, metavar="N",
+                   help="concurrent connections (default: %(default)s)")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("-d", "--duration", type=float, default=None,
-                      help="seconds to run (default 10, unless -n is given)")
-    stop.add_argument("-n", "--requests", type=int, default=None, dest="total",
+    stop.add_argument("-d", "--duration", type=float, default=None, metavar="SECONDS",
+                      help="how long to run (default: 10, unless -n is given)")
+    stop.add_argument("-n", "--requests", type=int, default=None, dest="total", metavar="TOTAL",
                       help="stop after this many requests in total")
-    p.add_argument("--rate", type=float, default=None,
-                   help="open loop: this many requests/s in total, latency from the intended send time")
-    p.add_argument("--size", type=int, default=32, help="message size in bytes")
-    p.add_argument("--procs", type=int, default=1, help="client processes to spread the connections over")
+    p.add_argument("--rate", type=float, default=None, metavar="R",
+                   help="open loop: R requests/s in total, latency counted from each request's "
+                        "intended send time (default: closed loop)")
+    p.add_argument("--size", type=int, default=32, metavar="BYTES",
+                   help="message size (default: %(default)s)")
+    p.add_argument("--procs", type=int, default=1, metavar="N",
+                   help="client processes to spread the connections over (default: %(default)s)")
     p.add_argument("--protocol", choices=("upper", "echo"), default="upper",
-                   help="what a right reply is: the message upper-cased, or the message itself")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
-    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a connection")
+                   help="what a right reply is: the message upper-cased, or the message itself "
+                        "(default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for a reply (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long to wait for a connection (default: %(default)s)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the results, with the encoded histograms, to PATH")
     p.add_argument("--no-progress", action="store_true", help="no live progress")
@@ -811,6 +817,8 @@ def main(args: argparse.Namespace) -> int:
             raise LoadError("-d must be positive")
         if args.size < 1:
             raise LoadError("--size must be at least 1")
+        if args.timeout <= 0 or args.connect_timeout <= 0:
+            raise LoadError("--timeout and --connect-timeout must be positive")
         duration = args.duration if args.duration is not None else (None if args.total else 10.0)
         cfg = LoadConfig(host=host, port=port, connections=args.connections, duration=duration,
                          total=args.total, rate=args.rate, size=args.size, protocol=args.protocol,
