@@ -91,12 +91,12 @@ def _patch(module: ModuleType, name: str, value: Any) -> None:
 
 def _warn(message: str) -> None:
     # Point at the caller's patch_all()/patch_X() line, not at this module.
-    depth = 2
+    level = 2  # 1 is this function, 2 its caller
     frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        depth += 1
-        frame = frame.f_back  # type: ignore[assignment]
-    warnings.warn(message, MonkeyPatchWarning, stacklevel=depth - 1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") == __name__:
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, MonkeyPatchWarning, stacklevel=level)
 
 
 def is_module_patched(name: str) -> bool:
@@ -146,8 +146,12 @@ def patch_time() -> None:
 
 # -- socket, dns, ssl ---------------------------------------------------------------
 
-_SOCKET_NAMES = ("socket", "SocketType", "socketpair", "fromfd", "create_connection", "create_server")
-_DNS_NAMES = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn")
+# Not create_server nor getfqdn: the stdlib's are built on names patched here
+# (the socket class; gethostbyaddr), so they are cooperative as they are.
+# greenline.socket's versions call the stdlib module's by attribute, which
+# would then be themselves.
+_SOCKET_NAMES = ("socket", "SocketType", "socketpair", "fromfd", "create_connection")
+_DNS_NAMES = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo")
 
 
 def patch_socket(dns: bool = True, aggressive: bool = True) -> None:
