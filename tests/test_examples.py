@@ -131,7 +131,7 @@ def test_server_serves_500_clients_every_reply_verified(server: int) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     s = client_summary(proc.stdout)
     assert s["errors"] == 0, proc.stderr
-    assert s["clients"] == s["connected"] == s["answered"] == 500
+    assert s["clients"] == s["connected"] == s["answered"] == 500, proc.stdout
     assert s["verified"] == s["requests"] >= 500
 
 
