@@ -409,17 +409,23 @@ class Engine:
             self._waiter = None
             hub.cancel_timer(timer)
 
-    def _watchdog(self, now: float) -> None:
-        limit = now - self.cfg.timeout
-        parked = get_hub().parked
+    def _watchdog(self) -> None:
+        """Time out replies that are late.  One scan of every connection a
+        few times per timeout, instead of a timer per request."""
         hub = get_hub()
-        for slot, t in enumerate(self.inflight):
-            if t and t < limit:
-                task = self.tasks[slot]
-                # Only while it waits for this request's reply: a throw into a
-                # running task would land on some later, innocent call.
-                if task in parked:
-                    hub.throw(task, _ReplyTimeout())
+        parked = hub.parked
+        timeout = self.cfg.timeout
+        period = min(1.0, max(0.01, timeout / 4))
+        while True:
+            gsleep(period)
+            limit = monotonic() - timeout
+            for slot, t in enumerate(self.inflight):
+                if t and t < limit:
+                    task = self.tasks[slot]
+                    # Only while it waits for this request's reply: a throw
+                    # into a running task would land on a later, innocent call.
+                    if task in parked:
+                        hub.throw(task, _ReplyTimeout())
 
     def _snapshot(self, now: float, replies_before: int, t_before: float) -> tuple[dict[str, Any], int]:
         replies = self.verified + self.mismatches
@@ -445,6 +451,7 @@ class Engine:
         self.family = family
         self.active = self.count
         self.tasks = [spawn(self._connection, slot) for slot in range(self.count)]
+        watchdog = spawn(self._watchdog)
         deadline = math.inf if self.cfg.duration is None else self.t0 + self.cfg.duration
         interrupted = _Interrupt.install()
         replies_before, t_before = 0, self.t0
@@ -466,7 +473,6 @@ class Engine:
                 self._wait(min(next_tick, deadline) - now)
                 now = monotonic()
                 if now >= next_tick:
-                    self._watchdog(now)
                     tick(now)
                     next_tick = max(next_tick + self.tick, now + self.tick / 2)
             end = min(monotonic(), deadline)
@@ -476,8 +482,9 @@ class Engine:
             if self.active:
                 # Give the replies in flight a moment, then end the rest.
                 self._wait(min(END_GRACE, self.cfg.timeout))
-            killall(self.tasks, block=True, timeout=5.0)
         finally:
+            self.stopping = True
+            killall([*self.tasks, watchdog], block=True, timeout=5.0)
             interrupted.restore()
         self._fold()
         elapsed = max(1e-9, end - self.t0)
