@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -16,7 +18,9 @@ import pytest
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"
 SCRIPTS = ["switch_cost.py", "sleep_demo.py", "server.py", "client.py"]
-ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+# Unbuffered: a server is stopped with SIGTERM, which would lose whatever it
+# printed into a pipe's buffer; the tests must see all of it.
+ENV = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
 
 
 def run(script: str, *args: str, timeout: float = 50) -> subprocess.CompletedProcess[str]:
@@ -212,6 +216,35 @@ def test_client_reports_a_server_that_is_not_there() -> None:
     s = client_summary(proc.stdout)
     assert s["connected"] == 0 and s["errors"] == 5
     assert "ConnectionRefusedError" in proc.stderr
+
+
+def test_server_survives_a_client_that_resets_the_connection() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(SEED / "server.py"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            encoding="utf-8", env=ENV)
+    assert proc.stdout is not None
+    try:
+        wait_listening(port, proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as rude:
+            rude.sendall(b"bye")
+            assert rude.recv(1024) == b"BYE"
+            # Linger 0: close() sends RST instead of FIN, so the server's
+            # recv() raises ConnectionResetError.
+            rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # As in the seed, the server prints the error and ends that connection...
+        readable, _, _ = select.select([proc.stdout], [], [], 20)
+        assert readable, "the server printed nothing after the reset"
+        assert "Connection reset by peer" in proc.stdout.readline()
+        # ... and goes on serving.
+        proc_client = run("client.py", "--clients", "2", "--seconds", "0.2", "--port", str(port))
+        assert proc_client.returncode == 0, proc_client.stdout + proc_client.stderr
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert out == ""
+    assert "Traceback" not in err, err
 
 
 def test_server_reports_a_port_in_use() -> None:
