@@ -204,6 +204,31 @@ def test_threading_primitives_are_cooperative(tmp_path):
                    "event True [1]", "timer [1]", "local [0, 1, 2] main", "lock timeout True False"]
 
 
+def test_thread_pool_executor_runs_on_green_threads(tmp_path):
+    out = ok(run(tmp_path, """
+        import concurrent.futures as cf, threading, time
+        main_native = threading.get_native_id()
+        def job(n):
+            time.sleep(0.01 * (5 - n))
+            return n, threading.get_native_id() == main_native
+        with cf.ThreadPoolExecutor(5) as ex:
+            futures = [ex.submit(job, n) for n in range(5)]
+            done_order = [f.result()[0] for f in cf.as_completed(futures)]
+            print(sorted(f.result() for f in futures) == [(n, True) for n in range(5)])
+            print(done_order)
+    """))
+    assert out == ["True", "[4, 3, 2, 1, 0]"]
+
+
+def test_main_hub_keeps_the_real_epoll(tmp_path):
+    out = ok(run(tmp_path, """
+        import select
+        from greenline.hub import get_hub
+        print(type(get_hub()._poller).__module__, select.epoll.__module__)
+    """))
+    assert out == ["select greenline.select"]
+
+
 def test_interpreter_exit_waits_for_non_daemon_green_threads(tmp_path):
     proc = run(tmp_path, """
         import threading, time, sys

@@ -230,7 +230,12 @@ def patch_select(aggressive: bool = True) -> None:
     import select
 
     from greenline import select as gselect
+    from greenline.hub import get_hub
 
+    # Make this thread's hub now, on the real epoll: one made after patching
+    # gets greenline's wrapper, which works (it knows when the hub itself
+    # polls) but costs a Python call on every pass of the loop.
+    get_hub()
     _patch(select, "select", gselect.select)
     _patch(select, "poll", gselect.poll)
     if hasattr(gselect, "epoll"):
