@@ -315,7 +315,7 @@ def bench(args: argparse.Namespace) -> int:
         print()
         for name, values in results.items():
             print(f"median {name:<10} {statistics.median(values):8.2f} µs CPU/request   "
-                  f"({statistics.median(rates[name]):.0f} req/s)")
+                  f"(runs {min(values):.2f} to {max(values):.2f}; {statistics.median(rates[name]):.0f} req/s)")
         print(f"load average (1, 5, 15 min) at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if have_gevent:
             ratio = statistics.median(results["greenline"]) / statistics.median(results["gevent"])
