@@ -364,3 +364,109 @@ def test_wait_is_shared_by_several_green_threads(tmp_path):
             print("TimeoutExpired", e.timeout)
     """))
     assert out == ["[6, 6, 6, 6, 6]", "TimeoutExpired 0.05"]
+
+
+# -- more cases from gevent's tracker -------------------------------------------------------
+
+STRANGERS = """
+import os, tempfile, time, subprocess
+import greenline
+fd, path = tempfile.mkstemp()
+os.close(fd)
+out = os.open(path, os.O_WRONLY | os.O_APPEND)
+parent = os.getpid()
+stop = []
+def worker():
+    while not stop:
+        os.write(out, b"%d\\n" % os.getpid())
+        greenline.sleep(0.001)
+workers = [greenline.spawn(worker) for _ in range(4)]
+greenline.sleep(0.02)
+"""
+
+STRANGERS_END = """
+stop.append(1)
+greenline.joinall(workers)
+os.close(out)
+with open(path) as f:
+    strangers = {int(line) for line in f} - {parent}
+os.unlink(path)
+print("children that ran the parent's green threads:", len(strangers))
+"""
+
+
+@pytest.mark.parametrize("patched", [False, True], ids=["plain", "patch_all"])
+def test_a_fork_hook_that_yields_does_not_run_the_parents_green_threads(tmp_path, patched):
+    # gevent#2202: an at-fork hook that yields let the child run copies of
+    # the parent's greenlets.
+    out = ok(run(tmp_path, STRANGERS + """
+os.register_at_fork(after_in_child=lambda: greenline.sleep(0))
+for _ in range(5):
+    pid = os.fork()
+    if pid == 0:
+        greenline.sleep(0.01)
+        os._exit(0)
+    os.waitpid(pid, 0)
+""" + STRANGERS_END, patch=patched))
+    assert out == ["children that ran the parent's green threads: 0"]
+
+
+def test_preexec_fn_that_blocks_under_patch_all(tmp_path):
+    # gevent#2196: preexec_fn runs in the forked child before exec; if it
+    # blocks it must not resume the parent's green threads there.
+    out = ok(run(tmp_path, STRANGERS + """
+def pre():
+    time.sleep(0.01)      # patched: parks in the child's own fresh hub
+codes = [subprocess.Popen(["true"], preexec_fn=pre).wait() for _ in range(3)]
+print("codes", codes)
+""" + STRANGERS_END))
+    assert out == ["codes [0, 0, 0]", "children that ran the parent's green threads: 0"]
+
+
+def test_thread_pool_used_before_fork_works_in_the_child(tmp_path):
+    # gevent#154: the child hung on a name lookup because it reused the
+    # parent's thread pool (whose threads do not exist after fork).
+    out = ok(run(tmp_path, """
+        import os, socket, greenline
+        print(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][1])
+        greenline.to_thread(sum, [1, 2])
+        pid = os.fork()
+        if pid == 0:
+            ok = socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)[0][4][1] == 80
+            ok = ok and greenline.to_thread(sum, [1, 2]) == 3
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+    """))
+    assert out == ["80", "child 0"]
+
+
+@pytest.mark.parametrize("method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
+def test_multiprocessing_event_wait_is_cooperative(tmp_path, method):
+    # gevent#2017: multiprocessing.Event().wait() hung the patched process.
+    out = ok(run(tmp_path, """
+        import multiprocessing as mp, sys, threading, time
+        def setter(ev):
+            time.sleep(0.3)
+            ev.set()
+        if __name__ == "__main__":
+            ctx = mp.get_context(sys.argv[1])
+            ev = ctx.Event()
+            ticks = []
+            stop = threading.Event()
+            def ticker():
+                while not stop.is_set():
+                    time.sleep(0.01)
+                    ticks.append(1)
+            threading.Thread(target=ticker).start()
+            p = ctx.Process(target=setter, args=(ev,))
+            p.start()
+            before = len(ticks)
+            print(ev.wait(20), len(ticks) - before >= 5, ev.wait(0.01))
+            p.join()
+            stop.set()
+            with ctx.Manager() as manager:
+                d = manager.dict(a=1)
+                print(dict(d))
+    """, method))
+    assert out == ["True True True", "{'a': 1}"]
