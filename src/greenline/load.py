@@ -216,12 +216,16 @@ class Engine:
     def _connect(self) -> gsocket.socket | None:
         failures = 0
         while not self.stopping:
-            sock = gsocket.socket(self.family, gsocket.SOCK_STREAM)
-            sock.settimeout(self.cfg.connect_timeout)
+            sock = None
             try:
+                # Inside the try: out of descriptors (EMFILE) is a failed
+                # connection like any other, not a crash.
+                sock = gsocket.socket(self.family, gsocket.SOCK_STREAM)
+                sock.settimeout(self.cfg.connect_timeout)
                 sock.connect(self.addr)
             except OSError as e:
-                sock.close()
+                if sock is not None:
+                    sock.close()
                 self.failed += 1
                 self._error(_classify(e))
                 failures += 1
