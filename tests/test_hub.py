@@ -58,7 +58,7 @@ def test_no_green_thread_starves_among_ten_thousand_busy_ones():
     seen_round = []
 
     def busy(i):
-        for r in range(rounds):
+        for _r in range(rounds):
             counts[i] += 1
             if i == 0:
                 seen_round.append(min(counts))

@@ -32,6 +32,7 @@ Invariants (each is kept by the code right below the place it is written):
 
 from __future__ import annotations
 
+import _thread
 import errno
 import heapq
 import os
@@ -40,10 +41,10 @@ import sys
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Callable
 from time import monotonic
-from typing import Any, Callable
+from typing import Any
 
-import _thread
 from greenlet import getcurrent, greenlet
 
 __all__ = [

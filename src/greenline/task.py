@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 

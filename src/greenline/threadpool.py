@@ -10,11 +10,12 @@ Workers start on demand up to ``maxsize`` and exit after a minute idle.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Callable, TypeVar
-
 import _queue
 import _thread
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from greenlet import getcurrent
 
 from greenline.hub import get_hub

@@ -11,7 +11,8 @@ timed out after 0.01 seconds
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from greenlet import getcurrent
 

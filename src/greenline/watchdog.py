@@ -19,13 +19,12 @@ already keeps the counter it reads.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import sys
 import traceback
 from time import monotonic
-
-import _thread
 
 from greenline import hub as _hub
 
