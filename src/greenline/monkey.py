@@ -321,7 +321,12 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
 
     # _count stays the real one: the hub asks it how many OS threads exist.
     for name in ("allocate_lock", "allocate", "start_new_thread", "start_new", "get_ident",
-                 "stack_size", "interrupt_main", "_set_sentinel"):
+                 "stack_size", "interrupt_main",
+                 # Python 3.11/3.12: threads are joined through a sentinel lock
+                 "_set_sentinel",
+                 # Python 3.13+: through handles
+                 "start_joinable_thread", "_ThreadHandle", "_make_thread_handle",
+                 "_get_main_thread_ident", "_shutdown"):
         if hasattr(_thread, name):
             _patch(_thread, name, getattr(gthread, name))
     _patch(_thread, "LockType", Lock)
@@ -338,49 +343,61 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
         return
     import threading as std_threading
 
-    if not hasattr(std_threading, "_set_sentinel"):  # pragma: no cover - Python 3.13+
-        _warn("greenline cannot patch this Python's threading module (it has no _set_sentinel); "
+    handles = hasattr(std_threading, "_start_joinable_thread")
+    if not handles and not hasattr(std_threading, "_set_sentinel"):  # pragma: no cover
+        _warn("greenline does not know how to patch this Python's threading module; "
               "threading stays real")
         return
-    _patch(std_threading, "_start_new_thread", gthread.start_new_thread)
-    _patch(std_threading, "_allocate_lock", gthread.allocate_lock)
-    _patch(std_threading, "_set_sentinel", gthread._set_sentinel)
-    _patch(std_threading, "get_ident", gthread.get_ident)
-    _patch(std_threading, "Lock", gthread.allocate_lock)
-    _patch(std_threading, "_CRLock", RLock)
-    _patch(std_threading, "local", glocal)
+    # The names threading copied from _thread when it was imported.
+    copied: dict[str, Any] = {
+        "_allocate_lock": gthread.allocate_lock,
+        "get_ident": gthread.get_ident,
+        "Lock": gthread.allocate_lock,
+        "_CRLock": RLock,
+        "local": glocal,
+    }
+    if handles:
+        copied.update({
+            "_start_joinable_thread": gthread.start_joinable_thread,
+            "_ThreadHandle": gthread._ThreadHandle,
+            "_make_thread_handle": gthread._make_thread_handle,
+            "_get_main_thread_ident": gthread._get_main_thread_ident,
+            "_thread_shutdown": gthread._shutdown,
+            "_LockType": Lock,
+        })
+    else:
+        copied.update({
+            "_start_new_thread": gthread.start_new_thread,
+            "_set_sentinel": gthread._set_sentinel,
+        })
+    for name, value in copied.items():
+        _patch(std_threading, name, value)
     _patched.add("threading")
 
     # The main thread was registered under the OS thread's ident; from now on
     # idents are green ones, so current_thread() must find it under the main
     # green thread's.
-    main = std_threading.main_thread()
+    main: Any = std_threading.main_thread()
     if on_main_os_thread:
-        new = id(_root_greenlet())
-        old = main._ident  # type: ignore[attr-defined]
+        new = id(get_hub().main)
+        old = main._ident
         if old != new:
             with std_threading._active_limbo_lock:  # type: ignore[attr-defined]
                 active = std_threading._active  # type: ignore[attr-defined]
                 if active.get(old) is main:
                     del active[old]
-                main._ident = new  # type: ignore[attr-defined]
+                main._ident = new
                 active[new] = main
+                if handles:
+                    # threading checks a thread's handle against its ident
+                    # (after a fork); shutdown marks it done.
+                    main._handle = gthread._make_thread_handle(new)
 
     if logging:
         _patch_logging_locks(RLock)
 
 
 _main_os_ident: int | None = None
-
-
-def _root_greenlet() -> Any:
-    # The OS thread's own greenlet: the main thread's identity once patched.
-    from greenlet import getcurrent
-
-    g = getcurrent()
-    while g.parent is not None:
-        g = g.parent
-    return g
 
 
 def _patch_logging_locks(rlock_class: type) -> None:

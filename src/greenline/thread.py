@@ -21,6 +21,7 @@ unique among the live ones, as a real thread's ident is.
 from __future__ import annotations
 
 import _thread as _real
+import os as _os
 import signal as _signal
 import sys
 from collections.abc import Callable
@@ -53,8 +54,8 @@ _ExceptHookArgs = _real._ExceptHookArgs
 _real_interrupt_main = _real.interrupt_main
 _real_get_ident = _real.get_ident
 
-# Green threads started by start_new_thread and not finished yet.
-_running = 0
+# Identities of the green threads started here that have not finished.
+_running: set[int] = set()
 # Each green thread's sentinel lock (see _set_sentinel), released when the
 # green thread ends: threading.Thread.join and interpreter shutdown wait on it.
 _sentinels: dict[Any, LockType] = {}
@@ -86,9 +87,8 @@ def start_new_thread(function: Callable[..., object], args: tuple[Any, ...],
         raise TypeError("optional 3rd arg must be a dictionary")
     if not callable(function):
         raise TypeError("first arg must be callable")
-    global _running
     task = _Task(_bootstrap, function, args, kwargs or {})
-    _running += 1
+    _running.add(id(task))
     task.start()
     return id(task)
 
@@ -97,7 +97,6 @@ start_new = start_new_thread
 
 
 def _bootstrap(function: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    global _running
     me = _getcurrent()
     try:
         function(*args, **kwargs)
@@ -106,7 +105,7 @@ def _bootstrap(function: Callable[..., object], args: tuple[Any, ...], kwargs: d
     except BaseException as e:
         _report(e, function)
     finally:
-        _running -= 1
+        _running.discard(id(me))
         lock = _sentinels.pop(me, None)
         if lock is not None and lock.locked():
             lock.release()
@@ -144,7 +143,7 @@ def _set_sentinel() -> LockType:
 
 def _count() -> int:
     """How many green threads started by :func:`start_new_thread` still run."""
-    return _running
+    return len(_running)
 
 
 def stack_size(size: int = 0) -> int:
@@ -193,5 +192,130 @@ def _throw_interrupt(hub: Any) -> None:
 _main_hub: Any = None
 
 
-def daemon_threads_allowed() -> bool:  # pragma: no cover - Python 3.12+
+def daemon_threads_allowed() -> bool:
     return True
+
+
+# -- Python 3.13+: threads are joined through handles -------------------------------
+
+
+class _ThreadHandle:
+    """A green thread's handle (``_thread._ThreadHandle``): its identity and
+    a flag set when it has finished, which ``threading.Thread.join`` waits
+    for and interpreter shutdown waits for on non-daemon threads."""
+
+    __slots__ = ("_ident", "_done", "_started", "__weakref__")
+
+    def __init__(self) -> None:
+        from greenline.event import Event
+
+        self._ident: int | None = None
+        self._done = Event()
+        self._started = False
+
+    @property
+    def ident(self) -> int | None:
+        return self._ident
+
+    def is_done(self) -> bool:
+        return self._done.is_set()
+
+    def _set_done(self) -> None:
+        self._done.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        if not self._done.is_set() and self._ident == get_ident():
+            raise RuntimeError("Cannot join current thread")
+        self._done.wait(timeout)
+
+    def __repr__(self) -> str:
+        return f"<greenline.thread._ThreadHandle ident={self._ident} done={self.is_done()}>"
+
+
+# Handles of green threads that have not finished: the non-daemon ones are
+# what _shutdown waits for; all of them are marked done in a forked child
+# (only the green thread that forked exists there).
+_live_handles: dict[_ThreadHandle, bool] = {}
+
+
+def start_joinable_thread(function: Callable[[], object], handle: _ThreadHandle | None = None,
+                          daemon: bool = True) -> _ThreadHandle:
+    """Run ``function()`` in a new green thread; return its handle (marked
+    done when it ends)."""
+    if not callable(function):
+        raise TypeError("thread function must be callable")
+    if handle is None:
+        handle = _ThreadHandle()
+    elif handle._started:
+        raise RuntimeError("thread already started")
+    task = _Task(_bootstrap_joinable, function, handle)
+    handle._started = True
+    handle._ident = id(task)
+    _live_handles[handle] = bool(daemon)
+    _running.add(id(task))
+    task.start()
+    return handle
+
+
+def _bootstrap_joinable(function: Callable[[], object], handle: _ThreadHandle) -> None:
+    try:
+        function()
+    except (SystemExit, GreenletExit):
+        pass
+    except BaseException as e:
+        _report(e, function)
+    finally:
+        _running.discard(handle._ident)  # type: ignore[arg-type]
+        _live_handles.pop(handle, None)
+        handle._set_done()
+
+
+def _make_thread_handle(ident: int) -> _ThreadHandle:
+    """A handle for a thread that was not started by start_joinable_thread
+    (the main thread, a dummy thread)."""
+    handle = _ThreadHandle()
+    handle._ident = ident
+    handle._started = True
+    return handle
+
+
+def _get_main_thread_ident() -> int:
+    """The main green thread of this OS thread's hub (after a fork from a
+    green thread, that green thread: it is all the child has)."""
+    return id(_get_hub().main)
+
+
+def _shutdown() -> None:
+    """Wait until every non-daemon green thread has finished (interpreter
+    exit); threads started meanwhile are waited for too."""
+    while True:
+        waiting = [h for h, daemon in list(_live_handles.items()) if not daemon and not h.is_done()]
+        if not waiting:
+            return
+        for handle in waiting:
+            if handle._ident != get_ident():
+                handle.join()
+
+
+def _after_fork_in_child() -> None:
+    # Every green thread but the one that forked is gone: mark their handles
+    # done so joining one returns at once, as for a real thread.  Fresh
+    # events: the old ones may list waiters of the parent's hub.
+    from greenline.event import Event
+
+    me = get_ident()
+    for handle in list(_live_handles):
+        if handle._ident != me:
+            done = Event()
+            done.set()
+            handle._done = done
+            del _live_handles[handle]
+    for greenlet_ in list(_sentinels):
+        if id(greenlet_) != me:
+            del _sentinels[greenlet_]
+    _running.intersection_update({me})
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)
