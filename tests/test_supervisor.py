@@ -7,6 +7,7 @@ import os
 import resource
 import select as stdselect
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -530,4 +531,74 @@ def test_the_seeds_server_as_a_module_function_app(serve):
     assert replies == [True] * 50
     # 50 clients x 0.3 s of sleeping, at once: the sleeps overlapped.
     assert elapsed < 3.0
+    assert srv.terminate() == 0
+
+
+def test_resets_half_closes_and_odd_bytes_leave_no_descriptor_behind(serve):
+    srv = serve("upper")
+    (pid,) = srv.wait_workers(1)
+    worker = psutil.Process(pid)
+    baseline = worker.num_fds()
+    # Clients that reset in the middle of a request (linger 0, then close).
+    for _ in range(50):
+        c = socket.create_connection(srv.address, timeout=5)
+        c.sendall(b"r" * 100_000)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    # A half-close still gets the reply for what was sent.
+    c = socket.create_connection(srv.address, timeout=5)
+    c.sendall(b"half closed")
+    c.shutdown(socket.SHUT_WR)
+    assert recv_exactly(c, 100) == b"HALF CLOSED"
+    c.close()
+    # Every byte value, including what is not UTF-8, comes back upper-cased.
+    payload = os.urandom(200_000) + bytes(range(256))
+    c = socket.create_connection(srv.address, timeout=5)
+    reader = greenline.spawn(recv_exactly, c, len(payload))
+    c.sendall(payload)
+    assert reader.get(timeout=10) == payload.upper()
+    c.close()
+    deadline = time.monotonic() + 5
+    while worker.num_fds() != baseline and time.monotonic() < deadline:
+        greenline.sleep(0.05)
+    assert worker.num_fds() == baseline
+    logs = srv.logs()
+    assert "ERROR" not in logs and "Traceback" not in logs
+    assert srv.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_five_thousand_idle_connections_close_on_time_while_busy_ones_work(serve):
+    srv = serve("upper", "--idle-timeout", "2")
+    (pid,) = srv.wait_workers(1)
+    worker = psutil.Process(pid)
+    baseline = worker.num_fds()
+    t0 = time.monotonic()
+    idle = [socket.create_connection(srv.address, timeout=10) for _ in range(5000)]
+    opened = time.monotonic() - t0
+    closed_after: list[float] = []
+
+    def watch(s: socket.socket) -> None:
+        assert s.recv(1) == b""  # the server's end of file, not a reset
+        closed_after.append(time.monotonic() - t0)
+
+    watchers = [greenline.spawn(watch, s) for s in idle]
+    busy = [PingPong(srv.address, f"b{i}") for i in range(100)]
+    tasks = [greenline.spawn(c.run) for c in busy]
+    greenline.joinall(watchers, raise_error=True, timeout=20)
+    for c in busy:
+        c.running = False
+    greenline.joinall(tasks, timeout=10)
+    assert len(closed_after) == 5000
+    assert min(closed_after) >= 2.0
+    assert max(closed_after) < opened + 2.0 + 1.0
+    for c in busy:
+        assert c.error is None and not c.closed and c.replies > 10, c.name
+    for s in idle:
+        s.close()
+    deadline = time.monotonic() + 5
+    while worker.num_fds() != baseline and time.monotonic() < deadline:
+        greenline.sleep(0.05)
+    assert worker.num_fds() == baseline
     assert srv.terminate() == 0
