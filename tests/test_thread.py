@@ -175,3 +175,45 @@ def test_local_is_per_green_thread():
     greenline.sleep(0.05)
     assert sorted(seen) == [0, 1, 2]
     assert data.x == "main"
+
+
+def test_joinable_threads_and_their_handles():
+    from greenline.event import Event
+
+    gate = Event()
+    seen = []
+
+    def f():
+        seen.append(thread.get_ident())
+        gate.wait()
+
+    handle = thread.start_joinable_thread(f, daemon=False)
+    assert isinstance(handle, thread._ThreadHandle)
+    _run_pending()
+    assert seen == [handle.ident]
+    assert not handle.is_done()
+    handle.join(0.02)  # times out quietly, as the stdlib's does
+    assert not handle.is_done()
+    with pytest.raises(RuntimeError):
+        thread.start_joinable_thread(f, handle=handle)
+    greenline.spawn_later(0.02, gate.set)
+    thread._shutdown()  # waits for the non-daemon thread
+    assert handle.is_done()
+    handle.join()
+
+
+def test_a_thread_cannot_join_its_own_handle():
+    errors = []
+    box = []
+
+    def f():
+        try:
+            box[0].join()
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    box.append(thread.start_joinable_thread(f))
+    box[0].join(1)
+    assert errors == ["Cannot join current thread"]
+    main_handle = thread._make_thread_handle(thread._get_main_thread_ident())
+    assert main_handle.ident == thread.get_ident() and not main_handle.is_done()
