@@ -174,7 +174,7 @@ def select(rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any],  # 
     """:func:`select.select`, parking only the calling green thread.
 
     Same arguments, results and errors as the standard library's (which does
-    the readiness check); there is no ``FD_SETSIZE`` limit on the wait.
+    the readiness check, so its ``FD_SETSIZE`` limit stays too).
     """
     if timeout is not None:
         timeout = float(timeout)
