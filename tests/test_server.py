@@ -431,3 +431,83 @@ def test_a_burst_of_clients_all_get_a_first_reply_soon():
         assert max(first_reply) < 2.0
     finally:
         server.stop()
+
+
+def test_a_pool_as_spawn_runs_the_handlers_and_limits_them():
+    from greenline.pool import Pool
+
+    pool = Pool(2)
+    server = StreamServer(("127.0.0.1", 0), upper, spawn=pool)
+    server.start()
+    try:
+        clients = [connect(server) for _ in range(4)]
+        for c in clients:
+            c.sendall(b"p")
+        greenline.sleep(0.2)
+        assert len(pool) == 2 and server.connection_count == 2
+        for c in clients:
+            assert recv_exactly(c, 1) == b"P"
+            c.close()
+    finally:
+        server.stop()
+    assert len(pool) == 0
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    d = tmp_path_factory.mktemp("tls")
+    certfile, keyfile = d / "cert.pem", d / "key.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for extra in cert.cert_chain_pems[1:]:
+        with open(certfile, "ab") as f:
+            f.write(extra.bytes())
+    return ca, str(certfile), str(keyfile)
+
+
+def tls_client(ca, address):
+    from greenline import ssl
+
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    raw = socket.create_connection(address, timeout=5)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_tls_with_certfile_and_keyfile_and_a_stalled_handshake_blocks_nobody(tls_files, caplog):
+    ca, certfile, keyfile = tls_files
+    server = StreamServer(("127.0.0.1", 0), upper, certfile=certfile, keyfile=keyfile)
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    try:
+        stalled = connect(server)  # connects, never says hello
+        garbage = connect(server)
+        garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")  # not TLS at all
+        for i in range(5):
+            c = tls_client(ca, server.address)
+            msg = b"secret %d" % i
+            c.sendall(msg)
+            assert recv_exactly(c, len(msg)) == msg.upper()
+            c.close()
+        # Closed after its failed handshake (a timeout here would fail).
+        try:
+            while garbage.recv(100):
+                pass
+        except ConnectionResetError:
+            pass  # the server closed with the rest of that request unread
+        garbage.close()
+        stalled.close()
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)
+
+
+def test_tls_arguments_are_checked():
+    with pytest.raises(TypeError):
+        StreamServer(("127.0.0.1", 0), upper, keyfile="k.pem")
+    with pytest.raises(TypeError):
+        StreamServer(("127.0.0.1", 0), upper, certfile="c.pem", bogus=1)

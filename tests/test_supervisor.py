@@ -602,3 +602,24 @@ def test_five_thousand_idle_connections_close_on_time_while_busy_ones_work(serve
         greenline.sleep(0.05)
     assert worker.num_fds() == baseline
     assert srv.terminate() == 0
+
+
+def test_tls_on_the_command_line(serve, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    from greenline import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
+    srv = serve("upper", "--certfile", str(tmp_path / "both.pem"), "--threads", "2")
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    for i in range(10):
+        c = ctx.wrap_socket(socket.create_connection(srv.address, timeout=5), server_hostname="127.0.0.1")
+        msg = b"over tls %d" % i
+        c.sendall(msg)
+        assert recv_exactly(c, len(msg)) == msg.upper()
+        c.close()
+    assert srv.terminate() == 0
+    r = _run_cli(tmp_path, "upper", "--port", "0", "--certfile", str(tmp_path / "missing.pem"))
+    assert r.returncode == 2 and "certificate" in r.stderr

@@ -134,14 +134,21 @@ class StreamServer:
 
     def __init__(self, listener: Any, handle: Handler | None = None, backlog: int | None = None,
                  spawn: Any = "default", *, max_connections: int | None = None,
-                 idle_timeout: float | None = None, reuse_port: bool = False) -> None:
+                 idle_timeout: float | None = None, reuse_port: bool = False,
+                 ssl_context: Any = None, **ssl_args: Any) -> None:
         if handle is not None:
             self.handle = handle  # type: ignore[method-assign,assignment]
+        # gevent's spawn argument: "default", a connection limit (int), or a
+        # Pool/Group whose spawn() starts the handlers (a Pool's size then
+        # limits the connections, as in gevent).
+        self.pool: Any = None
         if isinstance(spawn, int) and not isinstance(spawn, bool):
-            # gevent's spelling of a connection limit: a pool of that size.
             max_connections = spawn if max_connections is None else max_connections
+        elif hasattr(spawn, "spawn") and hasattr(spawn, "wait_available"):
+            self.pool = spawn
         elif spawn not in ("default", None):
-            raise TypeError("spawn must be 'default' or a connection limit (int)")
+            raise TypeError("spawn must be 'default', a connection limit (int) or a Pool")
+        self.ssl_context = _make_ssl_context(ssl_context, ssl_args)
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if idle_timeout is not None and idle_timeout <= 0:
@@ -312,6 +319,25 @@ class StreamServer:
             where = "?"
         return f"<StreamServer {where} {state} connections={len(self._conns)}>"
 
+    def _handshake(self, sock: gsocket.socket, address: Any) -> Any:
+        # Here, in the connection's green thread, not in the accept loop: a
+        # slow or silent client must not hold up the others' handshakes.
+        me = getcurrent()
+        try:
+            tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as e:
+            log.debug("%s: TLS setup failed: %s", _peer(address), e)
+            return None
+        self._conns[me] = tls  # type: ignore[index]  # stop() must close this one now
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError) as e:
+            # A client's bad handshake is its problem, not a server error.
+            log.debug("%s: TLS handshake failed: %s", _peer(address), e)
+            tls.close()
+            return None
+        return tls
+
     def _close_waiting_readers(self, hub: Hub) -> None:
         # Out of time.  A handler parked reading its own connection has
         # answered all it has read: closing it loses nothing.  One that is
@@ -367,9 +393,13 @@ class StreamServer:
         serve = self._serve
         delay = 0.0
         accepted = 0
+        pool = self.pool
         while not self._closing:
             if limit is not None and len(conns) >= limit:
                 self._wait_for_slot(hub)
+                continue
+            if pool is not None and pool.full():
+                pool.wait_available()
                 continue
             try:
                 # The socket's accept makes each green thread yield after a
@@ -402,9 +432,13 @@ class StreamServer:
                 delay = 0.0
             if idle is not None:
                 conn.settimeout(idle)
-            task = Task(serve, conn, address)
-            conns[task] = conn
-            task.start()
+            if pool is None:
+                task = Task(serve, conn, address)
+                conns[task] = conn
+                task.start()
+            else:
+                # Scheduled, not run yet: registering it now is in time.
+                conns[pool.spawn(serve, conn, address)] = conn
             accepted += 1
             if accepted >= self.max_accept:
                 accepted = 0
@@ -412,7 +446,12 @@ class StreamServer:
 
     def _serve(self, sock: gsocket.socket, address: Any) -> None:
         try:
-            self.handle(sock, address)
+            if self.ssl_context is None:
+                self.handle(sock, address)
+            else:
+                tls = self._handshake(sock, address)
+                if tls is not None:
+                    self.handle(tls, address)
         except (ConnectionResetError, BrokenPipeError) as e:
             log.debug("%s: %s", _peer(address), e)
         except TimeoutError:
@@ -425,15 +464,45 @@ class StreamServer:
         except Exception:
             log.exception("%s: handler failed", _peer(address))
         finally:
-            sock.close()
             me = getcurrent()
-            self._conns.pop(me, None)  # type: ignore[call-overload]
+            current = self._conns.pop(me, None)  # type: ignore[call-overload]
+            sock.close()
+            if current is not None and current is not sock:
+                current.close()
             waiters = self._waiters
             if waiters:
                 hub = self._hub
                 assert hub is not None
                 for g in waiters:
                     hub.wake(g)
+
+
+def _make_ssl_context(context: Any, ssl_args: dict[str, Any]) -> Any:
+    """A server-side context from gevent's ``ssl_context`` or its
+    ``keyfile``/``certfile`` keywords; None for plain TCP."""
+    if context is not None:
+        if ssl_args:
+            raise TypeError("give either ssl_context or certfile/keyfile, not both")
+        return context
+    if not ssl_args:
+        return None
+    known = {"certfile", "keyfile", "password", "ca_certs", "cert_reqs", "ciphers"}
+    unknown = set(ssl_args) - known
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    if "certfile" not in ssl_args:
+        raise TypeError("TLS needs a certfile")
+    from greenline import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(ssl_args["certfile"], ssl_args.get("keyfile"), ssl_args.get("password"))
+    if ssl_args.get("ca_certs"):
+        ctx.load_verify_locations(ssl_args["ca_certs"])
+    if ssl_args.get("cert_reqs") is not None:
+        ctx.verify_mode = ssl_args["cert_reqs"]
+    if ssl_args.get("ciphers"):
+        ctx.set_ciphers(ssl_args["ciphers"])
+    return ctx
 
 
 def _abort(sock: gsocket.socket) -> None:

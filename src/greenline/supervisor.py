@@ -88,6 +88,13 @@ class ServeConfig:
     idle_timeout: float | None = None
     graceful_timeout: float = 10.0
     backlog: int = 2048
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    def ssl_args(self) -> dict[str, Any]:
+        if not self.certfile:
+            return {}
+        return {"certfile": self.certfile, "keyfile": self.keyfile}
 
 
 def _somaxconn() -> int | None:
@@ -239,7 +246,7 @@ class Worker:
             lst = self.listener
             sock = gsocket.fromfd(lst.fileno(), lst.family, lst.type, lst.proto)
             server = StreamServer(sock, self.handler, max_connections=self.cfg.max_conns,
-                                  idle_timeout=self.cfg.idle_timeout)
+                                  idle_timeout=self.cfg.idle_timeout, **self.cfg.ssl_args())
             server.start()
             with self._lock:
                 self._servers.append((hub, server))
@@ -509,8 +516,9 @@ class Supervisor:
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         old_handlers = {sig: _set_handler(sig, _ignore_signal) for sig in _HANDLED_SIGNALS}
         try:
-            log.info("serving %s on %s:%d with %d process(es) x %d thread(s)", self.cfg.app,
-                     _format_host(self.cfg.host), self.cfg.port, self.cfg.procs, self.cfg.threads)
+            log.info("serving %s on %s:%d%s with %d process(es) x %d thread(s)", self.cfg.app,
+                     _format_host(self.cfg.host), self.cfg.port, " (TLS)" if self.cfg.certfile else "",
+                     self.cfg.procs, self.cfg.threads)
             for slot in range(self.cfg.procs):
                 self.spawn(slot)
             while self.procs or not self.shutting_down:
@@ -635,6 +643,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT, how long open connections may go on (default: %(default)s)")
     p.add_argument("--backlog", type=_positive_int, default=2048, metavar="N",
                    help="listen backlog, capped by net.core.somaxconn (default: %(default)s)")
+    p.add_argument("--certfile", metavar="PEM", default=None,
+                   help="serve TLS with this certificate (chain) file")
+    p.add_argument("--keyfile", metavar="PEM", default=None,
+                   help="the certificate's private key, if not in --certfile")
     p.add_argument("--monkey-patch", action="store_true",
                    help="call greenline.monkey.patch_all() before loading APP, so that the "
                         "blocking calls it makes (time.sleep, other sockets, ...) switch green threads")
@@ -655,7 +667,20 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     cfg = ServeConfig(app=args.app, host=args.host, port=args.port, procs=args.procs,
                       threads=args.threads, max_conns=args.max_conns, idle_timeout=args.idle_timeout,
-                      graceful_timeout=args.graceful_timeout, backlog=args.backlog)
+                      graceful_timeout=args.graceful_timeout, backlog=args.backlog,
+                      certfile=args.certfile, keyfile=args.keyfile)
+    if cfg.keyfile and not cfg.certfile:
+        log.error("--keyfile needs --certfile")
+        return 2
+    if cfg.certfile:
+        # Load it once here so a bad file is an error now, not in every worker.
+        from greenline.server import _make_ssl_context
+
+        try:
+            _make_ssl_context(None, cfg.ssl_args())
+        except (OSError, ValueError) as e:
+            log.error("cannot load the TLS certificate: %s", e)
+            return 2
     if getattr(args, "monkey_patch", False):
         # Here, not in the app module: patching while importlib holds its
         # module lock swaps the thread identity that lock is keyed on.
