@@ -19,92 +19,10 @@ then the time of each, what one switch cost, and which is slower and why.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
-from greenlet import getcurrent, greenlet
-
-from greenline import joinall, sleep, spawn
-
-# The seed ran 10,000,000 steps per function (1.24 s serial, 2.12 s with
-# yield on its machine); a tenth of that shows the same thing, sooner.
-DEFAULT_N = 500_000
-DEFAULT_REPEAT = 3
-
-
-def best_of(repeat: int, measure: Callable[[int], float], n: int) -> float:
-    # The least disturbed run is the best estimate of the cost itself; the
-    # others carry whatever else the machine was doing.
-    return min(measure(n) for _ in range(repeat))
-
-
-def serial(n: int) -> float:
-    def func1() -> None:
-        for i in range(n):
-            i + 1
-
-    def func2() -> None:
-        for i in range(n):
-            i + 1
-
-    start_time = time.perf_counter()
-    func1()
-    func2()
-    return time.perf_counter() - start_time
-
-
-def with_yield(n: int) -> float:
-    # The seed's func1 loops ``while True: 10000000 + 1; yield``; the compiler
-    # folds that sum into a constant, so its func1 did no work at all and the
-    # comparison flattered yield.  Here func1 does the same step as in
-    # serial(), so the only difference left is the switch.
-    def func1():  # type: ignore[no-untyped-def]
-        for i in range(n):
-            i + 1
-            yield
-
-    def func2() -> None:
-        g = func1()  # create the generator first
-        for i in range(n):
-            i + 1
-            next(g)
-
-    start_time = time.perf_counter()
-    func2()
-    return time.perf_counter() - start_time
-
-
-def with_greenlet(n: int) -> float:
-    main = getcurrent()
-
-    def func1() -> None:
-        for i in range(n):
-            i + 1
-            main.switch()
-
-    def func2() -> None:
-        g = greenlet(func1)
-        for i in range(n):
-            i + 1
-            g.switch()
-        g.switch()  # let func1 leave its loop and end
-
-    start_time = time.perf_counter()
-    func2()
-    return time.perf_counter() - start_time
-
-
-def with_sleep0(n: int) -> float:
-    # Each green thread does its n steps, yielding to the other after each;
-    # every sleep(0) is a trip through the hub and back.
-    def func(m: int) -> None:
-        for i in range(m):
-            i + 1
-            sleep(0)
-
-    start_time = time.perf_counter()
-    joinall([spawn(func, n), spawn(func, n)], raise_error=True)
-    return time.perf_counter() - start_time
+# The four measurements are greenline's own (`greenline lab switch` runs
+# them too); this script prints them the way the seed's experiment did.
+from greenline.lab import DEFAULT_N, DEFAULT_REPEAT, best_of, serial, with_greenlet, with_sleep0, with_yield
 
 
 def main(argv: list[str] | None = None) -> int:

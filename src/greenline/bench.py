@@ -1,0 +1,629 @@
+"""``greenline bench``: greenline's server against every peer, side by side.
+
+Each server (``greenline serve upper`` and the peers of
+``greenline.peers``) runs in its own process, one at a time, and
+``greenline load`` (one client process) drives it.  Runs are interleaved
+(for each connection count: A B C ... A B C ...) so that the machine's
+drift hits every server alike; medians are reported, with ratios against
+the seed's server under gevent.
+
+Per run:
+
+* **CPU per request**: user + system time of the server's whole process
+  tree (psutil), read each time the client prints a progress line, over a
+  window that leaves out connecting and winding down, divided by the
+  replies counted in that window.  This is the figure that holds on a
+  noisy shared machine; requests/s does not.
+* requests/s over the same window; p50 and p99 latency from the client's
+  HDR histogram (each connection's first exchange left out: it measures
+  accept).
+* For the many-connections case: the server's peak RSS growth (sum of
+  ``VmHWM`` over its processes, less their RSS once listening) divided by the
+  connections; p99/p50; and the time until every connection had its first
+  reply.
+
+A peer whose library is not installed is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from greenline.peers import PEERS
+
+__all__ = ["ServerSpec", "BenchConfig", "SERVERS", "REFERENCE", "run_bench", "add_parser", "main"]
+
+REFERENCE = "gevent seed"  # ratios are taken against this server
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A server to benchmark: how to start it and what it needs."""
+
+    name: str
+    argv: tuple[str, ...]  # started with "--port 0" appended
+    requires: tuple[str, ...] = ()
+    about: str = ""
+    # The serial server answers one connection at a time: more would only
+    # time out, so it is measured at this many connections at most.
+    max_connections: int | None = None
+
+
+def _greenline(name: str, procs: str, about: str) -> ServerSpec:
+    return ServerSpec(name, (sys.executable, "-m", "greenline", "serve", "upper", "--host", "127.0.0.1",
+                             "--procs", procs, "--threads", "1", "--graceful-timeout", "1",
+                             "--log-level", "warning"), (), about)
+
+
+def _peer(name: str, module: str, max_connections: int | None = None) -> ServerSpec:
+    about, requires = PEERS[module]
+    return ServerSpec(name, (sys.executable, "-m", f"greenline.peers.{module}", "--host", "127.0.0.1"),
+                      requires, about, max_connections)
+
+
+SERVERS: tuple[ServerSpec, ...] = (
+    _greenline("greenline", "1", "greenline serve upper, 1 process, 1 thread"),
+    _greenline("greenline all cores", "auto", "greenline serve upper --procs auto (one worker per core)"),
+    _peer(REFERENCE, "seed_gevent"),
+    _peer("gevent StreamServer", "gevent_server"),
+    _peer("asyncio streams", "asyncio_streams"),
+    _peer("asyncio Protocol", "asyncio_protocol"),
+    _peer("uvloop streams", "uvloop_streams"),
+    _peer("uvloop Protocol", "uvloop_protocol"),
+    _peer("trio", "trio_server"),
+    _peer("threads", "threads"),
+    _peer("serial", "serial", max_connections=1),
+)
+
+
+@dataclass
+class BenchConfig:
+    connections: tuple[int, ...] = (1, 100, 5000)
+    duration: float = 5.0  # seconds of load per run
+    rounds: int = 3
+    big: int = 10_000  # the many-connections case; 0 to leave it out
+    big_duration: float = 6.0
+    big_rounds: int = 1
+    out: Path = Path("bench-out")
+    charts: bool = True
+
+
+@dataclass
+class Run:
+    """One server under one load: the figures of one run."""
+
+    server: str
+    connections: int
+    cpu_us: float | None = None  # server CPU per request, µs
+    rate: float | None = None  # replies/s in the measured window
+    p50_us: float | None = None
+    p99_us: float | None = None
+    rss_per_conn: float | None = None  # bytes of peak RSS growth per connection
+    first_reply_s: float | None = None  # until every connection had a reply
+    first_replied: int = 0
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------
+# Measuring one run
+
+_LISTENING = re.compile(r"^listening on (\S+):(\d+)\s*$")
+_PROGRESS = re.compile(r"^\[\s*([\d.]+)/[\d.]+ s\].*?replies ([\d,]+)")
+START_TIMEOUT = 20.0
+
+
+def _raise_nofile() -> None:
+    # Children (servers and client) inherit it: each of them holds one
+    # descriptor per connection.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    p = psutil.Process(pid)
+    return [p, *p.children(recursive=True)]
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _rss(procs: list[psutil.Process], key: str = "VmRSS:") -> int:
+    """Sum of ``key`` (VmRSS or VmHWM) over the processes, in bytes."""
+    return sum(_status_kib(p.pid, key) for p in procs) * 1024
+
+
+class ServerProcess:
+    def __init__(self, spec: ServerSpec, logdir: Path) -> None:
+        self.spec = spec
+        self.out_path = logdir / "server.out"
+        self.err_path = logdir / "server.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen([*spec.argv, "--port", "0"], stdout=out, stderr=err,
+                                         stdin=subprocess.DEVNULL)
+        try:
+            self.host, self.port = self._wait_listening()
+            # A greenline server prints its line once every worker accepts,
+            # so its process tree is complete by now.
+            self.procs = _tree(self.proc.pid)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self) -> tuple[str, int]:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            text = self.out_path.read_text(errors="replace")
+            for line in text.splitlines():
+                m = _LISTENING.match(line)
+                if m:
+                    return m.group(1), int(m.group(2))
+            if self.proc.poll() is not None:
+                raise BenchError(f"exited with status {self.proc.returncode} before listening: "
+                                 f"{self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"printed no `listening on` line within {START_TIMEOUT:g} s")
+            time.sleep(0.02)
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.err_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(ln.strip() for ln in text.splitlines()[-lines:] if ln.strip())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _window(samples: list[tuple[float, float, int]], connections: int) -> tuple[float, float, int] | None:
+    """(seconds, server CPU seconds, replies) between two progress lines,
+    leaving out the start (connecting, first exchanges) where there are
+    lines enough."""
+    if len(samples) < 2:
+        return None
+    skip = 1 if connections < 1000 else 2
+    start = min(skip, len(samples) - 2)
+    (t0, c0, r0), (t1, c1, r1) = samples[start], samples[-1]
+    if r1 <= r0:
+        return None
+    return t1 - t0, c1 - c0, r1 - r0
+
+
+def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) -> Run:
+    """Start the server, drive it with ``greenline load``, stop it."""
+    run = Run(spec.name, connections)
+    logdir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    server = ServerProcess(spec, logdir)
+    try:
+        rss0 = _rss(server.procs)
+        json_path = logdir / "load.json"
+        cmd = [sys.executable, "-m", "greenline", "load", f"{server.host}:{server.port}",
+               "-c", str(connections), "-d", f"{duration:g}", "--procs", "1", "--json", str(json_path)]
+        samples: list[tuple[float, float, int]] = []
+        with open(logdir / "load.err", "wb") as err:
+            client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                      text=True)
+            assert client.stdout is not None
+            try:
+                for line in client.stdout:
+                    m = _PROGRESS.match(line)
+                    if m:
+                        samples.append((time.monotonic(), _cpu(server.procs),
+                                        int(m.group(2).replace(",", ""))))
+                client.wait(timeout=60)
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+        hwm = _rss(server.procs, "VmHWM:")
+        if server.proc.poll() is not None:
+            run.problems.append(f"the server died during the run: {server.stderr_tail()}")
+    finally:
+        server.stop()
+    try:
+        result = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        tail = (logdir / "load.err").read_text(errors="replace").strip().splitlines()[-1:]
+        run.problems.append(f"greenline load wrote no result ({client.returncode}): {' '.join(tail)}")
+        return run
+    run.ok = bool(result.get("ok")) and not run.problems
+    run.problems += list(result.get("problems", []))
+    window = _window(samples, connections)
+    if window is not None:
+        seconds, cpu, replies = window
+        run.cpu_us = cpu / replies * 1e6
+        run.rate = replies / seconds
+    lat = result.get("latency_us") or {}
+    run.p50_us, run.p99_us = lat.get("p50"), lat.get("p99")
+    run.rss_per_conn = max(0, hwm - rss0) / connections
+    run.first_reply_s = result.get("first_reply")
+    run.first_replied = int(result.get("first_replied") or 0)
+    return run
+
+
+# ----------------------------------------------------------------------
+# The whole benchmark
+
+
+def _median(values: list[float | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return statistics.median(vs) if vs else None
+
+
+def _missing(spec: ServerSpec) -> list[str]:
+    return [m for m in spec.requires if importlib.util.find_spec(m) is None]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_bench(specs: list[ServerSpec], cfg: BenchConfig) -> tuple[list[Run], list[str]]:
+    """Every server at every connection count, interleaved; returns the runs
+    and notes (skipped servers, failed runs)."""
+    _raise_nofile()
+    notes: list[str] = []
+    live: list[ServerSpec] = []
+    for spec in specs:
+        missing = _missing(spec)
+        if missing:
+            notes.append(f"{spec.name}: skipped, {', '.join(missing)} not installed "
+                         "(pip install -e '.[bench]')")
+        else:
+            live.append(spec)
+    plan: list[tuple[int, float, int]] = [(c, cfg.duration, cfg.rounds) for c in cfg.connections]
+    if cfg.big:
+        plan.append((cfg.big, cfg.big_duration, cfg.big_rounds))
+    runs: list[Run] = []
+    broken: set[str] = set()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="greenline-bench-") as tmp:
+        for connections, duration, rounds in plan:
+            for r in range(rounds):
+                for spec in live:
+                    if spec.name in broken:
+                        continue
+                    if spec.max_connections is not None and connections > spec.max_connections:
+                        if r == 0:
+                            notes.append(f"{spec.name}: not run at {connections:,} connections "
+                                         f"(it answers one client at a time; the others would only wait)")
+                        continue
+                    try:
+                        run = measure(spec, connections, duration, Path(tmp))
+                    except BenchError as e:
+                        notes.append(f"{spec.name}: skipped, could not start: {e}")
+                        broken.add(spec.name)
+                        continue
+                    runs.append(run)
+                    cpu = "-" if run.cpu_us is None else f"{run.cpu_us:.2f} µs/req"
+                    rate = "-" if run.rate is None else f"{run.rate:,.0f} req/s"
+                    _log(f"[{connections:>6,} conns, round {r + 1}/{rounds}] {spec.name:<20} {cpu:>14} "
+                         f"{rate:>14}{'' if run.ok else '  PROBLEM: ' + '; '.join(run.problems)[:200]}")
+                    if not run.ok:
+                        notes.append(f"{spec.name} at {connections:,} connections, round {r + 1}: "
+                                     + ("; ".join(run.problems) or "not OK")[:300])
+    return runs, notes
+
+
+# ----------------------------------------------------------------------
+# Report
+
+
+def _fmt(v: float | None, spec: str, unit: str = "") -> str:
+    return "–" if v is None else f"{v:{spec}}{unit}"
+
+
+def _ratio(v: float | None, ref: float | None) -> str:
+    return "–" if v is None or not ref else f"{v / ref:.2f}×"
+
+
+def _lat(us: float | None) -> str:
+    if us is None:
+        return "–"
+    return f"{us:.0f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
+
+
+def summarise(runs: list[Run]) -> dict[int, dict[str, dict[str, Any]]]:
+    """connections -> server -> medians over its rounds."""
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        out.setdefault(run.connections, {}).setdefault(run.server, {"runs": []})["runs"].append(run)
+    for by_server in out.values():
+        for s in by_server.values():
+            rs: list[Run] = s["runs"]
+            cpus = [r.cpu_us for r in rs if r.cpu_us is not None]
+            s["cpu_us"] = _median(list(cpus))
+            s["cpu_range"] = (min(cpus), max(cpus)) if cpus else None
+            s["rate"] = _median([r.rate for r in rs])
+            s["p50_us"] = _median([r.p50_us for r in rs])
+            s["p99_us"] = _median([r.p99_us for r in rs])
+            s["rss_per_conn"] = _median([r.rss_per_conn for r in rs])
+            s["first_reply_s"] = _median([r.first_reply_s for r in rs])
+            s["first_replied"] = min(r.first_replied for r in rs)
+            s["ok"] = all(r.ok for r in rs)
+            s["rounds"] = len(rs)
+    return out
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def versions() -> str:
+    out = []
+    for name in ("greenlet", "gevent", "uvloop", "trio"):
+        try:
+            from importlib.metadata import version
+
+            out.append(f"{name} {version(name)}")
+        except Exception:  # noqa: BLE001 - not installed: leave it out
+            pass
+    return ", ".join(out)
+
+
+def markdown(runs: list[Run], notes: list[str], cfg: BenchConfig, order: list[str], header: str) -> str:
+    summary = summarise(runs)
+    lines = [header, ""]
+    for connections in sorted(summary):
+        big = connections == cfg.big
+        by = summary[connections]
+        ref = by.get(REFERENCE, {})
+        rounds = max(s["rounds"] for s in by.values())
+        lines.append(f"### {connections:,} connection{'s' if connections != 1 else ''}"
+                     f" (median of {rounds} run{'s' if rounds != 1 else ''})")
+        lines.append("")
+        if big:
+            lines.append("| server | CPU/request | × gevent seed | req/s | p50 | p99 | p99/p50 "
+                         "| RSS/connection | × gevent seed | all first replies after | got a first reply |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        else:
+            lines.append("| server | CPU/request | (runs) | × gevent seed | req/s | p50 | p99 |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for name in order:
+            s = by.get(name)
+            if s is None:
+                continue
+            flag = "" if s["ok"] else " ⚠"
+            cpu = _fmt(s["cpu_us"], ".2f", " µs")
+            rng = "–" if s["cpu_range"] is None else f"{s['cpu_range'][0]:.2f}–{s['cpu_range'][1]:.2f}"
+            if big:
+                tail = None if not (s["p50_us"] and s["p99_us"]) else s["p99_us"] / s["p50_us"]
+                rss = None if s["rss_per_conn"] is None else s["rss_per_conn"] / 1024
+                ref_rss = None if ref.get("rss_per_conn") is None else ref["rss_per_conn"] / 1024
+                lines.append(
+                    f"| {name}{flag} | {cpu} | {_ratio(s['cpu_us'], ref.get('cpu_us'))} "
+                    f"| {_fmt(s['rate'], ',.0f')} | {_lat(s['p50_us'])} | {_lat(s['p99_us'])} "
+                    f"| {_fmt(tail, '.2f')} | {_fmt(rss, '.1f', ' KiB')} | {_ratio(rss, ref_rss)} "
+                    f"| {_fmt(s['first_reply_s'], '.2f', ' s')} | {s['first_replied']:,}/{connections:,} |")
+            else:
+                lines.append(
+                    f"| {name}{flag} | {cpu} | {rng} | {_ratio(s['cpu_us'], ref.get('cpu_us'))} "
+                    f"| {_fmt(s['rate'], ',.0f')} | {_lat(s['p50_us'])} | {_lat(s['p99_us'])} |")
+        lines.append("")
+    if notes:
+        lines.append("Notes:")
+        lines.append("")
+        lines += [f"- {n}" for n in dict.fromkeys(notes)]
+        lines.append("")
+    lines.append("⚠: at least one run of this server was not clean (errors, timeouts or a crash; see the notes).")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def charts(runs: list[Run], cfg: BenchConfig, order: list[str]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(runs)
+    paths: list[Path] = []
+    counts = sorted(summary)
+    names = [n for n in order if any(n in summary[c] for c in counts)]
+    if counts and names:
+        fig, ax = plt.subplots(figsize=(11, 5))
+        width = 0.8 / len(counts)
+        for k, c in enumerate(counts):
+            ys = [summary[c].get(n, {}).get("cpu_us") or 0.0 for n in names]
+            ax.bar([i + k * width for i in range(len(names))], ys, width, label=f"{c:,} conns")
+        ax.set_xticks([i + width * (len(counts) - 1) / 2 for i in range(len(names))])
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_ylabel("server CPU per request (µs)")
+        ax.set_title("Server CPU time per request (lower is better)")
+        ax.legend()
+        fig.tight_layout()
+        path = cfg.out / "cpu_per_request.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    if cfg.big and cfg.big in summary:
+        by = summary[cfg.big]
+        names = [n for n in order if n in by]
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+        metrics = [
+            ("peak RSS growth per connection (KiB)", [(by[n]["rss_per_conn"] or 0) / 1024 for n in names]),
+            ("p99 / p50 latency", [(by[n]["p99_us"] or 0) / (by[n]["p50_us"] or 1) for n in names]),
+            ("s until every connection had a reply", [by[n]["first_reply_s"] or 0 for n in names]),
+        ]
+        for ax, (title, ys) in zip(axes, metrics, strict=True):
+            ax.bar(range(len(names)), ys)
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+            ax.set_title(title, fontsize=10)
+        fig.suptitle(f"{cfg.big:,} connections (lower is better)")
+        fig.tight_layout()
+        path = cfg.out / "many_connections.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _runs_json(runs: list[Run]) -> list[dict[str, Any]]:
+    return [run.__dict__ for run in runs]
+
+
+# ----------------------------------------------------------------------
+# CLI
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x.replace("_", "")) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("connection counts must be positive")
+    return values
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "bench",
+        help="greenline's server against gevent, asyncio, uvloop, trio, threads: CPU, memory, latency",
+        description="Serve the echo-upper protocol with greenline and each peer, one at a time, drive "
+                    "each with `greenline load`, runs interleaved; report server CPU per request, req/s, "
+                    "p50/p99 and, at many connections, memory per connection and time to every first "
+                    "reply, as a Markdown table with ratios against the seed's server on gevent, and "
+                    "PNG charts.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help="one short round at 1, 100 and 1,000 connections and none at 10,000 "
+                        "(under 3 minutes on 2 cores)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR",
+                   help="where the table (bench.md), results.json and the charts go (default: %(default)s)")
+    p.add_argument("--servers", metavar="NAMES",
+                   help="comma-separated subset of: " + ", ".join(s.name for s in SERVERS))
+    p.add_argument("--connections", type=_counts, metavar="N,N,...",
+                   help="connection counts (default 1,100,5000)")
+    p.add_argument("--duration", type=float, metavar="S", help="seconds per run (default 5)")
+    p.add_argument("--rounds", type=int, metavar="K", help="interleaved rounds (default 3)")
+    p.add_argument("--big", type=int, metavar="N",
+                   help="the many-connections case, 0 for none (default 10000)")
+    p.add_argument("--big-duration", type=float, metavar="S", help="seconds of that run (default 6)")
+    p.add_argument("--big-rounds", type=int, metavar="K", help="rounds of that case (default 1)")
+    p.add_argument("--no-charts", action="store_true", help="table only")
+    p.set_defaults(func=main)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    cfg = BenchConfig(out=args.out, charts=not args.no_charts)
+    if args.quick:
+        cfg.connections, cfg.duration, cfg.rounds, cfg.big = (1, 100, 1000), 2.5, 1, 0
+    for name in ("connections", "duration", "rounds", "big", "big_duration", "big_rounds"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(cfg, name, v)
+    if cfg.duration < 1.5 or cfg.big_duration < 1.5:
+        raise BenchError("--duration must be at least 1.5 s (the CPU window is between progress lines)")
+    if cfg.rounds < 1 or cfg.big_rounds < 1 or cfg.big < 0:
+        raise BenchError("--rounds must be positive, --big zero or positive")
+    return cfg
+
+
+def select_servers(text: str | None) -> list[ServerSpec]:
+    if not text:
+        return list(SERVERS)
+    by_name = {s.name.lower(): s for s in SERVERS}
+    out = []
+    for name in (n.strip().lower() for n in text.split(",")):
+        if name not in by_name:
+            raise BenchError(f"no server {name!r}; choose from: {', '.join(s.name for s in SERVERS)}")
+        out.append(by_name[name])
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+        specs = select_servers(args.servers)
+    except BenchError as e:
+        print(f"greenline bench: {e}", file=sys.stderr)
+        return 2
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.monotonic()
+    load0 = os.getloadavg()
+    runs, notes = run_bench(specs, cfg)
+    load1 = os.getloadavg()
+    header = "\n".join([
+        f"greenline bench{' --quick' if args.quick else ''}: {started:%Y-%m-%d %H:%M} UTC, "
+        f"{time.monotonic() - t0:.0f} s",
+        "",
+        f"- machine: {machine()}",
+        f"- versions: {versions()}",
+        f"- load: `greenline load --procs 1`, closed loop, 32-byte messages, {cfg.duration:g} s per run"
+        + (f", {cfg.big:,} connections for {cfg.big_duration:g} s" if cfg.big else "")
+        + "; client and server share the machine's cores",
+        f"- load average at start {load0[0]:.2f}, at end {load1[0]:.2f}",
+        "- CPU/request: user+system of the server's process tree over the measured window / replies",
+    ])
+    text = markdown(runs, notes, cfg, [s.name for s in specs], header)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "bench.md").write_text(text, encoding="utf-8")
+    (cfg.out / "results.json").write_text(json.dumps(_runs_json(runs), indent=1), encoding="utf-8")
+    print(text)
+    if cfg.charts and runs:
+        for path in charts(runs, cfg, [s.name for s in specs]):
+            print(f"chart: {path}")
+    return 0 if runs else 1

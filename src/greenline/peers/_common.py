@@ -1,0 +1,40 @@
+"""What every peer server shares: its command line and its `listening on` line.
+
+Imports nothing but the stdlib, so a peer can import it before (or instead
+of) its own library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+# The same backlog for every server, greenline's own default: with the
+# seed's listen(5), 10,000 clients connecting at once would mostly measure
+# the kernel dropping handshakes and the clients' SYN retry back-off.
+BACKLOG = 2048
+RECV_SIZE = 1024  # the seed's conn.recv(1024)
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port, 0 for any free one (default 8080)")
+    p.add_argument("--backlog", type=int, default=BACKLOG, help=f"listen() backlog (default {BACKLOG})")
+    return p.parse_args(argv)
+
+
+def listening(sock: socket.socket) -> None:
+    """Announce the bound address, the line ``greenline bench`` waits for."""
+    host, port = sock.getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    sys.stdout.flush()
+
+
+def bound_socket(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
