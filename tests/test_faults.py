@@ -1,0 +1,491 @@
+"""Faults thrown at ``greenline serve upper``, run as a user runs it (a
+subprocess on port 0, its port read from the ``listening on`` line), with the
+clients as green threads here.  Each test asserts that nothing was lost and
+that nothing leaked: the server's descriptor count (``/proc/PID/fd``) is back
+to where it was.
+
+Complements tests/test_supervisor.py (the serve helper's tests: one SIGKILL,
+one SIGTERM, 5,000 idle connections, one-thread descriptor exhaustion, 50
+resets) with the edges those leave out: resets while the server is writing,
+half-closes of large requests, 1 MiB in one write, arbitrary bytes as a
+property, clients that stall writing, exhaustion with several threads, and
+worker SIGKILL plus supervisor SIGTERM under load, round after round.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select as stdselect
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import greenline
+from greenline import socket
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+MiB = 1 << 20
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Server:
+    """``greenline serve ARGS --port 0``, stopped by :meth:`close`."""
+
+    def __init__(self, tmp_path: Path, *args: str, nofile: int | None = None) -> None:
+        self.log_path = tmp_path / f"serve-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
+
+        def limit() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "greenline", "serve", *args, "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=tmp_path,
+                                     preexec_fn=limit)
+        assert self.proc.stdout is not None
+        ready, _, _ = stdselect.select([self.proc.stdout], [], [], 20)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("listening on 127.0.0.1:"):
+            self.close()
+            raise AssertionError(f"no 'listening on' line: {line!r}\n{self.logs()}")
+        self.address = ("127.0.0.1", int(line.rsplit(":", 1)[1]))
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def workers(self, n: int, exclude: frozenset[int] = frozenset(), timeout: float = 15) -> list[int]:
+        """The pids of the n workers, once each logs that it accepts."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pids = [p.pid for p in psutil.Process(self.proc.pid).children() if p.pid not in exclude]
+            except psutil.NoSuchProcess:
+                pids = []
+            logs = self.logs()
+            if len(pids) == n and all(f"worker {pid} accepting" in logs for pid in pids):
+                return pids
+            greenline.sleep(0.02)
+        raise AssertionError(f"expected {n} accepting workers:\n{self.logs()}")
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                return code
+            greenline.sleep(0.02)
+        return None
+
+    def terminate(self, timeout: float = 15) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def close(self) -> None:
+        try:
+            kids = psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            kids = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for k in kids:
+            try:
+                k.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[Server] = []
+
+    def start(*args: str, **kw) -> Server:
+        s = Server(tmp_path, *args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.close()
+
+
+def recv_all(sock: socket.socket, n: int | None = None) -> bytes:
+    """n bytes, or everything until end of file (fewer if it ends first)."""
+    chunks = []
+    got = 0
+    while n is None or got < n:
+        data = sock.recv(MiB if n is None else min(MiB, n - got))
+        if not data:
+            break
+        chunks.append(data)
+        got += len(data)
+    return b"".join(chunks)
+
+
+def ask(address, msg: bytes, timeout: float = 10) -> bytes:
+    c = socket.create_connection(address, timeout=timeout)
+    try:
+        reader = greenline.spawn(recv_all, c, len(msg))
+        c.sendall(msg)
+        return reader.get(timeout=timeout)
+    finally:
+        c.close()
+
+
+def settle(pid: int, baseline: int, timeout: float = 5) -> int:
+    """The process's descriptor count once it is back to baseline (or the
+    timeout passed): closing takes a pass or two of its hub."""
+    deadline = time.monotonic() + timeout
+    while fds(pid) != baseline and time.monotonic() < deadline:
+        greenline.sleep(0.02)
+    return fds(pid)
+
+
+def assert_clean(srv: Server) -> None:
+    logs = srv.logs()
+    assert "Traceback" not in logs and " ERROR " not in logs, logs[-3000:]
+
+
+# -- single connections ---------------------------------------------------------------------
+
+
+def test_resets_while_the_server_reads_and_while_it_writes(serve):
+    srv = serve("upper")
+    (pid,) = srv.workers(1)
+    baseline = fds(pid)
+    linger0 = struct.pack("ii", 1, 0)
+    # Reset with a request half read.
+    for _ in range(20):
+        c = socket.create_connection(srv.address, timeout=5)
+        c.sendall(b"r" * 300_000)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        c.close()
+    # Reset while the server is stuck writing a reply nobody reads: it holds
+    # 4 MiB of replies against a full socket buffer when the reset comes.
+    stuck = []
+    for _ in range(10):
+        c = socket.create_connection(srv.address, timeout=5)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.setblocking(False)
+        sent = 0
+        while sent < 4 * MiB:
+            try:
+                sent += c.send(b"w" * 65536)
+            except BlockingIOError:
+                break  # both directions are full: the server is blocked in sendall
+        stuck.append(c)
+    greenline.sleep(0.2)
+    for c in stuck:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        c.close()
+    assert settle(pid, baseline) == baseline
+    assert ask(srv.address, b"still here") == b"STILL HERE"
+    assert settle(pid, baseline) == baseline
+    assert psutil.Process(srv.proc.pid).children()[0].pid == pid  # no crash, no restart
+    assert_clean(srv)
+    assert srv.terminate() == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, MiB + 7])
+def test_half_close_still_gets_the_whole_reply(serve, size):
+    srv = serve("upper")
+    (pid,) = srv.workers(1)
+    baseline = fds(pid)
+    payload = bytes(i * 7 % 256 for i in range(size))
+    c = socket.create_connection(srv.address, timeout=10)
+    reader = greenline.spawn(recv_all, c)  # until the server's end of file
+    c.sendall(payload)
+    c.shutdown(socket.SHUT_WR)
+    assert reader.get(timeout=20) == payload.upper()
+    c.close()
+    assert settle(pid, baseline) == baseline
+    assert srv.terminate() == 0
+
+
+def test_one_mebibyte_in_one_write_comes_back_whole_and_in_order(serve):
+    srv = serve("upper")
+    (pid,) = srv.workers(1)
+    baseline = fds(pid)
+    c = socket.create_connection(srv.address, timeout=10)
+    for round_ in range(3):
+        pattern = b"abc\xe9\xff%d-" % round_
+        payload = (pattern * (MiB // len(pattern) + 1))[:MiB]
+        reader = greenline.spawn(recv_all, c, len(payload))
+        c.sendall(payload)
+        got = reader.get(timeout=20)
+        assert len(got) == MiB
+        assert got == payload.upper()
+    c.close()
+    assert settle(pid, baseline) == baseline
+    assert srv.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def shared_upper(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("faults"), "upper")
+    yield srv
+    srv.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.binary(min_size=1, max_size=70_000), min_size=1, max_size=6))
+def test_any_bytes_come_back_upper_cased_byte_for_byte(shared_upper, chunks):
+    # bytes.upper(): a-z become A-Z, every other byte value (non-ASCII,
+    # invalid UTF-8, NUL) comes back exactly as sent, and nothing is framed.
+    c = socket.create_connection(shared_upper.address, timeout=10)
+    try:
+        for chunk in chunks:
+            reader = greenline.spawn(recv_all, c, len(chunk))
+            c.sendall(chunk)
+            assert reader.get(timeout=10) == chunk.upper()
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(1) == b""
+    finally:
+        c.close()
+
+
+def test_every_byte_value_and_invalid_utf8(serve):
+    srv = serve("upper")
+    srv.workers(1)
+    payload = bytes(range(256)) * 64 + b"\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc\xed\xa0\x80" + b"z\x00Z"
+    expected = bytes(b - 32 if 97 <= b <= 122 else b for b in payload)
+    assert ask(srv.address, payload) == expected
+    assert srv.terminate() == 0
+
+
+# -- idle timeout -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_idle_timeout_spares_slow_progress_and_closes_a_stalled_writer(serve):
+    srv = serve("upper", "--idle-timeout", "1")
+    (pid,) = srv.workers(1)
+    baseline = fds(pid)
+
+    def trickle() -> int:
+        # A byte every 0.4 s for 3 s: slow, but never 1 s without progress.
+        c = socket.create_connection(srv.address, timeout=5)
+        try:
+            answered = 0
+            for _ in range(8):
+                c.sendall(b"t")
+                assert c.recv(1) == b"T"
+                answered += 1
+                greenline.sleep(0.4)
+            return answered
+        finally:
+            c.close()
+
+    def stalled_writer() -> tuple[float, str]:
+        # Sends and never reads: the server's sendall makes no progress once
+        # our receive buffer is full, and the server must give up on it.
+        c = socket.create_connection(srv.address, timeout=15)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        t0 = time.monotonic()
+        try:
+            while True:
+                c.sendall(b"s" * 65536)
+        except OSError as e:
+            return time.monotonic() - t0, type(e).__name__
+        finally:
+            c.close()
+
+    tricklers = [greenline.spawn(trickle) for _ in range(20)]
+    writers = [greenline.spawn(stalled_writer) for _ in range(5)]
+    assert [t.get(timeout=20) for t in tricklers] == [8] * 20
+    for w in writers:
+        elapsed, error = w.get(timeout=20)
+        # Closed about a second after it stalled, not when our socket timed out.
+        assert elapsed < 5, (elapsed, error)
+        assert error in ("ConnectionResetError", "BrokenPipeError"), error
+    assert settle(pid, baseline) == baseline
+    assert_clean(srv)
+    assert srv.terminate() == 0
+
+
+# -- out of descriptors -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_descriptor_exhaustion_with_two_threads_recovers_to_baseline(serve):
+    srv = serve("upper", "--threads", "2", nofile=80)
+    (pid,) = srv.workers(1)
+    baseline = fds(pid)
+    flood = []
+    for i in range(300):
+        s = socket.create_connection(srv.address, timeout=5)
+        s.sendall(b"flood %d;" % i)
+        flood.append(s)
+    deadline = time.monotonic() + 10
+    while "pausing accept" not in srv.logs() and time.monotonic() < deadline:
+        greenline.sleep(0.05)
+    assert "pausing accept" in srv.logs()
+    assert srv.proc.poll() is None and psutil.pid_exists(pid)
+    # Those it did accept were answered, whole.
+    answered = 0
+    for i, s in enumerate(flood):
+        s.settimeout(0.01)
+        try:
+            want = b"FLOOD %d;" % i
+            if recv_all(s, len(want)) == want:
+                answered += 1
+        except (TimeoutError, BlockingIOError):
+            pass
+    assert answered > 20
+    for s in flood:
+        s.close()
+    # Descriptors back: everything that waited in the backlog was closed by
+    # its client; new clients are served on both threads.
+    askers = [greenline.spawn(ask, srv.address, b"after %d" % i) for i in range(200)]
+    greenline.joinall(askers, raise_error=True, timeout=30)
+    assert [t.value for t in askers] == [b"AFTER %d" % i for i in range(200)]
+    assert settle(pid, baseline) == baseline
+    assert "accepting again" in srv.logs()
+    assert psutil.Process(srv.proc.pid).children()[0].pid == pid
+    assert srv.terminate() == 0
+
+
+# -- SIGKILL of a worker, SIGTERM of the supervisor, under load --------------------------------
+
+
+class Client:
+    """Keeps sending numbered requests on one connection, checking each
+    reply, until told to stop; then finishes the request in flight and
+    closes.  ``unanswered`` counts requests sent whose full reply never came."""
+
+    def __init__(self, address, name: str) -> None:
+        self.sock = socket.create_connection(address, timeout=10)
+        self.port = self.sock.getsockname()[1]
+        self.name = name
+        self.replies = 0
+        self.unanswered = 0
+        self.error: BaseException | None = None
+        self.running = True
+
+    def run(self) -> None:
+        i = 0
+        try:
+            while self.running:
+                msg = f"{self.name} request {i};".encode()
+                self.sock.sendall(msg)
+                self.unanswered += 1
+                got = recv_all(self.sock, len(msg))
+                if got != msg.upper():
+                    assert not got or len(got) < len(msg), (got, msg)  # never a wrong reply
+                    return
+                self.unanswered -= 1
+                self.replies += 1
+                i += 1
+        except (ConnectionResetError, BrokenPipeError) as e:
+            self.error = e
+        except BaseException as e:
+            self.error = e
+        finally:
+            self.sock.close()
+
+
+def _owners(pids: list[int], port: int) -> dict[int, int]:
+    """client port -> the worker pid holding that connection."""
+    owner = {}
+    for pid in pids:
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.raddr and conn.laddr.port == port:
+                owner[conn.raddr.port] = pid
+    return owner
+
+
+def kill_and_terminate_round(tmp_path: Path, round_: int) -> dict[str, int]:
+    srv = Server(tmp_path, "upper", "--procs", "2", "--graceful-timeout", "5")
+    try:
+        pids = srv.workers(2)
+        sup_baseline = fds(srv.proc.pid)
+        clients: list[Client] = []
+        tasks = []
+        owner: dict[int, int] = {}
+        # Which worker accepts is up to whichever wakes first: connect until
+        # both hold some.
+        for batch in range(30):
+            new = [Client(srv.address, f"r{round_}b{batch}c{i}") for i in range(10)]
+            clients += new
+            tasks += [greenline.spawn(c.run) for c in new]
+            greenline.sleep(0.05)
+            owner = _owners(pids, srv.address[1])
+            held = [sum(1 for c in clients if owner.get(c.port) == pid) for pid in pids]
+            if min(held) >= 5 and all(c.port in owner for c in clients):
+                break
+        assert min(held) >= 5, held
+        victim, survivor = pids[round_ % 2], pids[1 - round_ % 2]
+        mine = [c for c in clients if owner[c.port] == survivor]
+        theirs = [c for c in clients if owner[c.port] == victim]
+        before = {c.name: c.replies for c in mine}
+        os.kill(victim, signal.SIGKILL)
+        # New connections are served meanwhile, by the survivor or the
+        # replacement, and the supervisor closes what it held for the victim.
+        assert ask(srv.address, b"during %d" % round_) == b"DURING %d" % round_
+        srv.workers(2, exclude=frozenset({victim}))
+        assert settle(srv.proc.pid, sup_baseline) == sup_baseline
+        greenline.sleep(0.2)
+        for c in theirs:
+            assert c.error is not None or c.sock.fileno() == -1, c.name  # its worker is gone
+        for c in mine:
+            assert c.error is None, (c.name, c.error)
+            assert c.replies > before[c.name], c.name  # served all along
+        # Now SIGTERM the supervisor with the survivors' requests in flight:
+        # each finishes what it has in flight and closes; nothing unanswered.
+        more = [Client(srv.address, f"r{round_}late{i}") for i in range(10)]
+        mine += more
+        tasks += [greenline.spawn(c.run) for c in more]
+        greenline.sleep(0.1)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        for c in clients + more:
+            c.running = False
+        greenline.joinall(tasks, timeout=15)
+        code = srv.wait(10)
+        elapsed = time.monotonic() - t0
+        assert code == 0, srv.logs()[-3000:]
+        # Done when the connections were, well before --graceful-timeout 5.
+        assert elapsed < 4, elapsed
+        lost = [(c.name, c.unanswered, c.error) for c in mine if c.unanswered or c.error]
+        assert not lost, lost
+        assert f"worker {victim} killed by SIGKILL" in srv.logs()
+        assert "Traceback" not in srv.logs()
+        return {"survivors": len(mine), "killed": len(theirs), "replies": sum(c.replies for c in clients + more)}
+    finally:
+        srv.close()
+
+
+def test_sigkill_and_sigterm_under_load_quick(tmp_path):
+    for r in range(2):
+        kill_and_terminate_round(tmp_path, r)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sigkill_and_sigterm_under_load_twenty_rounds(tmp_path):
+    totals = [kill_and_terminate_round(tmp_path, r) for r in range(20)]
+    assert sum(t["survivors"] for t in totals) >= 20 * 15
