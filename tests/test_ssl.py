@@ -259,6 +259,33 @@ def test_alpn_and_explicit_handshake_on_a_listening_ssl_socket(server_cert, clie
     listener.close()
 
 
+def test_sni_callback_sees_our_socket_and_client_certificates_are_checked(ca, server_cert,
+                                                                         client_ctx):
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_cert.configure_cert(sctx)
+    sctx.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(sctx)
+    seen = []
+    sctx.sni_callback = lambda sock, name, ctx: seen.append((type(sock), name))
+    ca.issue_cert("client.example").configure_cert(client_ctx)
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        with sctx.wrap_socket(conn, server_side=True) as tls:
+            peer.update(tls.getpeercert())
+            tls.sendall(b"you are known")
+
+    t = greenline.spawn(serve)
+    with _connect(client_ctx, listener.getsockname()) as c:
+        assert _recv_exactly(c, 13) == b"you are known"
+    t.get(timeout=10)
+    assert seen == [(ssl.SSLSocket, "localhost")]
+    assert ("DNS", "client.example") in peer["subjectAltName"]
+    listener.close()
+
+
 def test_unwrap_returns_to_clear_text(server_cert, client_ctx):
     sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_cert.configure_cert(sctx)
