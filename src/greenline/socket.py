@@ -16,7 +16,14 @@ with the standard library's semantics: ``None`` blocks, ``0`` raises
 Fast path: each call is tried first (unless the descriptor is known not to be
 ready), and only parks on EAGAIN.  A short read on a stream socket means the
 kernel buffer was drained, so the next read parks at once instead of making a
-call that would fail.
+call that would fail -- unless the peer has hung up (the hub saw a hang-up
+edge, ``FdState.hup``): EOF is never "drained".  Datagram sockets, peeks and
+non-blocking sockets (timeout 0) never skip the call.
+
+Known limits: one green thread at a time may wait to read (and one to write)
+on a socket; a socket cannot be waited on from two OS threads at once; the
+descriptor is made non-blocking, which ``fromfd`` and ``socket(fileno=...)``
+share with every other holder of the open file.
 """
 
 from __future__ import annotations
