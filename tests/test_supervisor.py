@@ -151,7 +151,8 @@ def ask(address, msg: bytes, timeout: float = 5) -> bytes:
 class PingPong:
     """A client that keeps sending numbered messages and checks each reply."""
 
-    def __init__(self, address, name: str) -> None:
+    def __init__(self, address, name: str, pause: float = 0.0) -> None:
+        self.pause = pause  # between requests: keeps many clients' load modest
         self.sock = socket.create_connection(address, timeout=10)
         self.port = self.sock.getsockname()[1]
         self.name = name
@@ -176,6 +177,8 @@ class PingPong:
                 assert got == msg.upper(), (got, msg)
                 self.replies += 1
                 i += 1
+                if self.pause:
+                    greenline.sleep(self.pause)
         except (ConnectionResetError, BrokenPipeError) as e:
             self.error = e
             self.closed = True
@@ -623,3 +626,92 @@ def test_tls_on_the_command_line(serve, tmp_path):
     assert srv.terminate() == 0
     r = _run_cli(tmp_path, "upper", "--port", "0", "--certfile", str(tmp_path / "missing.pem"))
     assert r.returncode == 2 and "certificate" in r.stderr
+
+
+def test_restart_back_off_grows_for_workers_dying_young_only(serve, tmp_path):
+    (tmp_path / "crashy.py").write_text(textwrap.dedent("""
+        import os
+
+        def handle(sock, address):
+            if sock.recv(100) == b"die":
+                os._exit(7)
+            sock.sendall(b"ok")
+    """))
+    srv = serve("crashy:handle")
+    first = srv.wait_workers(1)[0]
+    greenline.sleep(1.1)  # accepting for over a second: healthy
+    seen = {first}
+    delays = []
+    for _ in range(4):
+        c = socket.create_connection(srv.address, timeout=5)
+        c.sendall(b"die")
+        assert c.recv(10) == b""
+        c.close()
+        (pid,) = srv.wait_workers(1, exclude=seen)
+        seen.add(pid)
+        line = [ln for ln in srv.logs().splitlines() if "exited with code 7" in ln][-1]
+        delays.append(float(line.rsplit("restarting in ", 1)[1].split()[0]))
+    # At once after a healthy life, then 0.1 s doubling while it dies young.
+    assert delays == [0.0, 0.1, 0.2, 0.4]
+    c = socket.create_connection(srv.address, timeout=5)
+    c.sendall(b"hello")
+    assert recv_exactly(c, 2) == b"ok"
+    c.close()
+    assert srv.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_twenty_sigkill_rounds_lose_nothing_on_surviving_connections(serve):
+    srv = serve("upper", "--procs", "2")
+    pids = srv.wait_workers(2)
+    clients: list[PingPong] = []
+    tasks = []
+    killed: set[int] = set()
+
+    def owners() -> dict[int, int]:
+        out = {}
+        for pid in pids:
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            for conn in conns:
+                if conn.raddr and conn.laddr.port == srv.port:
+                    out[conn.raddr.port] = pid
+        return out
+
+    for rnd in range(20):
+        # Both workers hold live connections before each kill.
+        for batch in range(20):
+            owner = owners()
+            live = [c for c in clients if not c.closed and c.error is None]
+            held = {pid: [c for c in live if owner.get(c.port) == pid] for pid in pids}
+            if min(len(v) for v in held.values()) >= 3:
+                break
+            new = [PingPong(srv.address, f"r{rnd}b{batch}c{i}", pause=0.02) for i in range(10)]
+            clients += new
+            tasks += [greenline.spawn(c.run) for c in new]
+            greenline.sleep(0.1)
+        else:
+            raise AssertionError(f"round {rnd}: could not get connections on both workers")
+        victim = pids[rnd % 2]
+        survivor = pids[1 - rnd % 2]
+        before = {c.name: c.replies for c in held[survivor]}
+        os.kill(victim, signal.SIGKILL)
+        killed.add(victim)
+        t0 = time.monotonic()
+        assert ask(srv.address, b"round %d" % rnd) == b"ROUND %d" % rnd
+        assert time.monotonic() - t0 < 1.0
+        pids = srv.wait_workers(2, exclude=killed)
+        greenline.sleep(0.2)
+        for c in held[survivor]:
+            assert c.error is None and not c.closed and c.partial is None, (rnd, c.name, c.error)
+            assert c.replies > before[c.name], (rnd, c.name)
+        for c in held[victim]:
+            assert c.closed and c.partial is None, (rnd, c.name)
+    for c in clients:
+        c.running = False
+    greenline.joinall(tasks, timeout=10)
+    assert srv.logs().count("killed by SIGKILL") == 20
+    assert srv.terminate() == 0

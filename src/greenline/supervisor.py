@@ -65,8 +65,11 @@ _waitpid = os.waitpid
 # gives up instead of restarting it forever.
 WORKER_BOOT_ERROR = 3
 
-# A worker that lived at least this long had a fresh start: restart it at once.
-HEALTHY_SECONDS = 10.0
+# A worker that accepted and lived at least this long was not crash-looping
+# (killed by an operator or the OOM killer, or one bad request): restart it at
+# once.  One that dies sooner, or before it accepts, restarts after a delay
+# that doubles each time, so a crash loop costs a fork per RESTART_MAX_DELAY.
+HEALTHY_SECONDS = 1.0
 RESTART_MIN_DELAY = 0.1
 RESTART_MAX_DELAY = 10.0
 # How much longer than the graceful timeout a stopping worker may take before
@@ -460,7 +463,7 @@ class Supervisor:
             log.warning("worker %d %s", pid, how)
             return  # its replacement is already running
         slot = self.slots[proc.slot]
-        if lived >= HEALTHY_SECONDS:
+        if proc.ready and lived >= HEALTHY_SECONDS:
             slot.failures = 0
             delay = 0.0
         else:
