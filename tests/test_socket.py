@@ -781,8 +781,8 @@ def test_a_socket_made_in_one_os_thread_is_used_in_another():
     a.settimeout(0.01)
     with pytest.raises(TimeoutError):
         a.recv(1)  # registered with this thread's hub
-    a.settimeout(5)
     results = []
+    timed_out_there = threading.Event()
 
     def other_thread():
         try:
@@ -791,16 +791,24 @@ def test_a_socket_made_in_one_os_thread_is_used_in_another():
             # yield in this thread's hub.
             for _ in range(IO_BUDGET * 2):
                 a.send(b"x")
-            results.append(a.recv(100))  # waits in this thread's hub
+            # A wait here parks in this thread's own hub.
+            a.settimeout(0.02)
+            try:
+                a.recv(100)
+            except TimeoutError:
+                timed_out_there.set()
+            a.settimeout(5)
+            results.append(a.recv(100))
         except BaseException as e:  # reported to the main thread below
             results.append(e)
+            timed_out_there.set()
 
     th = threading.Thread(target=other_thread)
     th.start()
     got = 0
     while got < IO_BUDGET * 2:
         got += len(b.recv(1000))
-    time.sleep(0.05)  # a real OS thread: let it park in recv
+    assert timed_out_there.wait(5)
     b.send(b"reply")
     th.join(timeout=5)
     assert results == [b"reply"]
