@@ -300,10 +300,12 @@ def test_neither_side_starves_the_other():
     spins = 0
 
     def ping_pong() -> int:
-        for i in range(200):
+        done = 0
+        for _ in range(200):
             a.sendall(b"x")
             assert b.recv(1) == b"x"
-        return i + 1
+            done += 1
+        return done
 
     async def spinner(done: asyncio.Future[int]) -> None:
         nonlocal spins
@@ -531,3 +533,21 @@ def test_green_exception_that_is_a_base_exception_reaches_the_coroutine():
 
     with pytest.raises(Cancelled):
         asyncio.run(main())
+
+
+def test_call_soon_threadsafe_from_another_os_thread_wakes_the_hubs_loop():
+    loop = aio.get_loop()
+    fut = loop.create_future()
+
+    def other_thread() -> None:
+        import time
+
+        time.sleep(0.02)  # a real OS thread: the hub is parked in epoll meanwhile
+        loop.call_soon_threadsafe(fut.set_result, threading.get_ident())
+
+    th = threading.Thread(target=other_thread)
+    th.start()
+    try:
+        assert aio.await_(asyncio.wait_for(fut, 10)) == th.ident
+    finally:
+        th.join(5)

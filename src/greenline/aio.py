@@ -65,6 +65,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from greenline.cancel import CancelScope
 from greenline.hub import FdState, Hub, get_hub
+from greenline.hub import _get_ident as _os_thread_ident
 from greenline.task import Task
 from greenline.taskgroup import _QuietTask
 
@@ -219,7 +220,11 @@ class GreenEventLoop(asyncio.SelectorEventLoop):
     _selector: _HubSelector
 
     def __init__(self) -> None:
+        self._os_ident = _os_thread_ident()
         super().__init__(_HubSelector(_KernelSelector()))
+
+    def _check_thread(self) -> None:
+        _check_os_thread(self, self._os_ident)
 
     def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
@@ -232,6 +237,15 @@ class GreenEventLoop(asyncio.SelectorEventLoop):
         handle = super().call_at(when, callback, *args, context=context)
         self._selector.wakeup()
         return handle
+
+
+def _check_os_thread(loop: asyncio.AbstractEventLoop, ident: int) -> None:
+    # asyncio's debug-mode check compares threading.get_ident() with the
+    # loop's, and a monkey-patched get_ident tells green threads apart: every
+    # green thread of the loop's OS thread is on the loop's thread here.
+    if getattr(loop, "_thread_id", None) is not None and _os_thread_ident() != ident:
+        raise RuntimeError("Non-thread-safe operation invoked on an event loop other "
+                           "than the current one")
 
 
 class _BridgeLocal(_thread._local):
@@ -270,6 +284,8 @@ def _adopt(loop: asyncio.AbstractEventLoop) -> _Bridge:
     else:
         sel = _HubSelector(sel)
         loop._selector = sel  # type: ignore[attr-defined]
+        ident = _os_thread_ident()
+        loop._check_thread = lambda: _check_os_thread(loop, ident)  # type: ignore[attr-defined]
         bridge = _Bridge(get_hub(), loop, sel, owned=False)
         sel.bridge = bridge
     old = _current_bridge()
