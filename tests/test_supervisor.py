@@ -715,3 +715,22 @@ def test_twenty_sigkill_rounds_lose_nothing_on_surviving_connections(serve):
     greenline.joinall(tasks, timeout=10)
     assert srv.logs().count("killed by SIGKILL") == 20
     assert srv.terminate() == 0
+
+
+def test_stats_interval_logs_counts_per_worker(serve):
+    srv = serve("upper", "--threads", "2", "--stats-interval", "0.2")
+    (pid,) = srv.wait_workers(1)
+    held = [socket.create_connection(srv.address, timeout=5) for _ in range(3)]
+    for _ in range(4):
+        assert ask(srv.address, b"x") == b"X"
+    for c in held:
+        c.sendall(b"y")
+        assert recv_exactly(c, 1) == b"Y"
+    deadline = time.monotonic() + 5
+    want = f"[{pid}] INFO greenline.serve: stats: 3 connection(s) open, 7 accepted"
+    while want not in srv.logs() and time.monotonic() < deadline:
+        greenline.sleep(0.05)
+    assert want in srv.logs()
+    for c in held:
+        c.close()
+    assert srv.terminate() == 0

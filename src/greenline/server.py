@@ -173,6 +173,9 @@ class StreamServer:
         self._started = False
         self._closing = False
         self._stopped = False
+        #: Connections accepted so far, and handlers that raised.
+        self.accepted = 0
+        self.failed = 0
 
     # -- the listening socket ------------------------------------------
 
@@ -430,6 +433,7 @@ class StreamServer:
             if delay:
                 log.warning("accepting again (open connections: %d)", len(conns))
                 delay = 0.0
+            self.accepted += 1
             if idle is not None:
                 conn.settimeout(idle)
             if pool is None:
@@ -460,8 +464,10 @@ class StreamServer:
             if self._closing and e.errno == errno.EBADF:
                 pass  # closed by stop(): expected
             else:
+                self.failed += 1
                 log.exception("%s: handler failed", _peer(address))
         except Exception:
+            self.failed += 1
             log.exception("%s: handler failed", _peer(address))
         finally:
             me = getcurrent()

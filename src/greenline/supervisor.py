@@ -93,6 +93,7 @@ class ServeConfig:
     backlog: int = 2048
     certfile: str | None = None
     keyfile: str | None = None
+    stats_interval: float | None = None
 
     def ssl_args(self) -> dict[str, Any]:
         if not self.certfile:
@@ -218,6 +219,8 @@ class Worker:
 
         Task(watch_signals).start()
         Task(watch_supervisor).start()
+        if self.cfg.stats_interval:
+            Task(self._log_stats, self.cfg.stats_interval).start()
         early = _seen_signals.intersection(_STOP_SIGNALS)
         if early:
             self.begin_stop(signal.Signals(min(early)).name)
@@ -231,6 +234,20 @@ class Worker:
         if self._failed:
             return 1 if self._announced else WORKER_BOOT_ERROR
         return 0
+
+    def _log_stats(self, interval: float) -> None:
+        from greenline.hub import sleep
+
+        last = 0
+        while not self._stopping:
+            sleep(interval)
+            # Plain reads of other threads' counters: exact enough for a log.
+            servers = [srv for _hub, srv in list(self._servers)]
+            accepted = sum(srv.accepted for srv in servers)
+            log.info("stats: %d connection(s) open, %d accepted (+%d in %.3g s), %d handler error(s)",
+                     sum(srv.connection_count for srv in servers), accepted, accepted - last,
+                     interval, sum(srv.failed for srv in servers))
+            last = accepted
 
     # -- per thread ------------------------------------------------------
 
@@ -650,6 +667,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="serve TLS with this certificate (chain) file")
     p.add_argument("--keyfile", metavar="PEM", default=None,
                    help="the certificate's private key, if not in --certfile")
+    p.add_argument("--stats-interval", type=_positive_float, default=None, metavar="S",
+                   help="each worker logs its connection counts every S seconds (default: off)")
     p.add_argument("--monkey-patch", action="store_true",
                    help="call greenline.monkey.patch_all() before loading APP, so that the "
                         "blocking calls it makes (time.sleep, other sockets, ...) switch green threads")
@@ -671,7 +690,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ServeConfig(app=args.app, host=args.host, port=args.port, procs=args.procs,
                       threads=args.threads, max_conns=args.max_conns, idle_timeout=args.idle_timeout,
                       graceful_timeout=args.graceful_timeout, backlog=args.backlog,
-                      certfile=args.certfile, keyfile=args.keyfile)
+                      certfile=args.certfile, keyfile=args.keyfile,
+                      stats_interval=getattr(args, "stats_interval", None))
     if cfg.keyfile and not cfg.certfile:
         log.error("--keyfile needs --certfile")
         return 2
