@@ -475,6 +475,38 @@ def test_logging_locks_become_green(tmp_path):
     assert out == ["True True", "True", "12"]
 
 
+def test_signal_handler_exception_interrupts_the_main_thread(tmp_path):
+    # As CPython's own test_socket.test_sendall_interrupted: an alarm whose
+    # handler raises interrupts a sendall blocked on a full socket.
+    out = ok(run(tmp_path, """
+        import signal, socket, threading, time
+        a, b = socket.socketpair()
+        def handler(signum, frame):
+            1 / 0
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        ticks = []
+        threading.Thread(target=lambda: [time.sleep(0.01) or ticks.append(1) for _ in range(5)],
+                         daemon=True).start()
+        try:
+            a.sendall(b"x" * (10 * 1024 * 1024))
+        except ZeroDivisionError:
+            print("interrupted")
+        # the hub survived: other green threads still run
+        time.sleep(0.1)
+        print(len(ticks))
+        # a handler that returns normally lets the call go on
+        signal.signal(signal.SIGALRM, lambda *a: None)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        a.settimeout(0.3)
+        try:
+            a.sendall(b"x" * (10 * 1024 * 1024))
+        except socket.timeout:
+            print("timed out after the alarm")
+    """))
+    assert out == ["interrupted", "5", "timed out after the alarm"]
+
+
 def test_signal_handler_that_blocks_runs_in_its_own_green_thread(tmp_path):
     out = ok(run(tmp_path, """
         import os, signal, threading, time

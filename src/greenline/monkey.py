@@ -608,9 +608,16 @@ class _GreenSemAcquire:
 
 
 class _GreenSignalHandler:
-    """Runs a Python signal handler in a green thread of its own when the
-    signal lands while the hub runs (a handler that blocks would otherwise
-    block the hub itself)."""
+    """A Python signal handler, run the way CPython runs it "in the main
+    thread", for green threads.
+
+    Signals are handled between bytecodes of whatever runs; that is often the
+    hub itself, idle in its poll.  There a handler may not block (the hub
+    cannot park), so it runs in a new green thread instead, and an exception
+    it raises is thrown into the main green thread at its blocking point, as
+    CPython raises it in the main thread (``signal.alarm`` interrupting a
+    blocking ``sendall`` keeps working).  Anywhere else it runs in place.
+    """
 
     __slots__ = ("handler",)
 
@@ -624,11 +631,31 @@ class _GreenSignalHandler:
 
         hub = get_hub_if_exists()
         if hub is not None and getcurrent() is hub.greenlet:
-            from greenline.task import spawn
+            from greenline.task import Task
 
-            spawn(self.handler, signum, frame)
+            # A bare Task: an exception goes to the main green thread, not
+            # to the Task's own error report.
+            task = Task(self._in_green_thread, hub, signum, frame)
+            # Through the hub's wake-up descriptor: the handler runs inside
+            # the hub's poll, which the kernel call resumes (PEP 475) when
+            # the handler returns; a plain start would wait for other events.
+            hub.call_threadsafe(_start_task, task)
             return None
         return self.handler(signum, frame)
+
+    def _in_green_thread(self, hub: Any, signum: int, frame: Any) -> None:
+        from greenlet import GreenletExit
+
+        try:
+            self.handler(signum, frame)
+        except GreenletExit:
+            pass
+        except BaseException as e:
+            hub.throw(hub.main, e)
+
+
+def _start_task(task: Any) -> None:
+    task.start()
 
 
 def _green_signal(signalnum: int, handler: Any) -> Any:
