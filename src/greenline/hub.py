@@ -69,12 +69,14 @@ if _HAVE_EPOLL:
     # Hang-up and error wake both directions: the next call then reports it.
     _READ_MASK = select.EPOLLIN | select.EPOLLRDHUP | _ERR | select.EPOLLPRI
     _WRITE_MASK = select.EPOLLOUT | _ERR
+    _HUP_MASK = select.EPOLLRDHUP | _ERR
     _REGISTER_MASK = (
         select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
     )
 else:  # pragma: no cover - exercised on macOS/BSD only
     _READ_MASK = 1
     _WRITE_MASK = 4
+    _HUP_MASK = 1  # no hang-up bit from selectors: every read edge may be one
 
 # How many non-blocking IO calls a green thread may complete in a row before
 # it is made to yield.  A connection whose peer always has data ready never
@@ -99,7 +101,7 @@ class FdState:
     the descriptor is registered with that hub's poller.
     """
 
-    __slots__ = ("fd", "readable", "writable", "reader", "writer", "hub", "temporary")
+    __slots__ = ("fd", "readable", "writable", "reader", "writer", "hub", "temporary", "hup")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -108,6 +110,9 @@ class FdState:
         # Unknown until a call says otherwise: try the call first.
         self.readable = True
         self.writable = True
+        # Set once a hang-up or error edge was seen: from then on the
+        # descriptor stays readable (EOF/error), whatever a short read says.
+        self.hup = False
         self.reader: greenlet | None = None
         self.writer: greenlet | None = None
         self.hub: Hub | None = None
@@ -351,6 +356,7 @@ class Hub:
         # flags may be cleared now without losing anything.
         st.readable = False
         st.writable = False
+        st.hup = False
 
     def _unregister(self, st: FdState) -> None:
         if self.fds.get(st.fd) is st:
@@ -445,6 +451,8 @@ class Hub:
                     continue  # the wake-up descriptor, or one just forgotten
                 if ev & _READ_MASK:
                     st.readable = True
+                    if ev & _HUP_MASK:
+                        st.hup = True
                     g = st.reader
                     if g is not None and g in parked:
                         del parked[g]

@@ -70,7 +70,6 @@ _c_family = _socket.socket.family.__get__  # type: ignore[attr-defined]
 _c_type = _socket.socket.type.__get__  # type: ignore[attr-defined]
 _c_proto = _socket.socket.proto.__get__  # type: ignore[attr-defined]
 _SOCK_STREAM = _socket.SOCK_STREAM
-_HUB_TRACKS_HUP = "hup" in FdState.__slots__
 _INET_FAMILIES = (_socket.AF_INET, _socket.AF_INET6)
 _EBADF = _errno.EBADF
 # EINTR too: an interrupted connect() goes on asynchronously (POSIX).
@@ -129,7 +128,7 @@ class GreenSocket(_STD_SOCKET):
         # safe only if the hub remembers a hang-up edge (EOF, error) it has
         # already consumed: otherwise a peer's last data and its FIN, seen in
         # one poll, would leave us waiting for an edge that never comes.
-        self._gl_stream = _c_type(self) == _SOCK_STREAM and _HUB_TRACKS_HUP
+        self._gl_stream = _c_type(self) == _SOCK_STREAM
 
     # -- timeouts: kept here, the descriptor itself stays non-blocking -----
 
@@ -199,7 +198,7 @@ class GreenSocket(_STD_SOCKET):
                 hub = st.hub
                 if hub is None:
                     hub = get_hub()
-                elif 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
+                elif 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:
                     # Registered, so edges are being reported: a short read
                     # drained the buffer.  Not at EOF (that stays readable),
                     # not for datagrams, not for a peek (it drains nothing).
@@ -218,7 +217,7 @@ class GreenSocket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
+            if 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:
                 st.readable = False
             return data
 
@@ -233,7 +232,7 @@ class GreenSocket(_STD_SOCKET):
                 hub = st.hub
                 if hub is None:
                     hub = get_hub()
-                elif 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
+                elif 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
                     # len() of an exotic buffer counts items, not bytes: it
                     # can only understate the room, never fake a short read.
                     st.readable = False
@@ -251,7 +250,7 @@ class GreenSocket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:  # type: ignore[attr-defined]
+            if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
                 st.readable = False
             return n
 
