@@ -384,7 +384,22 @@ def _green_client(port: int, i: int, active: dict[str, int]) -> tuple[bytes, int
         active["green"] -= 1
 
 
-N_IO = 200
+N_IO = 1000  # connections each way, at once: about 4 * N_IO descriptors
+
+
+@pytest.fixture
+def _enough_descriptors():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 4 * N_IO + 500
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"needs {need} descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    yield
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _open_fds() -> set[int]:
@@ -397,6 +412,7 @@ def _assert_no_fd_leak(before: set[int]) -> None:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.usefixtures("_enough_descriptors")
 def test_open_connection_in_green_threads_and_green_sockets_in_coroutines_greenline_hosts():
     greenline.get_hub()  # its own descriptors are not the bridge's
     fds_before = _open_fds()
@@ -432,6 +448,7 @@ def test_open_connection_in_green_threads_and_green_sockets_in_coroutines_greenl
     _assert_no_fd_leak(fds_before)
 
 
+@pytest.mark.usefixtures("_enough_descriptors")
 def test_open_connection_in_green_threads_and_green_sockets_in_coroutines_asyncio_hosts():
     me = threading.get_ident()
     active = {"asyncio": 0, "green": 0, "both": 0}
