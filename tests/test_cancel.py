@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import greenline
 from greenline import Timeout, socket
@@ -334,3 +336,49 @@ def test_many_green_threads_with_their_own_deadlines():
     greenline.joinall([greenline.spawn(worker, i) for i in range(200)], timeout=10)
     assert results == {i: bool(i % 2) for i in range(200)}
     _no_cancellation_left()
+
+
+def test_deadline_interrupts_a_thread_pool_wait():
+    start = time.monotonic()
+    with move_on_after(0.03) as scope:
+        greenline.to_thread(time.sleep, 0.3)
+    assert scope.cancelled_caught and time.monotonic() - start < 0.25
+    # The worker's late result is dropped without disturbing anything.
+    greenline.sleep(0.4)
+    assert greenline.get_hub().refs == 0
+    _no_cancellation_left()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=5))
+def test_nesting_model(layers):
+    """Scopes nested outermost first, each (cancelled?, shielded?); a blocking
+    call in the innermost.  trio's rule: the outermost cancelled scope of the
+    innermost run of scopes up to the first shield catches it; with none, the
+    call completes and nothing is caught."""
+    scopes = [CancelScope(shield=shield) for _, shield in layers]
+    ran_after: list[bool] = []
+
+    def enter(i: int) -> None:
+        if i == len(scopes):
+            greenline.sleep(0.001)
+            ran_after.append(True)
+            return
+        with scopes[i]:
+            if layers[i][0]:
+                scopes[i].cancel()
+            enter(i + 1)
+
+    enter(0)
+    visible = []
+    for i in reversed(range(len(layers))):
+        visible.append(i)
+        if layers[i][1]:
+            break
+    cancelled_visible = [i for i in visible if layers[i][0]]
+    expected_catcher = min(cancelled_visible) if cancelled_visible else None
+    assert [i for i, s in enumerate(scopes) if s.cancelled_caught] == (
+        [] if expected_catcher is None else [expected_catcher])
+    assert ran_after == ([] if cancelled_visible else [True])
+    _no_cancellation_left()
+    assert current_cancel_scope() is None

@@ -276,3 +276,13 @@ def test_thousand_children_one_failure():
     assert [e.args for e in info.value.exceptions] == [(500,)]
     assert all(t.dead for t in tasks)
     assert sum(isinstance(t.exception, Cancelled) for t in tasks) == 999
+
+
+def test_fail_after_around_a_group_raises_too_slow_error():
+    from greenline.cancel import TooSlowError, fail_after
+
+    with pytest.raises(TooSlowError):
+        with fail_after(0.02):
+            with TaskGroup() as tg:
+                t = tg.spawn(greenline.sleep, 10)
+    assert t.dead and isinstance(t.exception, Cancelled)
