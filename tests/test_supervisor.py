@@ -734,3 +734,27 @@ def test_stats_interval_logs_counts_per_worker(serve):
     for c in held:
         c.close()
     assert srv.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_twenty_sigterm_rounds_under_load_lose_no_reply(tmp_path):
+    for rnd in range(20):
+        srv = Serve(tmp_path, "upper", "--procs", "2", "--graceful-timeout", "0.3")
+        try:
+            srv.wait_workers(2)
+            clients = [PingPong(srv.address, f"r{rnd}c{i}", pause=0.002) for i in range(20)]
+            tasks = [greenline.spawn(c.run) for c in clients]
+            greenline.sleep(0.15)
+            t0 = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.wait(5) == 0, (rnd, srv.logs())
+            assert time.monotonic() - t0 < 0.3 + 1.5, rnd
+            greenline.joinall(tasks, timeout=10)
+            for c in clients:
+                assert c.partial is None, (rnd, c.name)
+                assert c.error is None or isinstance(c.error, (ConnectionResetError, BrokenPipeError)), (
+                    rnd, c.name, c.error)
+                assert c.closed and c.replies > 0, (rnd, c.name)
+        finally:
+            srv.close()

@@ -406,10 +406,12 @@ class Supervisor:
 
     def spawn(self, slot: int, replaces: int | None = None) -> _Proc:
         parent_end, child_end = _socketpair()
+        # The supervisor reads its signals from the wake-up descriptor; the
+        # set is for the child, which must start with none but its own.
+        _seen_signals.clear()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; covered by the CLI tests
             try:
-                _seen_signals.clear()
                 parent_end.close()
                 for p in self.procs.values():
                     p.ctrl.close()
