@@ -568,3 +568,27 @@ def test_call_soon_threadsafe_from_another_os_thread_wakes_the_hubs_loop():
         assert aio.await_(asyncio.wait_for(fut, 10)) == th.ident
     finally:
         th.join(5)
+
+
+def test_failing_sibling_cancels_green_threads_waiting_in_await():
+    from greenline.taskgroup import TaskGroup
+
+    unwound: list[int] = []
+
+    async def slow(i: int) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            unwound.append(i)
+
+    def fail() -> None:
+        greenline.sleep(0.02)
+        raise ValueError("sibling failed")
+
+    with pytest.raises(ExceptionGroup) as info:
+        with TaskGroup() as tg:
+            waiters = [tg.spawn(aio.await_, slow(i)) for i in range(20)]
+            tg.spawn(fail)
+    assert [str(e) for e in info.value.exceptions] == ["sibling failed"]
+    assert sorted(unwound) == list(range(20))  # every asyncio task was cancelled
+    assert all(isinstance(w.exception, Cancelled) for w in waiters)
