@@ -46,17 +46,26 @@ def test_await_returns_the_result_and_raises_the_exception():
 
 
 def test_await_blocks_only_the_calling_green_thread():
+    # The coroutine can only finish if another green thread runs meanwhile.
+    loop = aio.get_loop()
+    ticked = asyncio.Event()
     ticks: list[int] = []
 
     def ticker() -> None:
         for i in range(5):
-            greenline.sleep(0.005)
+            greenline.sleep(0.001)
             ticks.append(i)
+        loop.call_soon_threadsafe(ticked.set)
 
     t = greenline.spawn(ticker)
-    aio.await_(asyncio.sleep(0.1))
+    aio.await_(asyncio.wait_for(ticked.wait(), 10))
     assert ticks == [0, 1, 2, 3, 4]
     t.join()
+
+
+def _wait_until(condition: object) -> None:
+    while not condition:
+        greenline.sleep(0.001)
 
 
 def test_thousand_green_threads_await_concurrently_on_one_thread():
@@ -132,6 +141,7 @@ def test_killing_a_green_thread_cancels_its_asyncio_task():
     log: list[str] = []
 
     async def slow() -> None:
+        log.append("started")
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -141,10 +151,10 @@ def test_killing_a_green_thread_cancels_its_asyncio_task():
             raise
 
     t = greenline.spawn(aio.await_, slow())
-    greenline.sleep(0.02)
+    _wait_until(log)
     t.kill(timeout=5)
     assert t.dead and t.successful()
-    assert log == ["cancelled", "cleaned up"]  # before kill() returned
+    assert log == ["started", "cancelled", "cleaned up"]  # before kill() returned
 
 
 def test_timeout_around_await_cancels_the_task():
@@ -178,7 +188,7 @@ def test_asyncio_side_cancellation_reaches_the_green_thread():
         await asyncio.sleep(10)
 
     t = greenline.spawn(aio.await_, victim())
-    greenline.sleep(0.01)
+    _wait_until(holder)
     loop.call_soon(holder[0].cancel)
     with pytest.raises(asyncio.CancelledError):
         t.get(timeout=5)
