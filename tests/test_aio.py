@@ -602,3 +602,14 @@ def test_failing_sibling_cancels_green_threads_waiting_in_await():
     assert [str(e) for e in info.value.exceptions] == ["sibling failed"]
     assert sorted(unwound) == list(range(20))  # every asyncio task was cancelled
     assert all(isinstance(w.exception, Cancelled) for w in waiters)
+
+
+def test_call_soon_restarts_the_hubs_loop_after_it_went_idle():
+    loop = aio.get_loop()
+    aio.await_(asyncio.sleep(0))
+    while loop.is_running():
+        greenline.sleep(0.001)  # idle: its green thread ends
+    got: list[str] = []
+    loop.call_soon(got.append, "ran")
+    _wait_until(got)
+    assert got == ["ran"]

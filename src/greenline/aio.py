@@ -68,6 +68,7 @@ from greenline.hub import FdState, Hub, get_hub
 from greenline.hub import _get_ident as _os_thread_ident
 from greenline.task import Task
 from greenline.taskgroup import _QuietTask
+from greenline.threadpool import idle_workers
 
 __all__ = ["get_loop", "await_", "run_green", "close_loop", "GreenEventLoop"]
 
@@ -114,12 +115,16 @@ class _Bridge:
             self.task.start()
 
     def idle(self) -> bool:
-        # Nothing the loop could ever do without new work from outside: no
-        # await_ waiting, no task alive, nothing registered but its own
-        # self-pipe.  Then its green thread may end, so it does not count as
-        # a waiter (the hub's deadlock detection stays meaningful).
+        # Nothing the loop could ever do without new work from this thread:
+        # no await_ waiting, no task alive, nothing registered but its own
+        # self-pipe, and no other OS thread that could post to it (the hub's
+        # own criterion: with one, it never reports a deadlock anyway).  Then
+        # its green thread may end, so it does not count as a waiter and the
+        # hub's deadlock detection stays meaningful; a call_soon or get_loop
+        # starts it again.
         return (self.owned and self.inflight == 0
                 and len(self.selector.get_map()) <= 1
+                and _thread._count() <= idle_workers()
                 and not asyncio.all_tasks(self.loop))
 
 
@@ -229,14 +234,24 @@ class GreenEventLoop(asyncio.SelectorEventLoop):
     def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
-        self._selector.wakeup()
+        self._kick()
         return handle
 
     def call_at(self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: *_Ts,
                 context: contextvars.Context | None = None) -> asyncio.TimerHandle:
         handle = super().call_at(when, callback, *args, context=context)
-        self._selector.wakeup()
+        self._kick()
         return handle
+
+    def _kick(self) -> None:
+        # Scheduled from a green thread: wake the loop if it is parked, start
+        # it again if it had stopped for being idle.
+        if self.is_running():
+            self._selector.wakeup()
+        else:
+            bridge = self._selector.bridge
+            if bridge is not None and bridge is _local.bridge:
+                bridge.ensure_running()
 
 
 def _check_os_thread(loop: asyncio.AbstractEventLoop, ident: int) -> None:
