@@ -215,8 +215,20 @@ class CancelScope:
             hub.call_threadsafe(lambda _arg: self.cancel())
             return
         self.cancel_called = True
+        if hub is None:
+            # Not entered: entering sees the flag.  Unless another OS thread
+            # entered it meanwhile: then deliver in that thread's hub.
+            hub = self._hub
+            if hub is None:
+                return
+            if get_hub_if_exists() is not hub:
+                hub.call_threadsafe(lambda _arg: self._after_cancel())
+                return
+        self._after_cancel()
+
+    def _after_cancel(self) -> None:
         if self._timer is not None:
-            hub.cancel_timer(self._timer)
+            self._hub.cancel_timer(self._timer)
             self._timer = None
         if self._entered and not self._exited:
             self._deliver()
