@@ -82,7 +82,7 @@ class _Rearm(BaseException):
     makes the cancellation level-triggered (every blocking call raises
     again) with no hook in the hub."""
 
-    def __new__(cls, *args: object) -> Any:  # noqa: D102 - see class docstring
+    def __new__(cls, *args: object) -> Any:
         g = getcurrent()
         scope = _current.get(g)
         if scope is not None and scope._effectively_cancelled():
@@ -102,7 +102,8 @@ def _arm(g: greenlet, hub: Hub) -> None:
         return
     if pending is not None:
         # A Timeout or a kill is waiting to be raised: it goes first.  Try
-        # again on a later hub pass, after g's next blocking point took it.
+        # again on a later hub pass, after g's next blocking point took it
+        # (g is running or ready, so that is the next pass or the one after).
         hub.call_later(0, _retry_arm, (g, hub))
         return
     hub.throw(g, _Rearm)
