@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
