@@ -12,6 +12,16 @@ wherever that code would block and runs thousands of them in one OS thread.
 from greenlet import GreenletExit, getcurrent
 
 from greenline import watchdog as _watchdog  # noqa: F401 - reads GREENLINE_BLOCK_WARN_MS
+from greenline.cancel import (
+    Cancelled,
+    CancelScope,
+    TooSlowError,
+    current_cancel_scope,
+    fail_after,
+    fail_at,
+    move_on_after,
+    move_on_at,
+)
 from greenline.event import AsyncResult, Event
 from greenline.hub import Hub, LoopExit, get_hub, sleep, stats
 from greenline.local import local
@@ -19,6 +29,7 @@ from greenline.lock import BoundedSemaphore, Lock, RLock, Semaphore
 from greenline.pool import Group, Pool
 from greenline.queue import JoinableQueue, LifoQueue, PriorityQueue, Queue
 from greenline.task import Task, joinall, killall, spawn, spawn_later
+from greenline.taskgroup import TaskGroup
 from greenline.threadpool import to_thread
 from greenline.timeout import Timeout, with_timeout
 
@@ -39,6 +50,15 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AsyncResult",
+    "CancelScope",
+    "Cancelled",
+    "TaskGroup",
+    "TooSlowError",
+    "current_cancel_scope",
+    "fail_after",
+    "fail_at",
+    "move_on_after",
+    "move_on_at",
     "BoundedSemaphore",
     "Event",
     "GreenletExit",

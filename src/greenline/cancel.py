@@ -74,48 +74,23 @@ class TooSlowError(TimeoutError):
 _current: dict[greenlet, CancelScope] = {}
 
 
-class _Rearm(BaseException):
-    """What a cancellation puts in the hub's pending slot: a class, not an
-    instance.  The hub raises pending entries with ``raise``, which calls the
-    class in the green thread itself; ``__new__`` puts the class back in the
-    slot while the green thread is still inside a cancelled scope.  That
-    makes the cancellation level-triggered (every blocking call raises
-    again) with no hook in the hub."""
-
-    def __new__(cls, *args: object) -> Any:
-        g = getcurrent()
-        scope = _current.get(g)
-        if scope is not None and scope._effectively_cancelled():
-            scope._hub.pending[g] = _Rearm
-        return Cancelled("cancelled by a cancel scope")
+def _cancelled() -> BaseException:
+    return Cancelled("cancelled by a cancel scope")
 
 
 def _arm(g: greenlet, hub: Hub) -> None:
-    """Deliver the cancellation to ``g`` if its innermost scope is
-    effectively cancelled: now if it is parked, else at its next blocking
-    point."""
+    """Make every blocking point of ``g`` raise Cancelled while its innermost
+    scope is effectively cancelled (the hub's level-triggered slot), and wake
+    it if it is parked.  A pending Timeout or kill is raised first."""
     scope = _current.get(g)
     if scope is None or not scope._effectively_cancelled() or g.dead:
         return
-    pending = hub.pending.get(g)
-    if pending is _Rearm:
-        return
-    if pending is not None:
-        # A Timeout or a kill is waiting to be raised: it goes first.  Try
-        # again on a later hub pass, after g's next blocking point took it
-        # (g is running or ready, so that is the next pass or the one after).
-        hub.call_later(0, _retry_arm, (g, hub))
-        return
-    hub.throw(g, _Rearm)
-
-
-def _retry_arm(arg: tuple[greenlet, Hub]) -> None:
-    _arm(*arg)
+    hub.level[g] = _cancelled
+    hub.wake(g)
 
 
 def _disarm(g: greenlet, hub: Hub) -> None:
-    if hub.pending.get(g) is _Rearm:
-        del hub.pending[g]
+    hub.level.pop(g, None)
 
 
 class CancelScope:

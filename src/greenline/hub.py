@@ -20,6 +20,10 @@ Invariants (each is kept by the code right below the place it is written):
 * An exception thrown at a green thread that is not parked (it is running, or
   already on the ready queue) is kept in ``Hub.pending`` and raised at its next
   blocking point, or as soon as its current one returns.
+* ``Hub.level`` holds level-triggered interrupts (cancel scopes): while a
+  green thread is a key there, every blocking point it reaches raises
+  ``level[g]()``, after any pending exception.  Both are checked on entry to
+  a blocking point and again when it returns.
 * The ready queue is FIFO, and one pass runs only the green threads that were
   ready when the pass began: a green thread that keeps yielding cannot keep
   the hub from polling, and so cannot starve the ones waiting for IO.
@@ -134,6 +138,9 @@ class Hub:
         self.ready: deque[greenlet] = deque()
         self.parked: dict[greenlet, None] = {}
         self.pending: dict[greenlet, BaseException | type[BaseException]] = {}
+        # Level-triggered interrupts (cancel scopes): while g is a key, each
+        # blocking point of g raises level[g](), after any pending exception.
+        self.level: dict[greenlet, Callable[[], BaseException]] = {}
         # Each timer is a list [deadline, seq, callback, arg]; cancelling sets
         # callback to None and leaves the entry for the heap to drop lazily.
         self.timers: list[list[Any]] = []
@@ -192,6 +199,9 @@ class Hub:
         pending = self.pending
         if pending and g in pending:
             raise pending.pop(g)
+        level = self.level
+        if level and g in level:
+            raise level[g]()
         if g is self.greenlet:
             raise RuntimeError("the hub itself cannot block")
         self.parked[g] = None
@@ -202,6 +212,8 @@ class Hub:
             raise
         if pending and g in pending:
             raise pending.pop(g)
+        if level and g in level:
+            raise level[g]()
 
     def wake(self, g: greenlet) -> None:
         """Schedule parked green thread ``g``; no-op if it is not parked."""
@@ -231,10 +243,15 @@ class Hub:
         pending = self.pending
         if pending and g in pending:
             raise pending.pop(g)
+        level = self.level
+        if level and g in level:
+            raise level[g]()
         self.ready.append(g)
         self.greenlet.switch()
         if pending and g in pending:
             raise pending.pop(g)
+        if level and g in level:
+            raise level[g]()
 
     # ------------------------------------------------------------------
     # Timers
@@ -295,6 +312,9 @@ class Hub:
         pending = self.pending
         if pending and g in pending:
             raise pending.pop(g)
+        level = self.level
+        if level and g in level:
+            raise level[g]()
         if write:
             if st.writer is not None:
                 raise RuntimeError(f"another green thread is already waiting to write fd {st.fd}")
@@ -312,6 +332,8 @@ class Hub:
             self.greenlet.switch()
             if pending and g in pending:
                 raise pending.pop(g)
+            if level and g in level:
+                raise level[g]()
         except _Expired:
             raise (timeout_exc or _default_timeout)() from None
         except BaseException:

@@ -99,10 +99,17 @@ class Task(greenlet):
         else:
             self._finish(value, None)
 
+    #: Print a failure to stderr when it happens (an orphan's failure must
+    #: not pass silently).  Subclasses whose failures are always delivered to
+    #: someone — a task group, an awaiting coroutine — turn it off.
+    report_failures: bool = True
+
     def _report(self, exc: BaseException) -> None:
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             # Those end the program, as they would in a thread's main line.
             self._hub.throw(self._hub.main, exc)
+            return
+        if not self.report_failures:
             return
         try:
             print(f"greenline: {self!r} failed with {type(exc).__name__}", file=sys.stderr)

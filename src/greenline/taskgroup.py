@@ -44,10 +44,7 @@ class _QuietTask(Task):
     coroutine), so it is not also printed to stderr as an orphan's is."""
 
     __slots__ = ()
-
-    def _report(self, exc: BaseException) -> None:
-        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            super()._report(exc)
+    report_failures = False
 
 
 class TaskGroup:
