@@ -28,6 +28,7 @@ from greenline.local import local
 from greenline.lock import BoundedSemaphore, Lock, RLock, Semaphore
 from greenline.pool import Group, Pool
 from greenline.queue import JoinableQueue, LifoQueue, PriorityQueue, Queue
+from greenline.server import StreamServer
 from greenline.task import Task, joinall, killall, spawn, spawn_later
 from greenline.taskgroup import TaskGroup
 from greenline.threadpool import to_thread
@@ -73,6 +74,7 @@ __all__ = [
     "Queue",
     "RLock",
     "Semaphore",
+    "StreamServer",
     "Task",
     "Timeout",
     "get_hub",
