@@ -75,14 +75,14 @@ if __name__ == '__main__':
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` so far."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # The command name (field 2) may contain spaces: count from after it.
     fields = stat[stat.rindex(b")") + 2:].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / _CLK_TCK
+    return utime / _CLK_TCK, stime / _CLK_TCK
 
 
 def free_port() -> int:
@@ -214,8 +214,9 @@ class Server:
         return err.decode("utf-8", "replace")
 
 
-def measure(server: Server, args: argparse.Namespace) -> tuple[float, int, float]:
-    """One run: (server CPU seconds, requests, window seconds)."""
+def measure(server: Server, args: argparse.Namespace) -> tuple[float, float, int, float]:
+    """One run: (server user CPU seconds, system CPU seconds, requests,
+    window seconds)."""
     client = subprocess.Popen(
         [sys.executable, __file__, "_client", "--port", str(server.port),
          "--connections", str(args.connections), "--size", str(args.size),
@@ -240,7 +241,7 @@ def measure(server: Server, args: argparse.Namespace) -> tuple[float, int, float
         if client.poll() is None:
             client.kill()
             client.wait()
-    return cpu1 - cpu0, int(parts[1]), float(parts[2])
+    return cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], int(parts[1]), float(parts[2])
 
 
 def machine() -> str:
@@ -303,19 +304,29 @@ def bench(args: argparse.Namespace) -> int:
 
         results: dict[str, list[float]] = {s.name: [] for s in servers}
         rates: dict[str, list[float]] = {s.name: [] for s in servers}
-        print(f"{'round':>5}  {'server':<10} {'requests':>9} {'req/s':>8} {'server CPU':>11} {'CPU/request':>12}")
+        users: dict[str, list[float]] = {s.name: [] for s in servers}
+        systems: dict[str, list[float]] = {s.name: [] for s in servers}
+        # user = the server's own code and the interpreter; system = the
+        # kernel, mostly the socket calls and the TCP work they do.
+        print(f"{'round':>5}  {'server':<10} {'requests':>9} {'req/s':>8} {'server CPU':>11} "
+              f"{'CPU/request':>12} {'(user':>7} {'+ system)':>10}")
         for r in range(1, args.rounds + 1):
             for server in servers:
-                cpu, requests, window = measure(server, args)
+                user, system, requests, window = measure(server, args)
+                cpu = user + system
                 per = cpu / requests * 1e6
                 results[server.name].append(per)
                 rates[server.name].append(requests / window)
+                users[server.name].append(user / requests * 1e6)
+                systems[server.name].append(system / requests * 1e6)
                 print(f"{r:>5}  {server.name:<10} {requests:>9} {requests / window:>8.0f} "
-                      f"{cpu:>9.2f} s {per:>9.2f} µs", flush=True)
+                      f"{cpu:>9.2f} s {per:>9.2f} µs {user / requests * 1e6:>7.2f} "
+                      f"{system / requests * 1e6:>7.2f} µs", flush=True)
         print()
         for name, values in results.items():
-            print(f"median {name:<10} {statistics.median(values):8.2f} µs CPU/request   "
-                  f"(runs {min(values):.2f} to {max(values):.2f}; {statistics.median(rates[name]):.0f} req/s)")
+            print(f"median {name:<10} {statistics.median(values):8.2f} µs CPU/request "
+                  f"(user {statistics.median(users[name]):.2f} + system {statistics.median(systems[name]):.2f}; "
+                  f"runs {min(values):.2f} to {max(values):.2f}; {statistics.median(rates[name]):.0f} req/s)")
         print(f"load average (1, 5, 15 min) at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if have_gevent:
             ratio = statistics.median(results["greenline"]) / statistics.median(results["gevent"])
