@@ -57,13 +57,14 @@ def test_patched_names_are_greenlines_and_originals_are_kept(tmp_path):
             "getaddrinfo": socket.getaddrinfo is greenline.socket.getaddrinfo,
             "ssl": ssl.SSLContext is greenline.ssl.SSLContext and ssl.SSLSocket is greenline.ssl.SSLSocket,
             "time": time.sleep is not g("time", "sleep") and g("time", "sleep").__module__ == "time",
-            "select": select.select is greenline.select.select and select.poll is greenline.select.poll,
+            "select": select.select.__wrapped__ is greenline.select.select
+                      and select.poll.__wrapped__ is greenline.select.poll,
             "epoll": select.epoll is greenline.select.epoll,
             "selectors": selectors.DefaultSelector is greenline.selectors.DefaultSelector,
             "thread": _thread.start_new_thread is greenline.thread.start_new_thread,
             "threading": threading.get_ident is greenline.thread.get_ident,
             "subprocess": subprocess.Popen is greenline.subprocess.Popen,
-            "os": os.waitpid is greenline.subprocess.waitpid,
+            "os": os.waitpid.__wrapped__ is greenline.subprocess.waitpid,
             "queue": queue.SimpleQueue is not g("queue", "SimpleQueue"),
         }
         print(sorted(k for k, v in checks.items() if not v))
@@ -74,6 +75,36 @@ def test_patched_names_are_greenlines_and_originals_are_kept(tmp_path):
         print(g("socket", ["socket", "inet_aton"])[1] is socket.inet_aton)
     """))
     assert out == ["[]", "True", "True False", "True"]
+
+
+def test_patched_functions_stay_unbound_as_class_attributes(tmp_path):
+    # C functions do not become methods when a class keeps them as
+    # attributes; their replacements must not either.
+    out = ok(run(tmp_path, """
+        import _thread, os, select, threading, time
+        class Keeps:
+            sleep = time.sleep
+            sel = select.select
+            pol = select.poll
+            lock = _thread.allocate_lock
+            tlock = threading.Lock
+            waitpid = os.waitpid
+        k = Keeps()
+        k.sleep(0)
+        print(k.sel([], [], [], 0), k.pol().poll(0), k.lock().acquire(), k.tlock().locked())
+        try:
+            k.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            print("no children")
+        try:
+            type(select.poll())()
+        except TypeError as e:
+            print("TypeError", "cannot create" in str(e))
+        # and they pickle by reference, under the stdlib's names
+        import pickle
+        print(pickle.loads(pickle.dumps(time.sleep)) is time.sleep, b"time" in pickle.dumps(time.sleep))
+    """))
+    assert out == ["([], [], []) [] True False", "no children", "TypeError True", "True True"]
 
 
 def test_patch_all_twice_is_harmless(tmp_path):
@@ -645,7 +676,7 @@ def test_monkey_main_runs_a_module_and_propagates_errors(tmp_path):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "__main__.py").write_text("import sys, time\nprint(__name__, sys.argv[1:], time.sleep.__module__)\n")
+    (pkg / "__main__.py").write_text("import sys, time\nprint(__name__, sys.argv[1:], time.sleep.__wrapped__.__module__)\n")
     (pkg / "fails.py").write_text("raise RuntimeError('boom')\n")
     proc = subprocess.run([sys.executable, "-m", "greenline.monkey", "--module", "mypkg", "a", "-b"],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)

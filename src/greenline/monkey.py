@@ -99,6 +99,42 @@ def _warn(message: str) -> None:
     warnings.warn(message, MonkeyPatchWarning, stacklevel=level)
 
 
+class _BuiltinLike:
+    """Stands in for a C function of the stdlib (``time.sleep``,
+    ``select.select``...) the way that function behaves: it does not turn into
+    a method when code keeps it as a class attribute (``class Poller: wait =
+    select.select``), and it pickles by reference under the stdlib's name (a
+    ``multiprocessing`` target of ``time.sleep`` reaches the child as
+    ``time.sleep``, patched or not there)."""
+
+    def __init__(self, fn: Callable[..., Any], module: str, name: str) -> None:
+        self.__wrapped__ = fn
+        self.__module__ = module
+        self.__name__ = self.__qualname__ = name
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __reduce__(self) -> str:
+        return self.__qualname__
+
+    def __repr__(self) -> str:
+        return f"<greenline replacement for {self.__module__}.{self.__name__}>"
+
+
+def _builtin_like(fn: Callable[..., Any], module: str, name: str) -> Any:
+    """One :class:`_BuiltinLike` per function, so patching twice installs
+    the same object."""
+    wrapped = _builtin_likes.get(fn)
+    if wrapped is None:
+        wrapped = _builtin_likes[fn] = _BuiltinLike(fn, module, name)
+    return wrapped
+
+
+_builtin_likes: dict[Callable[..., Any], Any] = {}
+
+
 def is_module_patched(name: str) -> bool:
     """True if ``name`` (a module, e.g. ``"socket"``, or a patch_all keyword)
     has been patched."""
@@ -140,7 +176,7 @@ def patch_time() -> None:
     """``time.sleep`` parks only the calling green thread."""
     import time
 
-    _patch(time, "sleep", _green_time_sleep)
+    _patch(time, "sleep", _builtin_like(_green_time_sleep, "time", "sleep"))
     _patched.add("time")
 
 
@@ -236,8 +272,8 @@ def patch_select(aggressive: bool = True) -> None:
     # gets greenline's wrapper, which works (it knows when the hub itself
     # polls) but costs a Python call on every pass of the loop.
     get_hub()
-    _patch(select, "select", gselect.select)
-    _patch(select, "poll", gselect.poll)
+    _patch(select, "select", _builtin_like(gselect.select, "select", "select"))
+    _patch(select, "poll", _builtin_like(gselect.poll, "select", "poll"))
     if hasattr(gselect, "epoll"):
         _patch(select, "epoll", gselect.epoll)
     if aggressive:
@@ -492,7 +528,7 @@ def patch_os() -> None:
 
     from greenline import subprocess as gsub
 
-    _patch(os, "waitpid", gsub.waitpid)
+    _patch(os, "waitpid", _builtin_like(gsub.waitpid, "os", "waitpid"))
     _patched.add("os")
 
 

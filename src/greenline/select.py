@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno as _errno
 import math as _math
+import operator as _operator
 import select as _std
 from collections.abc import Iterable
 from select import *  # noqa: F403 - the module is a drop-in for the stdlib's
@@ -177,14 +178,20 @@ def select(rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any],  # 
     the readiness check, so its ``FD_SETSIZE`` limit stays too).
     """
     if timeout is not None:
-        timeout = float(timeout)
-        if timeout < 0:
-            raise ValueError("timeout must be non-negative")
+        # As the stdlib converts it: a float, or anything usable as an int.
+        timeout = float(timeout) if isinstance(timeout, float) else float(_operator.index(timeout))
         if _math.isnan(timeout):
             raise ValueError("Invalid value NaN (not a number)")
-    rlist = list(rlist)
-    wlist = list(wlist)
-    xlist = list(xlist)
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative")
+    # Lists are passed on as they are: the stdlib's select walks the caller's
+    # own list (a fileno() that mutates it sees the same effect).
+    if not isinstance(rlist, (list, tuple)):
+        rlist = list(rlist)
+    if not isinstance(wlist, (list, tuple)):
+        wlist = list(wlist)
+    if not isinstance(xlist, (list, tuple)):
+        xlist = list(xlist)
     if _in_hub():
         return _select(rlist, wlist, xlist, timeout)
     _spend()
@@ -216,29 +223,44 @@ def select(rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any],  # 
 
 
 def _poll_timeout_seconds(timeout: Any) -> float | None:
-    """poll()'s timeout is in milliseconds; None or negative waits forever."""
+    """poll()'s timeout is in milliseconds; None or negative waits forever.
+    Converted and range-checked as the stdlib does."""
     if timeout is None:
         return None
-    try:
-        ms = float(timeout)
-    except (TypeError, ValueError):
-        raise TypeError(f"timeout must be an integer or None, not {type(timeout).__name__}") from None
+    if isinstance(timeout, float):
+        if _math.isnan(timeout):
+            raise ValueError("Invalid value NaN (not a number)")
+        ms: float = timeout
+    else:
+        ms = _operator.index(timeout)
+    if not -(2 ** 31) <= _math.ceil(ms) <= 2 ** 31 - 1:
+        raise OverflowError("timeout is too large")
     if ms < 0:
         return None
     return ms / 1000.0
 
 
-class poll:  # type: ignore[no-redef]
-    """:func:`select.poll`, whose :meth:`poll` parks only the calling green
-    thread.  Registration is kept in a real poll object, which also does every
-    readiness check, so event masks and results are the kernel's own."""
+class _Poll:
+    """What :func:`poll` returns: a poll object whose :meth:`poll` parks only
+    the calling green thread.  Registration is kept in a real poll object,
+    which also does every readiness check, so event masks and results are the
+    kernel's own.  Made only by :func:`poll`, as the stdlib's."""
 
     __slots__ = ("_real", "_fds", "_busy")
+    _real: Any
+    _fds: dict[int, int]
+    _busy: bool
 
-    def __init__(self) -> None:
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Poll:
+        raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
+
+    @classmethod
+    def _make(cls) -> _Poll:
+        self = object.__new__(cls)
         self._real = _poll()
-        self._fds: dict[int, int] = {}
+        self._fds = {}
         self._busy = False
+        return self
 
     def register(self, fd: Any, eventmask: int = _POLLIN | _POLLPRI | _POLLOUT) -> None:
         fd = _fileno(fd)
@@ -287,6 +309,12 @@ class poll:  # type: ignore[no-redef]
                     return events
         finally:
             self._busy = False
+
+
+def poll() -> _Poll:  # type: ignore[no-redef]
+    """:func:`select.poll`: a poll object whose ``poll()`` parks only the
+    calling green thread."""
+    return _Poll._make()
 
 
 if _epoll is not None:

@@ -42,7 +42,8 @@ class SelectSelector(_std.SelectSelector):
 class PollSelector(_std.PollSelector):
     """:class:`selectors.PollSelector` over :class:`greenline.select.poll`."""
 
-    _selector_cls = _green.poll  # type: ignore[assignment]
+    # staticmethod: a Python function kept as a class attribute would bind.
+    _selector_cls = staticmethod(_green.poll)  # type: ignore[assignment]
 
 
 DefaultSelector: type[_std.BaseSelector]

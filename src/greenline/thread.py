@@ -67,12 +67,11 @@ def get_ident() -> int:
     return id(_getcurrent())
 
 
-def allocate_lock() -> LockType:
-    """A new green lock (the stdlib's ``allocate_lock``)."""
-    return LockType()
-
-
-allocate = allocate_lock
+# The class itself, not a function: code keeps ``allocate_lock`` as a class
+# attribute (``locktype = _thread.allocate_lock``), where a Python function
+# would become a method.
+allocate_lock = LockType
+allocate = LockType
 
 
 def start_new_thread(function: Callable[..., object], args: tuple[Any, ...],
@@ -116,7 +115,7 @@ def _report(exc: BaseException, function: Callable[..., object]) -> None:
     try:
         hook = sys.unraisablehook
         args = _UnraisableArgs(type(exc), exc, exc.__traceback__,
-                               f"Exception ignored in thread started by {function!r}", None)
+                               "Exception ignored in thread started by", function)
         hook(args)  # type: ignore[arg-type]
     except BaseException:  # pragma: no cover - the hook itself failed
         pass
