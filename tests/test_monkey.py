@@ -640,6 +640,41 @@ def test_os_waitpid_is_cooperative(tmp_path):
     assert out == ["True 5 True"]
 
 
+def test_os_read_waits_cooperatively_on_a_blocking_pipe(tmp_path):
+    # As CPython's test_thread.TestForkInThread: the main thread reads a pipe
+    # that another thread will write to.
+    out = ok(run(tmp_path, """
+        import os, threading, time
+        r, w = os.pipe()
+        threading.Timer(0.05, os.write, (w, b"late")).start()
+        print(os.read(r, 10))
+        # ready, non-blocking and regular-file reads behave as before
+        os.write(w, b"now"); print(os.read(r, 10))
+        os.set_blocking(r, False)
+        try:
+            os.read(r, 10)
+        except BlockingIOError:
+            print("BlockingIOError")
+        os.close(w); print(os.read(r, 10))
+        with open("f.txt", "wb") as f:
+            f.write(b"file")
+        fd = os.open("f.txt", os.O_RDONLY); print(os.read(fd, 10)); os.close(fd)
+        try:
+            os.read(fd, 1)
+        except OSError as e:
+            print("EBADF", e.errno == 9)
+        # two green threads reading one pipe both get their data
+        r, w = os.pipe()
+        got = []
+        ts = [threading.Thread(target=lambda: got.append(os.read(r, 1))) for _ in range(2)]
+        [t.start() for t in ts]
+        time.sleep(0.02); os.write(w, b"ab")
+        [t.join() for t in ts]
+        print(sorted(got))
+    """))
+    assert out == ["b'late'", "b'now'", "BlockingIOError", "b''", "b'file'", "EBADF True", "[b'a', b'b']"]
+
+
 # -- python -m greenline.monkey ------------------------------------------------------------------
 
 

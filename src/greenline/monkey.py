@@ -521,28 +521,33 @@ def patch_subprocess() -> None:
 
 def patch_os() -> None:
     """``os.waitpid`` parks only the calling green thread (so do
-    ``multiprocessing.Process.join`` and ``Popen.wait`` on its children).
+    ``multiprocessing.Process.join`` and ``Popen.wait`` on its children), and
+    so does ``os.read`` on a blocking pipe or terminal with nothing to read.
+    ``os.write`` stays as it is: a blocking write may not be split.
     ``os.fork`` needs no patch: greenline's fork hooks give the child a fresh
     hub and thread pool."""
     import os
 
     from greenline import subprocess as gsub
+    from greenline.select import _cooperative_os_read
 
     _patch(os, "waitpid", _builtin_like(gsub.waitpid, "os", "waitpid"))
+    _patch(os, "read", _builtin_like(_cooperative_os_read, "os", "read"))
     _patched.add("os")
 
 
 def _green_fd_read(handle: int, size: int) -> bytes:
-    from greenline.subprocess import _wait_ready
+    from greenline.select import _wait_fd
 
-    _wait_ready(handle, False, None)
+    _wait_fd(handle, False)
     return _os_read(handle, size)
 
 
 def _green_fd_write(handle: int, buf: Any) -> int:
-    from greenline.subprocess import _PIPE_BUF, _wait_ready
+    from greenline.select import _wait_fd
+    from greenline.subprocess import _PIPE_BUF
 
-    _wait_ready(handle, True, None)
+    _wait_fd(handle, True)
     # At most PIPE_BUF: a writable pipe takes that much at once, so the
     # (blocking) descriptor never blocks; the caller loops over the rest.
     return _os_write(handle, buf[:_PIPE_BUF])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno as _errno
 import math as _math
 import operator as _operator
+import os as _os
 import select as _std
 from collections.abc import Iterable
 from select import *  # noqa: F403 - the module is a drop-in for the stdlib's
@@ -77,6 +78,57 @@ def _spend() -> None:
         hub.io_budget -= 1
         if hub.io_budget <= 0 and _getcurrent() is not hub.greenlet:
             hub.yield_now()
+
+
+def _ready_now(fd: int, write: bool) -> bool:
+    """Whether a read (or write) on ``fd`` would not block right now.  An
+    invalid descriptor counts as ready: the call itself then reports it."""
+    probe = _poll()
+    probe.register(fd, _POLLOUT if write else _POLLIN)
+    return bool(probe.poll(0))
+
+
+def _wait_fd(fd: int, write: bool, timeout: float | None = None) -> bool:
+    """Park until ``fd`` is readable (writable with ``write``): True; False
+    if ``timeout`` passed first.
+
+    Ready is checked with the kernel, so on return a read, or a write of up
+    to ``PIPE_BUF`` bytes, will not block even on a blocking descriptor.  Any
+    number of green threads may wait on one descriptor: the first shares the
+    hub's registration of it (a greenline socket's, or a temporary one),
+    the others wait on a private epoll.
+    """
+    from greenline.socket import wait_read, wait_write
+
+    deadline = None if timeout is None else _monotonic() + timeout
+    while True:
+        if _ready_now(fd, write):
+            return True
+        remaining = None if deadline is None else deadline - _monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        try:
+            (wait_write if write else wait_read)(fd, remaining)
+        except TimeoutError:
+            return False
+        except RuntimeError:
+            # That direction of this descriptor already has a waiter (in
+            # this hub or another thread's).
+            _wait_any({fd: _POLLOUT if write else _POLLIN}, remaining)
+
+
+_os_read = _os.read
+_os_get_blocking = _os.get_blocking
+
+
+def _cooperative_os_read(fd: int, n: int) -> bytes:
+    """:func:`os.read` that parks only the calling green thread while a
+    blocking descriptor (a pipe, a terminal) has nothing to read.  Ready or
+    non-blocking descriptors, and regular files, are read at once, so
+    errors and ``BlockingIOError`` are the stdlib's."""
+    if not _ready_now(fd, False) and not _in_hub() and _os_get_blocking(fd):
+        _wait_fd(fd, False)
+    return _os_read(fd, n)
 
 
 def _fileno(obj: Any) -> int:

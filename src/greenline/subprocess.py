@@ -33,48 +33,20 @@ from subprocess import *  # noqa: F403 - the module is a drop-in for the stdlib'
 from time import monotonic as _monotonic
 from typing import Any
 
-from greenline.hub import FdState as _FdState
-from greenline.hub import get_hub as _get_hub
+from greenline.hub import get_hub_if_exists as _get_hub_if_exists
 from greenline.hub import sleep as _sleep
+from greenline.select import _wait_fd
 
 __all__ = list(_std.__all__)
 
 _PIPE_BUF = getattr(__import__("select"), "PIPE_BUF", 512)
 _pidfd_open = getattr(_os, "pidfd_open", None)
 _real_waitpid = _os.waitpid
+# Saved: monkey-patching makes os.read cooperative, which these calls, made
+# once the descriptor is known to be ready, do not need.
+_os_read = _os.read
+_os_write = _os.write
 _WNOHANG = _os.WNOHANG
-
-
-class _Expired(Exception):
-    pass
-
-
-def _expired() -> BaseException:
-    return _Expired()
-
-
-def _wait_ready(fd: int, write: bool, timeout: float | None, holder: Any = None) -> bool:
-    """Park until ``fd`` is readable (or writable); False on timeout.
-
-    The registration is temporary (the descriptor may be closed and its
-    number reused once we are done).  ``holder.st`` exposes it meanwhile, so
-    a close from another green thread can wake us with EBADF.
-    """
-    hub = _get_hub()
-    st = _FdState(fd)
-    st.temporary = True
-    if holder is not None:
-        holder._st = st
-    try:
-        hub.wait_fd(st, write, timeout, _expired)
-    except _Expired:
-        return False
-    finally:
-        if holder is not None:
-            holder._st = None
-        if st.hub is not None:
-            st.hub._unregister(st)
-    return True
 
 
 class _GreenPipe(_io.RawIOBase):
@@ -84,7 +56,6 @@ class _GreenPipe(_io.RawIOBase):
         super().__init__()
         self._fd = fd
         self._mode = mode
-        self._st: _FdState | None = None
 
     @property
     def name(self) -> int:
@@ -116,8 +87,8 @@ class _GreenPipe(_io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0
-        _wait_ready(self._fd, False, None, self)
-        data = _os.read(self._fd, len(view))
+        _wait_fd(self._fd, False)
+        data = _os_read(self._fd, len(view))
         n = len(data)
         view[:n] = data
         return n
@@ -133,18 +104,19 @@ class _GreenPipe(_io.RawIOBase):
         # A raw write may be short; writing everything keeps the buffered
         # layer above from having to loop (and matches FileIO on a pipe).
         while done < total:
-            _wait_ready(self._fd, True, None, self)
-            done += _os.write(self._fd, view[done:done + _PIPE_BUF])
+            _wait_fd(self._fd, True)
+            done += _os_write(self._fd, view[done:done + _PIPE_BUF])
         return total
 
     def close(self) -> None:
         if self.closed:
             return
-        st = self._st
-        if st is not None and st.hub is not None:
+        hub = _get_hub_if_exists()
+        st = hub.fds.get(self._fd) if hub is not None else None
+        if st is not None and st.temporary:
             # Wake a green thread parked on this pipe with EBADF before the
             # number can be reused.
-            st.hub.forget(st)
+            hub.forget(st)  # type: ignore[union-attr]
         try:
             super().close()
         finally:
@@ -220,7 +192,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
                         pidfd = -1  # not supported here (old kernel, seccomp)
                 if reaped_by_us and pidfd is not None and pidfd >= 0:
                     # Readable once the child has exited.
-                    _wait_ready(pidfd, False, remaining)
+                    _wait_fd(pidfd, False, remaining)
                 else:
                     # Someone else is reaping it right now, or no pidfd.
                     _sleep(delay if remaining is None else min(delay, remaining))
@@ -334,7 +306,7 @@ def waitpid(pid: int, options: int) -> tuple[int, int]:
     try:
         while True:
             if pidfd >= 0:
-                _wait_ready(pidfd, False, None)
+                _wait_fd(pidfd, False)
             else:
                 _sleep(delay)
                 delay = min(delay * 2, 0.05)
