@@ -465,8 +465,10 @@ def markdown(runs: list[Run], notes: list[str], cfg: BenchConfig, order: list[st
         lines.append("")
         lines += [f"- {n}" for n in dict.fromkeys(notes)]
         lines.append("")
-    lines.append("⚠: at least one run of this server was not clean (errors, timeouts or a crash; see the notes).")
-    lines.append("")
+    if any(not r.ok for r in runs):
+        lines.append("⚠: at least one run of this server was not clean (errors, timeouts or a crash; "
+                     "see the notes).")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -483,9 +485,20 @@ def charts(runs: list[Run], cfg: BenchConfig, order: list[str]) -> list[Path]:
     if counts and names:
         fig, ax = plt.subplots(figsize=(11, 5))
         width = 0.8 / len(counts)
+        values = [summary[c].get(n, {}).get("cpu_us") or 0.0 for c in counts for n in names]
+        # One pathological server (threads at 10,000 connections: a GIL
+        # convoy costing milliseconds per request) would flatten every other
+        # bar: clip the axis and write the clipped values on their bars.
+        top = 4 * statistics.median([v for v in values if v > 0] or [1.0])
+        top = max(top, 1.05 * max((v for v in values if v <= top), default=1.0))
         for k, c in enumerate(counts):
             ys = [summary[c].get(n, {}).get("cpu_us") or 0.0 for n in names]
-            ax.bar([i + k * width for i in range(len(names))], ys, width, label=f"{c:,} conns")
+            xs = [i + k * width for i in range(len(names))]
+            ax.bar(xs, [min(y, top) for y in ys], width, label=f"{c:,} conns")
+            for x, y in zip(xs, ys, strict=True):
+                if y > top:
+                    ax.text(x, top * 0.98, f"{y:,.0f}", rotation=90, ha="center", va="top", fontsize=7)
+        ax.set_ylim(0, top)
         ax.set_xticks([i + width * (len(counts) - 1) / 2 for i in range(len(names))])
         ax.set_xticklabels(names, rotation=30, ha="right")
         ax.set_ylabel("server CPU per request (µs)")
@@ -507,6 +520,12 @@ def charts(runs: list[Run], cfg: BenchConfig, order: list[str]) -> list[Path]:
         ]
         for ax, (title, ys) in zip(axes, metrics, strict=True):
             ax.bar(range(len(names)), ys)
+            if title.startswith("s until"):
+                for i, n in enumerate(names):
+                    if by[n]["first_replied"] < cfg.big:
+                        # Some connection never had a reply: no time to draw.
+                        ax.text(i, 0, f"{cfg.big - by[n]['first_replied']:,}\nnever\nanswered",
+                                ha="center", va="bottom", fontsize=7, color="red")
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
             ax.set_title(title, fontsize=10)
@@ -548,7 +567,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "PNG charts.",
     )
     p.add_argument("--quick", action="store_true",
-                   help="one short round at 1, 100 and 1,000 connections and none at 10,000 "
+                   help="one short round at 1, 100 and 5,000 connections and none at 10,000 "
                         "(under 3 minutes on 2 cores)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR",
                    help="where the table (bench.md), results.json and the charts go (default: %(default)s)")
@@ -563,6 +582,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--big-duration", type=float, metavar="S", help="seconds of that run (default 6)")
     p.add_argument("--big-rounds", type=int, metavar="K", help="rounds of that case (default 1)")
     p.add_argument("--no-charts", action="store_true", help="table only")
+    p.add_argument("--report", metavar="RESULTS.json",
+                   help="run nothing: write the table and charts again from an earlier run's results.json")
     p.set_defaults(func=main)
     return p
 
@@ -570,7 +591,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     cfg = BenchConfig(out=args.out, charts=not args.no_charts)
     if args.quick:
-        cfg.connections, cfg.duration, cfg.rounds, cfg.big = (1, 100, 1000), 2.5, 1, 0
+        cfg.connections, cfg.duration, cfg.rounds, cfg.big = (1, 100, 5000), 2.5, 1, 0
     for name in ("connections", "duration", "rounds", "big", "big_duration", "big_rounds"):
         v = getattr(args, name)
         if v is not None:
@@ -594,6 +615,26 @@ def select_servers(text: str | None) -> list[ServerSpec]:
     return out
 
 
+def _report_again(args: argparse.Namespace, cfg: BenchConfig) -> int:
+    """Table and charts from the results.json of an earlier run."""
+    try:
+        saved = json.loads(Path(args.report).read_text(encoding="utf-8"))
+        runs = [Run(**r) for r in saved["runs"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"greenline bench: cannot read {args.report}: {e}", file=sys.stderr)
+        return 2
+    cfg.big = int(saved.get("big", 0))
+    order = list(dict.fromkeys([*(s.name for s in SERVERS), *(r.server for r in runs)]))
+    text = markdown(runs, saved.get("notes", []), cfg, order, saved.get("header", ""))
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "bench.md").write_text(text, encoding="utf-8")
+    print(text)
+    if cfg.charts and runs:
+        for path in charts(runs, cfg, order):
+            print(f"chart: {path}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
@@ -601,6 +642,8 @@ def main(args: argparse.Namespace) -> int:
     except BenchError as e:
         print(f"greenline bench: {e}", file=sys.stderr)
         return 2
+    if args.report:
+        return _report_again(args, cfg)
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     load0 = os.getloadavg()
@@ -621,7 +664,8 @@ def main(args: argparse.Namespace) -> int:
     text = markdown(runs, notes, cfg, [s.name for s in specs], header)
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "bench.md").write_text(text, encoding="utf-8")
-    (cfg.out / "results.json").write_text(json.dumps(_runs_json(runs), indent=1), encoding="utf-8")
+    saved = {"header": header, "notes": notes, "big": cfg.big, "runs": _runs_json(runs)}
+    (cfg.out / "results.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
     print(text)
     if cfg.charts and runs:
         for path in charts(runs, cfg, [s.name for s in specs]):

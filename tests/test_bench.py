@@ -1,0 +1,113 @@
+"""greenline bench: the harness on a tiny configuration, the table, the
+charts, and peers that are missing or do not start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from greenline import bench
+from greenline.bench import REFERENCE, BenchConfig, Run, ServerSpec
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_tiny_bench_writes_the_table_results_and_charts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenline", "bench", "--servers", "greenline,asyncio Protocol",
+         "--connections", "3", "--duration", "1.5", "--rounds", "1", "--big", "20", "--big-duration", "1.5",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    table = (out / "bench.md").read_text()
+    assert table.strip() in proc.stdout
+    assert "### 3 connections" in table and "### 20 connections" in table
+    rows = [ln for ln in table.splitlines() if ln.startswith(("| greenline |", "| asyncio Protocol |"))]
+    assert len(rows) == 4  # each server at 3 and at 20 connections
+    for row in rows:
+        cpu = row.split("|")[2].strip()
+        assert cpu.endswith(" µs") and float(cpu.split()[0]) > 0, row
+    # The many-connections table has memory and first-reply columns.
+    assert "RSS/connection" in table and "20/20" in table
+    for chart in ("cpu_per_request.png", "many_connections.png"):
+        assert (out / chart).read_bytes().startswith(PNG)
+    results = json.loads((out / "results.json").read_text())["runs"]
+    assert {(r["server"], r["connections"]) for r in results} == {
+        ("greenline", 3), ("asyncio Protocol", 3), ("greenline", 20), ("asyncio Protocol", 20)}
+    assert all(r["ok"] and r["cpu_us"] > 0 and r["rate"] > 0 for r in results)
+
+
+def test_missing_peer_is_skipped_with_a_note(tmp_path: Path) -> None:
+    missing = ServerSpec("ghost", (sys.executable, "-c", "pass"), requires=("greenline_no_such_peer_lib",))
+    runs, notes = bench.run_bench([missing], BenchConfig(connections=(1,), big=0, out=tmp_path))
+    assert runs == []
+    assert notes == ["ghost: skipped, greenline_no_such_peer_lib not installed (pip install -e '.[bench]')"]
+
+
+def test_a_server_that_does_not_start_is_skipped_with_a_note(tmp_path: Path) -> None:
+    broken = ServerSpec("broken", (sys.executable, "-c", "import sys; sys.exit('no such thing')"))
+    runs, notes = bench.run_bench([broken], BenchConfig(connections=(1, 2), rounds=2, big=0, out=tmp_path))
+    assert runs == []
+    assert len(notes) == 1  # tried once, not once per run
+    assert notes[0].startswith("broken: skipped, could not start: exited with status 1")
+    assert "no such thing" in notes[0]
+
+
+def test_cli_skips_what_is_missing_and_still_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    ghost = ServerSpec("ghost", (sys.executable, "-c", "pass"), requires=("greenline_no_such_peer_lib",))
+    monkeypatch.setattr(bench, "SERVERS", (ghost,))
+    from greenline.__main__ import main
+
+    assert main(["bench", "--servers", "ghost", "--out", str(tmp_path), "--no-charts"]) == 1  # nothing ran
+    out = capsys.readouterr().out
+    assert "ghost: skipped, greenline_no_such_peer_lib not installed" in out
+    assert "ghost: skipped" in (tmp_path / "bench.md").read_text()
+
+
+def test_table_ratios_are_against_the_seed_server_on_gevent(tmp_path: Path) -> None:
+    runs = [
+        Run("greenline", 100, cpu_us=6.0, rate=30000, p50_us=2000, p99_us=3000, ok=True),
+        Run("greenline", 100, cpu_us=8.0, rate=20000, p50_us=2000, p99_us=3000, ok=True),
+        Run("greenline", 100, cpu_us=7.0, rate=25000, p50_us=2000, p99_us=3000, ok=True),
+        Run(REFERENCE, 100, cpu_us=10.0, rate=20000, p50_us=2500, p99_us=9000, ok=True),
+        Run("greenline", 50, cpu_us=9.0, rate=20000, p50_us=1000, p99_us=1200, rss_per_conn=6 * 1024,
+            first_reply_s=0.5, first_replied=50, ok=True),
+        Run(REFERENCE, 50, cpu_us=12.0, rate=20000, p50_us=1000, p99_us=1300, rss_per_conn=8 * 1024,
+            first_reply_s=0.7, first_replied=49, ok=False, problems=["1 timeout"]),
+    ]
+    cfg = BenchConfig(big=50, out=tmp_path)
+    text = bench.markdown(runs, ["a note"], cfg, ["greenline", REFERENCE], "# header")
+    row = next(ln for ln in text.splitlines() if ln.startswith("| greenline | 7.00 µs"))
+    assert "| 6.00–8.00 | 0.70× | 25,000 | 2.00 ms | 3.00 ms |" in row  # medians, range, ratio
+    big = next(ln for ln in text.splitlines() if ln.startswith("| greenline | 9.00 µs"))
+    assert "| 0.75× |" in big and "| 1.20 |" in big and "| 6.0 KiB | 0.75× |" in big and "| 50/50 |" in big
+    assert f"| {REFERENCE} ⚠ |" in text and "- a note" in text
+    assert bench.charts(runs, cfg, ["greenline", REFERENCE])
+    assert (tmp_path / "many_connections.png").read_bytes().startswith(PNG)
+
+
+def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from greenline.__main__ import main
+
+    assert main(["bench", "--servers", "nginx"]) == 2
+    assert main(["bench", "--duration", "0.5"]) == 2
+    assert "greenline bench:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--connections", "0"])
+
+
+def test_quick_is_one_short_round_without_the_big_case() -> None:
+    import argparse
+
+    ns = argparse.Namespace(out=Path("x"), no_charts=False, quick=True, connections=None, duration=None,
+                            rounds=None, big=None, big_duration=None, big_rounds=None)
+    cfg = bench.config_from_args(ns)
+    assert (cfg.connections, cfg.rounds, cfg.big) == ((1, 100, 5000), 1, 0)
