@@ -581,6 +581,26 @@ def test_subprocess_run_and_communicate(tmp_path):
                    "timeout, partial b'early\\n'", "(b'early\\nlate\\n', None) 0", "run timeout", "7"]
 
 
+def test_run_timeout_with_a_grandchild_holding_the_pipe(tmp_path):
+    # The child is killed at the timeout but a grandchild keeps stdout open:
+    # run() must raise TimeoutExpired with the output so far, and closing
+    # the pipes must not trip over the green thread still reading them.
+    proc = run(tmp_path, """
+        import subprocess, time
+        try:
+            subprocess.run(["sh", "-c", "sleep 3 & echo partial; sleep 3"], capture_output=True, timeout=0.3)
+        except subprocess.TimeoutExpired as e:
+            print("timeout", e.output)
+        p = subprocess.Popen(["sh", "-c", "printf 'a\\r\\nb\\n'; echo err >&2"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        print(repr(p.communicate(timeout=10)))
+        time.sleep(0.05)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["timeout b'partial\\n'", "('a\\nb\\n', 'err\\n')"]
+    assert proc.stderr == ""
+
+
 def test_other_threads_keep_running_while_a_child_runs(tmp_path):
     out = ok(run(tmp_path, """
         import subprocess, threading, time

@@ -237,14 +237,12 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         self.wait(timeout=None if deadline is None else max(0.0, deadline - _monotonic()))
         return stdout, stderr
 
-    def _gl_partial(self, name: str) -> Any:
+    def _gl_partial(self, name: str) -> bytes | None:
+        # Bytes even in text mode, as the stdlib's TimeoutExpired carries.
         entry = self._gl_drains.get(name)
-        if entry is None:
+        if entry is None or not entry[1]:
             return None
-        chunks = entry[1]
-        if not chunks:
-            return None
-        return chunks[0][:0].join(chunks)
+        return b"".join(entry[1])
 
     def _gl_result(self, name: str) -> Any:
         entry = self._gl_drains.get(name)
@@ -253,34 +251,58 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         task, chunks = entry
         return task.value
 
-    @staticmethod
-    def _gl_feed(f: Any, data: Any) -> None:
+    # Feeding and draining work on the descriptors, not through the file
+    # objects, as the stdlib's communicate does: a green thread parked in a
+    # buffered read would hold the buffer's lock, and closing the file from
+    # another green thread (Popen.__exit__ after a timeout) would then fail
+    # with "reentrant call".  Parked in _wait_fd it holds nothing, and a
+    # close wakes it with EBADF.
+
+    def _gl_feed(self, f: Any, data: Any) -> None:
         try:
-            if data:
-                f.write(data)
-                f.flush()
+            f.flush()  # what the caller wrote to stdin before communicating
         except BrokenPipeError:
-            pass  # the child does not read its input: the stdlib ignores it too
-        except OSError as e:
-            if e.errno != _errno.EINVAL:
-                raise
+            pass
+        if data:
+            if self.text_mode:  # type: ignore[attr-defined]
+                data = data.encode(f.encoding, f.errors)
+            view = memoryview(data).cast("B")
+            fd = f.fileno()
+            done = 0
+            try:
+                while done < len(view):
+                    _wait_fd(fd, True)
+                    done += _os_write(fd, view[done:done + _PIPE_BUF])
+            except BrokenPipeError:
+                pass  # the child does not read its input: the stdlib ignores it too
+            except OSError as e:
+                if e.errno not in (_errno.EINVAL, _errno.EBADF):
+                    raise
         try:
             f.close()
         except BrokenPipeError:
             pass
 
-    @staticmethod
-    def _gl_drain(f: Any, chunks: list[Any]) -> Any:
-        while True:
-            # read1/read of a bounded size returns what arrived, so a timeout
-            # can report the partial output.
-            chunk = f.read1(65536) if hasattr(f, "read1") else f.read(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        f.close()
-        empty = "" if isinstance(f, _io.TextIOBase) else b""
-        return empty.join(chunks)
+    def _gl_drain(self, f: Any, chunks: list[bytes]) -> Any:
+        fd = f.fileno()
+        try:
+            while True:
+                _wait_fd(fd, False)
+                chunk = _os_read(fd, 32768)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as e:
+            if e.errno != _errno.EBADF:
+                raise
+            # Closed under us (the caller gave up after a timeout).
+        if not f.closed:
+            f.close()
+        data = b"".join(chunks)
+        if self.text_mode:  # type: ignore[attr-defined]
+            # As the stdlib decodes it: the pipe's encoding, universal newlines.
+            return data.decode(f.encoding, f.errors).replace("\r\n", "\n").replace("\r", "\n")
+        return data
 
 
 def waitpid(pid: int, options: int) -> tuple[int, int]:
