@@ -139,11 +139,11 @@ def test_local_itself_is_collectable():
     data = local()
     ref = weakref.ref(data)
 
-    def worker():
-        data.x = 1
+    def worker(r):
+        r().x = 1
         greenline.sleep(0.01)
 
-    t = greenline.spawn(worker)
+    t = greenline.spawn(worker, ref)
     greenline.sleep(0)
     del data
     gc.collect()
