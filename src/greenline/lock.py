@@ -168,12 +168,18 @@ class Semaphore:
 
     def _acquire(self, blocking: bool, timeout: float | None) -> bool:
         guard = self._guard
-        with guard:
-            if self.counter > 0:
-                self.counter -= 1
-                return True
+        guard.acquire()
+        if self.counter > 0:
+            self.counter -= 1
+            guard.release()
+            return True
+        guard.release()
         if not blocking or (timeout is not None and timeout <= 0):
             return False
+        return self._acquire_slow(timeout)
+
+    def _acquire_slow(self, timeout: float | None) -> bool:
+        guard = self._guard
         # Made outside the guard: the first wait in a thread creates its hub.
         w = _Waiter()
         with guard:
@@ -223,9 +229,17 @@ class Semaphore:
     def release(self) -> int:
         """Give a permit back (from any green thread or OS thread); returns
         the counter."""
-        with self._guard:
-            self._release_locked()
+        guard = self._guard
+        guard.acquire()
+        if self._waiters or self._watchers:
+            try:
+                self._release_locked()
+            finally:
+                guard.release()
             return self.counter
+        self.counter += 1
+        guard.release()
+        return self.counter
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait until a permit is free (without taking it), or ``timeout``
@@ -347,18 +361,53 @@ class Lock(Semaphore):
     def __init__(self, hub: Any = None) -> None:
         super().__init__(1)
 
+    # The uncontended paths are written out in full: under monkey-patching
+    # every stdlib lock (logging, queue, futures) runs through them.
+
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:  # type: ignore[override]
         """``threading.Lock.acquire``: ``timeout`` -1 (or None) waits
         forever; True if the lock was taken."""
-        return self._acquire(blocking, _stdlib_timeout(blocking, timeout))
+        if timeout == -1 or timeout is None:
+            timeout = None
+        else:
+            timeout = _stdlib_timeout(blocking, timeout)
+        guard = self._guard
+        guard.acquire()
+        if self.counter:
+            self.counter = 0
+            guard.release()
+            return True
+        guard.release()
+        if not blocking or (timeout is not None and timeout <= 0):
+            return False
+        return self._acquire_slow(timeout)
 
     acquire_lock = acquire
 
+    def __enter__(self) -> bool:
+        guard = self._guard
+        guard.acquire()
+        if self.counter:
+            self.counter = 0
+            guard.release()
+            return True
+        guard.release()
+        return self._acquire_slow(None)
+
     def release(self) -> None:  # type: ignore[override]
-        with self._guard:
-            if self.counter > 0:
-                raise RuntimeError("release unlocked lock")
-            self._release_locked()
+        guard = self._guard
+        guard.acquire()
+        if self.counter:
+            guard.release()
+            raise RuntimeError("release unlocked lock")
+        if self._waiters or self._watchers:
+            try:
+                self._release_locked()
+            finally:
+                guard.release()
+            return
+        self.counter = 1
+        guard.release()
 
     release_lock = release
 
@@ -407,7 +456,19 @@ class RLock:
         if self._owner is me:
             self._count += 1
             return True
-        if not self._block.acquire(blocking, timeout):
+        block = self._block
+        if timeout == -1 or timeout is None:
+            # The underlying lock's fast path, inlined.
+            guard = block._guard
+            guard.acquire()
+            if block.counter:
+                block.counter = 0
+                guard.release()
+                self._owner = me
+                self._count = 1
+                return True
+            guard.release()
+        if not block.acquire(blocking, timeout):
             return False
         self._owner = me
         self._count = 1

@@ -129,9 +129,12 @@ class Queue:
         return self.maxsize <= 0 or self._qsize() + self._slot_reserved < self.maxsize
 
     def _added(self) -> None:
+        self.unfinished_tasks += 1
+        self._added_with_waiters()
+
+    def _added_with_waiters(self) -> None:
         # An item went in: reserve it for the first waiting getter, and let
         # peekers look.
-        self.unfinished_tasks += 1
         self._grant_getter()
         if self._peekers:
             peekers, self._peekers = self._peekers, []
@@ -159,9 +162,12 @@ class Queue:
         ``block=False``)."""
         guard = self._guard
         with guard:
-            if self._has_slot():
+            maxsize = self.maxsize
+            if maxsize <= 0 or self._qsize() + self._slot_reserved < maxsize:
                 self._put(item)
-                self._added()
+                self.unfinished_tasks += 1
+                if self._getters or self._peekers:
+                    self._added_with_waiters()
                 return
         if not block or (timeout is not None and timeout <= 0):
             raise Full
@@ -207,7 +213,10 @@ class Queue:
         guard = self._guard
         with guard:
             if self._qsize() > self._item_reserved:
-                return self._take()
+                item = self._get()
+                if self._putters:
+                    self._grant_putter()
+                return item
         if not block or (timeout is not None and timeout <= 0):
             raise Empty
         w = _Waiter()
