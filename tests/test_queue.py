@@ -255,3 +255,39 @@ def test_timeout_exception_while_putting_leaves_no_registration():
             q.put(1)
     assert not q._putters and q.qsize() == 1
     assert q.get() == 0 and q.empty()
+
+
+@pytest.mark.timeout(60)
+def test_os_threads_and_green_threads_share_a_bounded_queue():
+    # Producers and consumers on both sides of the OS-thread boundary: every
+    # hand-off between them crosses hubs.
+    q = Queue(4)
+    per_producer = 300
+    got: list[tuple[str, int]] = []
+
+    def produce(name):
+        for i in range(per_producer):
+            q.put((name, i))
+        return name
+
+    def consume():
+        mine = []
+        while True:
+            item = q.get()
+            if item is StopIteration:
+                return mine
+            mine.append(item)
+
+    os_producers = [greenline.spawn(to_thread, produce, f"os{k}") for k in range(3)]
+    green_producers = [greenline.spawn(produce, f"green{k}") for k in range(2)]
+    os_consumer = greenline.spawn(to_thread, consume)
+    green_consumers = [greenline.spawn(consume) for _ in range(3)]
+    greenline.joinall(os_producers + green_producers, timeout=30, raise_error=True)
+    assert all(t.dead for t in os_producers + green_producers)
+    for _ in range(4):
+        q.put(StopIteration)
+    for t in [os_consumer, *green_consumers]:
+        got.extend(t.get(timeout=30))
+    counts = Counter(got)
+    assert len(counts) == 5 * per_producer and max(counts.values()) == 1
+    assert q.empty() and not q._getters and not q._putters
