@@ -260,6 +260,24 @@ def test_main_hub_keeps_the_real_epoll(tmp_path):
     assert out == ["select greenline.select"]
 
 
+def test_thread_exceptions_are_reported_with_green_identities(tmp_path):
+    proc = run(tmp_path, """
+        import sys, threading
+        def boom():
+            raise ValueError("in a thread")
+        t = threading.Thread(target=boom, name="worker"); t.start(); t.join()
+        try:
+            raise KeyError("no thread")
+        except KeyError:
+            threading.excepthook(threading.ExceptHookArgs([*sys.exc_info(), None]))
+        print(threading.get_ident())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    ident = proc.stdout.strip()
+    assert "Exception in thread worker:" in proc.stderr and "ValueError: in a thread" in proc.stderr
+    assert f"Exception in thread {ident}:" in proc.stderr and "KeyError: 'no thread'" in proc.stderr
+
+
 def test_interpreter_exit_waits_for_non_daemon_green_threads(tmp_path):
     proc = run(tmp_path, """
         import threading, time, sys

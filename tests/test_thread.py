@@ -219,3 +219,11 @@ def test_a_thread_cannot_join_its_own_handle():
     assert errors == ["Cannot join current thread"]
     main_handle = thread._make_thread_handle(thread._get_main_thread_ident())
     assert main_handle.ident == thread.get_ident() and not main_handle.is_done()
+
+
+def test_interrupt_main_from_the_main_green_thread_raises_at_once():
+    with pytest.raises(KeyboardInterrupt):
+        thread.interrupt_main()
+        for _ in range(1000):  # the next bytecodes, no blocking point
+            pass
+    greenline.sleep(0.01)  # nothing was left pending for later

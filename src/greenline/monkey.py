@@ -408,6 +408,9 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
         })
     for name, value in copied.items():
         _patch(std_threading, name, value)
+    if std_threading.excepthook is std_threading.__excepthook__:  # not replaced by the program
+        _patch(std_threading, "excepthook", gthread._green_excepthook)
+        _patch(std_threading, "__excepthook__", gthread._green_excepthook)
     _patched.add("threading")
 
     # The main thread was registered under the OS thread's ident; from now on

@@ -208,6 +208,10 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         started: bool = self._communication_started  # type: ignore[has-type]
         if started and input:
             raise ValueError("Cannot send input after starting communication")
+        if timeout is None and not started and [self.stdin, self.stdout, self.stderr].count(None) >= 2:
+            # One pipe at most and no timeout: the stdlib's own path, a plain
+            # write or read on that pipe, is cooperative with our file objects.
+            return super().communicate(input)  # type: ignore[no-any-return]
         from greenline.task import spawn
 
         deadline = None if timeout is None else _monotonic() + timeout

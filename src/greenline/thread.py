@@ -171,9 +171,15 @@ def interrupt_main(signum: int = _signal.SIGINT) -> None:
     handled in whichever green thread happens to run).  Any other handler is
     run as the stdlib would run it.
     """
+    hub = _main_hub if _main_hub is not None else _get_hub()
+    on_main_os_thread = hub.thread_ident == _real_get_ident()
+    if on_main_os_thread and _getcurrent() is hub.main:
+        # Called by the main green thread itself: the real one raises right
+        # here, at the next bytecode, as the stdlib's does.
+        _real_interrupt_main(signum)  # type: ignore[arg-type]
+        return
     if signum == _signal.SIGINT and _signal.getsignal(signum) is _signal.default_int_handler:
-        hub = _main_hub if _main_hub is not None else _get_hub()
-        if hub.thread_ident == _real_get_ident():
+        if on_main_os_thread:
             hub.throw(hub.main, KeyboardInterrupt())
         else:
             hub.call_threadsafe(_throw_interrupt, hub)
@@ -189,6 +195,25 @@ def _throw_interrupt(hub: Any) -> None:
 # (interrupt_main from a pool thread must reach the main thread's main green
 # thread, not its own).
 _main_hub: Any = None
+
+
+def _green_excepthook(args: Any) -> None:
+    """``threading.excepthook``: the stdlib's report, naming a thread given
+    by identity with its green identity (the C hook prints the OS thread's)."""
+    if args.exc_type is SystemExit:
+        return
+    stderr = sys.stderr
+    if stderr is None:
+        thread = args.thread
+        stderr = getattr(thread, "_stderr", None) if thread is not None else None
+        if stderr is None:
+            return
+    name = args.thread.name if args.thread is not None else get_ident()
+    print(f"Exception in thread {name}:", file=stderr, flush=True)
+    import traceback
+
+    traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=stderr)
+    stderr.flush()
 
 
 def daemon_threads_allowed() -> bool:
