@@ -489,3 +489,68 @@ def test_sigkill_and_sigterm_under_load_quick(tmp_path):
 def test_sigkill_and_sigterm_under_load_twenty_rounds(tmp_path):
     totals = [kill_and_terminate_round(tmp_path, r) for r in range(20)]
     assert sum(t["survivors"] for t in totals) >= 20 * 15
+
+
+# -- TLS: what a hostile or broken client does to the handshake -----------------------------
+
+
+@pytest.mark.timeout(60)
+def test_tls_garbage_resets_plaintext_and_stalled_handshakes_cost_nothing(serve, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    from greenline import ssl
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
+    srv = serve("upper", "--certfile", str(tmp_path / "both.pem"), "--idle-timeout", "1")
+    (pid,) = srv.workers(1)
+    baseline = fds(pid)
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+
+    def tls_ask(msg: bytes) -> bytes:
+        c = ctx.wrap_socket(socket.create_connection(srv.address, timeout=10), server_hostname="127.0.0.1")
+        try:
+            reader = greenline.spawn(recv_all, c, len(msg))
+            c.sendall(msg)
+            return reader.get(timeout=10)
+        finally:
+            c.close()
+
+    # Silent clients that never start the handshake: closed by --idle-timeout,
+    # and meanwhile nobody else waits for them.
+    stalled = [socket.create_connection(srv.address, timeout=10) for _ in range(50)]
+    stalled_at = time.monotonic()
+    # Garbage where the ClientHello should be, including a plain HTTP request.
+    for junk in (b"GET / HTTP/1.0\r\n\r\n", os.urandom(3000), b"\x16\x03\x01\xff\xff" + b"\x00" * 100):
+        c = socket.create_connection(srv.address, timeout=10)
+        c.sendall(junk)
+        try:
+            reply = recv_all(c)  # until the server closes it
+        except ConnectionResetError:
+            reply = b""
+        assert junk.upper() not in reply  # never taken for data and echoed
+        c.close()
+    # A client that resets half way through its handshake.
+    for _ in range(10):
+        raw = socket.create_connection(srv.address, timeout=10)
+        hello = ssl.MemoryBIO()
+        out = ssl.MemoryBIO()
+        obj = ctx.wrap_bio(hello, out, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        raw.sendall(out.read())  # the ClientHello, then vanish
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+    t0 = time.monotonic()
+    answers = [greenline.spawn(tls_ask, b"tls %d \xe9" % i) for i in range(20)]
+    greenline.joinall(answers, raise_error=True, timeout=20)
+    assert [a.value for a in answers] == [(b"tls %d \xe9" % i).upper() for i in range(20)]
+    assert time.monotonic() - t0 < 1.0  # the 50 stalled handshakes held up nobody
+    for s in stalled:
+        assert s.recv(1) == b""  # closed by the idle timeout
+        s.close()
+    assert time.monotonic() - stalled_at < 1 + 2
+    assert settle(pid, baseline) == baseline
+    assert psutil.Process(srv.proc.pid).children()[0].pid == pid
+    assert "Traceback" not in srv.logs()
+    assert srv.terminate() == 0
