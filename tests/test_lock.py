@@ -460,3 +460,48 @@ def test_pool_threads_contend_with_green_threads():
     tasks += [greenline.spawn(work, 10 + k) for k in range(2)]
     assert sorted(t.get(timeout=30) for t in tasks) == [0, 1, 2, 3, 10, 11]
     assert counter[0] == 6 * 200
+
+
+def test_green_threads_of_another_os_threads_hub_are_woken():
+    # Waiters that are green threads of a second hub (in a pool thread) are
+    # woken through that hub, not by blocking its OS thread.
+    sem = Semaphore(0)
+
+    def in_thread():
+        tasks = [greenline.spawn(sem.acquire, True, 10) for _ in range(3)]
+        return [t.get() for t in tasks]
+
+    t = greenline.spawn(to_thread, in_thread)
+    until(lambda: len(sem._waiters) == 3)
+    assert all(w.hub is not None and w.hub is not greenline.get_hub() for w in sem._waiters)
+    for _ in range(3):
+        sem.release()
+    assert t.get(timeout=10) == [True, True, True]
+    assert sem.counter == 0
+
+
+def test_plain_os_threads_wait_without_a_hub(fd_count):
+    # A thread that never ran green threads blocks on a real lock: it is not
+    # given a hub (and its descriptors) just to wait.
+    from greenline.hub import get_hub_if_exists
+
+    sem = Semaphore(0)
+    for _ in range(10):
+        result = []
+        done = _real_lock()
+        done.acquire()
+
+        def worker(result=result, done=done):
+            try:
+                result.append(Semaphore(0).acquire(timeout=0.001))
+                result.append(sem.acquire(timeout=10))
+                result.append(get_hub_if_exists())
+            finally:
+                done.release()
+
+        _thread.start_new_thread(worker, ())
+        until(lambda: len(sem._waiters) == 1)  # noqa: B023 - used at once
+        sem.release()
+        until(lambda: done.acquire(False))  # noqa: B023
+        assert result == [False, True, None]
+    fd_count()

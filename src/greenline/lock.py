@@ -37,7 +37,7 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline.hub import Hub, LoopExit, get_hub
+from greenline.hub import Hub, LoopExit, get_hub, get_hub_if_exists
 
 __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
 
@@ -45,6 +45,17 @@ __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
 # real OS-thread locks.
 _allocate_real_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
+_TIMEOUT_MAX = _thread.TIMEOUT_MAX
+
+
+def _main_os_ident() -> int | None:
+    # greenline is imported before any patching, so this is the real one.
+    import threading
+
+    return threading.main_thread().ident
+
+
+_MAIN_IDENT = _main_os_ident()
 
 
 class _Waiter:
@@ -55,13 +66,28 @@ class _Waiter:
     True only while the green thread is inside :func:`_park` for this
     registration, so a wake arriving late from another OS thread cannot
     resume it out of some later, unrelated wait.
+
+    A plain OS thread that has no hub (a thread-pool worker, a thread started
+    before patching) is not given one just to wait: it has no other green
+    threads to run meanwhile, so it blocks on a real lock of its own
+    (``os_lock``), exactly as with the stdlib, and needs no descriptors.  The
+    main thread always waits through its hub, so a wait nothing can end is
+    reported as :class:`LoopExit` rather than hanging.
     """
 
-    __slots__ = ("g", "hub", "fired", "expired", "waiting")
+    __slots__ = ("g", "hub", "fired", "expired", "waiting", "os_lock")
 
     def __init__(self) -> None:
+        hub = get_hub_if_exists()
+        self.os_lock: Any = None
+        if hub is None and _get_ident() != _MAIN_IDENT:
+            lock = _allocate_real_lock()
+            lock.acquire()
+            self.os_lock = lock
+        elif hub is None:
+            hub = get_hub()
+        self.hub: Hub | None = hub
         self.g: greenlet = getcurrent()
-        self.hub: Hub = get_hub()
         self.fired = False
         self.expired = False
         self.waiting = False
@@ -71,6 +97,9 @@ def _notify(w: _Waiter) -> None:
     """Wake waiter ``w`` (its ``fired`` flag is already set).  Never blocks;
     callable from any OS thread and from the hub."""
     hub = w.hub
+    if hub is None:
+        w.os_lock.release()
+        return
     if hub.thread_ident == _get_ident():
         # Same thread: w is parked in _park right now (it is registered and
         # nothing else in this thread runs concurrently), or already woken.
@@ -82,12 +111,12 @@ def _notify(w: _Waiter) -> None:
 def _wake_if_waiting(w: _Waiter) -> None:
     # Runs in the waiter's own hub, so reading ``waiting`` cannot race.
     if w.waiting:
-        w.hub.wake(w.g)
+        w.hub.wake(w.g)  # type: ignore[union-attr]
 
 
 def _expire(w: _Waiter) -> None:
     w.expired = True
-    w.hub.wake(w.g)
+    w.hub.wake(w.g)  # type: ignore[union-attr]
 
 
 def _park(w: _Waiter, timeout: float | None) -> None:
@@ -97,6 +126,13 @@ def _park(w: _Waiter, timeout: float | None) -> None:
     LoopExit); the caller must then give up or pass on its registration.
     """
     hub = w.hub
+    if hub is None:
+        # A plain OS thread: block it on its own real lock, which _notify
+        # releases.  The hand-off may land just after the timeout; callers
+        # look at ``fired`` under the guard either way.
+        if not w.os_lock.acquire(True, -1 if timeout is None else min(timeout, _TIMEOUT_MAX)):
+            w.expired = True
+        return
     w.waiting = True
     try:
         if timeout is None:
