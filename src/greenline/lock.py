@@ -195,13 +195,6 @@ class Semaphore:
         """True if a permit is free (gevent's name for ``not locked()``)."""
         return self.counter > 0
 
-    def _try_acquire(self) -> bool:
-        with self._guard:
-            if self.counter > 0:
-                self.counter -= 1
-                return True
-        return False
-
     def _acquire(self, blocking: bool, timeout: float | None) -> bool:
         guard = self._guard
         guard.acquire()
