@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 _UNSET: Any = object()
+_NO_KWARGS: Any = MappingProxyType({})
 
 
 class Task(greenlet):
@@ -47,7 +49,9 @@ class Task(greenlet):
         self._hub = hub
         self._fn = run
         self.args = args
-        self.kwargs = kwargs
+        # No keyword arguments (the usual case) shares one empty mapping
+        # instead of keeping a dict per task.
+        self.kwargs = kwargs if kwargs else _NO_KWARGS
         self.value: Any = None
         self._exc: BaseException | None = None
         # Called in the hub, in order, when the task finishes; they must not
@@ -89,7 +93,20 @@ class Task(greenlet):
             fn = self._fn
             if fn is None:
                 raise TypeError("Task has nothing to run")
-            value = fn(*self.args, **self.kwargs)
+            # Spelled out for the common shapes: a call with * or ** runs
+            # the callee in a new C-level interpreter loop, and that C stack
+            # is what greenlet copies aside for every parked green thread.
+            args = self.args
+            if self.kwargs:
+                value = fn(*args, **self.kwargs)
+            elif len(args) == 2:
+                value = fn(args[0], args[1])
+            elif len(args) == 1:
+                value = fn(args[0])
+            elif not args:
+                value = fn()
+            else:
+                value = fn(*args)
         except GreenletExit as e:
             # Killed: that counts as a success whose value is the exception.
             self._finish(e, None)
@@ -126,7 +143,7 @@ class Task(greenlet):
         # Drop references so a finished task holds no function or arguments.
         self._fn = None
         self.args = ()
-        self.kwargs = {}
+        self.kwargs = _NO_KWARGS
         links, self._links = self._links, None
         if links:
             for callback in links:
