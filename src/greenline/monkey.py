@@ -413,25 +413,6 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
         _patch(std_threading, "__excepthook__", gthread._green_excepthook)
     _patched.add("threading")
 
-    # The main thread was registered under the OS thread's ident; from now on
-    # idents are green ones, so current_thread() must find it under the main
-    # green thread's.
-    main: Any = std_threading.main_thread()
-    if on_main_os_thread:
-        new = id(get_hub().main)
-        old = main._ident
-        if old != new:
-            with std_threading._active_limbo_lock:  # type: ignore[attr-defined]
-                active = std_threading._active  # type: ignore[attr-defined]
-                if active.get(old) is main:
-                    del active[old]
-                main._ident = new
-                active[new] = main
-                if handles:
-                    # threading checks a thread's handle against its ident
-                    # (after a fork); shutdown marks it done.
-                    main._handle = gthread._make_thread_handle(new)
-
     if logging:
         _patch_logging_locks(RLock)
 

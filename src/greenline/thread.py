@@ -15,7 +15,8 @@ threads instead of OS threads.
 True
 
 A thread's identity is the id of its green thread (its :class:`greenlet`),
-unique among the live ones, as a real thread's ident is.
+unique among the live ones, as a real thread's ident is; the main green
+thread keeps the OS thread's.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ _ExceptHookArgs = _real._ExceptHookArgs
 # Saved: once patched, _thread.interrupt_main is ours.
 _real_interrupt_main = _real.interrupt_main
 _real_get_ident = _real.get_ident
+_real_shutdown = getattr(_real, "_shutdown", None)  # Python 3.13+
 
 # Identities of the green threads started here that have not finished.
 _running: set[int] = set()
@@ -63,8 +65,17 @@ _stack_size = 0
 
 
 def get_ident() -> int:
-    """The calling green thread's identity."""
-    return id(_getcurrent())
+    """The calling green thread's identity.
+
+    An OS thread's own greenlet (the main green thread, or a real thread's
+    only one) keeps the OS thread's identity, so threads registered before
+    patching, and the main thread, are found under the same identity after
+    it; every other green thread is identified by its greenlet.  (The two
+    cannot collide: thread identities are addresses of thread control
+    blocks, greenlets live on the Python heap.)
+    """
+    g = _getcurrent()
+    return _real_get_ident() if g.parent is None else id(g)
 
 
 # The class itself, not a function: code keeps ``allocate_lock`` as a class
@@ -308,7 +319,8 @@ def _make_thread_handle(ident: int) -> _ThreadHandle:
 def _get_main_thread_ident() -> int:
     """The main green thread of this OS thread's hub (after a fork from a
     green thread, that green thread: it is all the child has)."""
-    return id(_get_hub().main)
+    main = _get_hub().main
+    return _real_get_ident() if main.parent is None else id(main)
 
 
 def _shutdown() -> None:
@@ -317,10 +329,14 @@ def _shutdown() -> None:
     while True:
         waiting = [h for h, daemon in list(_live_handles.items()) if not daemon and not h.is_done()]
         if not waiting:
-            return
+            break
         for handle in waiting:
             if handle._ident != get_ident():
                 handle.join()
+    if _real_shutdown is not None:
+        # Real threads started before patching are still the runtime's to
+        # wait for.
+        _real_shutdown()
 
 
 def _after_fork_in_child() -> None:
