@@ -704,8 +704,8 @@ def patch_signal() -> None:
     the hub is running runs in a new green thread (where it may block)."""
     import signal
 
-    _patch(signal, "signal", _green_signal)
-    _patch(signal, "getsignal", _green_getsignal)
+    _patch(signal, "signal", _builtin_like(_green_signal, "signal", "signal"))
+    _patch(signal, "getsignal", _builtin_like(_green_getsignal, "signal", "getsignal"))
     _patched.add("signal")
 
 
