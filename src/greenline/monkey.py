@@ -5,11 +5,19 @@
 
 Call it first thing in the program, before other imports: after it,
 ``socket``, ``ssl``, ``time.sleep``, ``select``, ``selectors``,
-``threading``/``_thread``, ``queue``, ``subprocess``, ``os.waitpid`` and
-``signal.signal`` are greenline's, so plain blocking code (a thread per
-client, ``sock.recv()``, ``time.sleep()``) runs as green threads that switch
-wherever they would block.  ``threading.Thread(...).start()`` starts a green
-thread; locks, conditions, events, semaphores and thread-locals follow.
+``threading``/``_thread``, ``queue``, ``subprocess``, ``os.waitpid``,
+``os.read``, ``signal.signal`` and ``multiprocessing``'s pipes and locks are
+greenline's, so plain blocking code (a thread per client, ``sock.recv()``,
+``time.sleep()``) runs as green threads that switch wherever they would
+block.  ``threading.Thread(...).start()`` starts a green thread; locks,
+conditions, events, semaphores, barriers, timers and thread-locals follow,
+and at exit the interpreter waits for non-daemon green threads as it does
+for real ones.
+
+What stays different from real threads: a green thread that never blocks
+(a pure-Python busy loop) is not preempted; ``threading.get_native_id()`` is
+the OS thread's for every green thread; an asyncio event loop runs one per
+OS thread at a time.
 
 Or run an unmodified program patched::
 
