@@ -206,6 +206,10 @@ def test_lock_stdlib_argument_checks():
         lock.acquire(False, 1)
     with pytest.raises(ValueError):
         lock.acquire(True, -2)
+    with pytest.raises(OverflowError):
+        lock.acquire(True, threading.TIMEOUT_MAX + 1)
+    with pytest.raises(OverflowError):
+        RLock().acquire(True, threading.TIMEOUT_MAX + 1)
     assert lock.acquire(True, -1) is True
     assert lock.acquire(False, -1) is False
     lock.release()

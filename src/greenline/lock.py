@@ -367,6 +367,8 @@ def _stdlib_timeout(blocking: bool, timeout: float | None) -> float | None:
         raise ValueError("can't specify a timeout for a non-blocking call")
     if timeout < 0:
         raise ValueError("timeout value must be positive")
+    if timeout > _TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
     return timeout
 
 
