@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -24,8 +25,22 @@ ENV = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
 
 
 def run(script: str, *args: str, timeout: float = 50) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SEED / script), *args], capture_output=True,
-                          text=True, encoding="utf-8", env=ENV, timeout=timeout)
+    argv = [sys.executable, str(SEED / script), *args]
+    # With the fault handler on, SIGABRT makes a hung script print where
+    # each of its OS threads is stuck: the failure then says where it hung.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            encoding="utf-8", env={**ENV, "PYTHONFAULTHANDLER": "1"})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"{' '.join(argv[1:])} still running after {timeout} s:\n{out}\n{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def free_port() -> int:
