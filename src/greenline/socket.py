@@ -207,8 +207,24 @@ class GreenSocket(_STD_SOCKET):
                 if hub.io_budget <= 0:
                     _budget_spent(hub)
                 return data
-        if self._gl_timeout == 0.0:
+        timeout = self._gl_timeout
+        if timeout == 0.0:
             return _recv(self, bufsize, flags)  # type: ignore[no-any-return]
+        if timeout is None:
+            # The server's hot path: no deadline to keep, park directly.
+            hub = get_hub()
+            while True:
+                if _c_fileno(self) == -1:
+                    raise _closed_error()
+                hub.wait_fd(st, False)
+                try:
+                    data = _recv(self, bufsize, flags)
+                except BlockingIOError:
+                    st.readable = False
+                    continue
+                if 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:
+                    st.readable = False
+                return data
         deadline = self._deadline()
         while True:
             self._wait(False, deadline)
