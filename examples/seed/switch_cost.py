@@ -19,10 +19,12 @@ then the time of each, what one switch cost, and which is slower and why.
 from __future__ import annotations
 
 import argparse
+import gc
+import math
 
 # The four measurements are greenline's own (`greenline lab switch` runs
 # them too); this script prints them the way the seed's experiment did.
-from greenline.lab import DEFAULT_N, DEFAULT_REPEAT, best_of, serial, with_greenlet, with_sleep0, with_yield
+from greenline.lab import DEFAULT_N, DEFAULT_REPEAT, serial, with_greenlet, with_sleep0, with_yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,14 +42,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--n and --repeat must be at least 1")
 
     print(f"{n:,} steps per function, best of {repeat} runs each")
-    t_serial = best_of(repeat, serial, n)
+    versions = [serial, with_yield, with_greenlet, with_sleep0]
+    best = [math.inf] * len(versions)
+    # Round after round of all four, rather than all runs of one and then
+    # the next: a burst of load from elsewhere then spoils one run of each,
+    # not every run of one.  The collector stays off so that its pauses do
+    # not land in one version's time.
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            for i, measure in enumerate(versions):
+                best[i] = min(best[i], measure(n))
+    finally:
+        gc.enable()
+    t_serial = best[0]
     print(f"serial (func1 then func2)         {t_serial:8.3f} s")
     rows = [
-        ("generator yield", best_of(repeat, with_yield, n), n,
-         "next(g): into the generator and back"),
-        ("greenlet switch", best_of(repeat, with_greenlet, n), n,
-         "g.switch(): into the other stack and back"),
-        ("greenline sleep(0)", best_of(repeat, with_sleep0, n), 2 * n,
+        ("generator yield", best[1], n, "next(g): into the generator and back"),
+        ("greenlet switch", best[2], n, "g.switch(): into the other stack and back"),
+        ("greenline sleep(0)", best[3], 2 * n,
          "sleep(0): through the hub's ready queue to the other green thread"),
     ]
     for name, t, _, _ in rows:
