@@ -85,3 +85,28 @@ def test_pool_grows_to_its_limit_only():
 
 def test_shared_pool_is_one_per_process():
     assert get_threadpool() is get_threadpool()
+
+
+def test_a_worker_that_made_a_hub_closes_it_when_it_ends(monkeypatch, fd_count):
+    from greenline import threadpool
+
+    monkeypatch.setattr(threadpool, "IDLE_SECONDS", 0.05)
+    pool = ThreadPool(maxsize=1)
+    hub = greenline.get_hub()
+    me = greenline.getcurrent()
+
+    def job():
+        greenline.sleep(0.01)  # makes a hub in the worker thread
+        hub.call_threadsafe(hub.wake, me)
+
+    hub.refs += 1
+    try:
+        pool.submit(job)
+        hub.block()
+    finally:
+        hub.refs -= 1
+    deadline = time.monotonic() + 5
+    while pool.size and time.monotonic() < deadline:
+        greenline.sleep(0.02)
+    assert pool.size == 0
+    fd_count()  # the worker's epoll and eventfd are gone with it

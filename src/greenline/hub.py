@@ -619,6 +619,15 @@ def get_hub_if_exists() -> Hub | None:
     return _state.hub
 
 
+def close_thread_hub() -> None:
+    """Close the calling OS thread's hub, if it has one (for a thread that is
+    about to end: its descriptors would otherwise outlive it)."""
+    hub = _state.hub
+    if hub is not None:
+        _state.hub = None
+        hub.close()
+
+
 def stats(reset: bool = False) -> dict[str, float | int]:
     """Figures of the calling thread's hub.
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from greenlet import getcurrent
 
+from greenline import hub as _hub
 from greenline.hub import get_hub
 
 __all__ = ["ThreadPool", "to_thread", "get_threadpool"]
@@ -71,13 +72,16 @@ class ThreadPool:
                     # Leave only if no job slipped in meanwhile.
                     if jobs.empty():
                         self.size -= 1
-                        return
+                        break
                 continue
             with lock:
                 self.idle -= 1
                 self.queued -= 1
                 _idle_total -= 1
             job()
+        # A job may have made a hub in this thread (green threads, a
+        # Timeout): its epoll and eventfd would outlive the thread.
+        _hub.close_thread_hub()
 
 
 _pool: ThreadPool | None = None
