@@ -470,3 +470,20 @@ def test_multiprocessing_event_wait_is_cooperative(tmp_path, method):
                 print(dict(d))
     """, method))
     assert out == ["True True True", "{'a': 1}"]
+
+
+def test_interrupt_main_in_a_forked_child_reaches_the_childs_main(tmp_path):
+    out = ok(run(tmp_path, """
+        import os, _thread, threading, time
+        pid = os.fork()
+        if pid == 0:
+            threading.Timer(0.02, _thread.interrupt_main).start()
+            try:
+                time.sleep(5)
+            except KeyboardInterrupt:
+                os._exit(7)
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """))
+    assert out == ["7"]

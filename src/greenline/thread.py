@@ -345,6 +345,10 @@ def _after_fork_in_child() -> None:
     # events: the old ones may list waiters of the parent's hub.
     from greenline.event import Event
 
+    global _main_hub
+    # The parent's main hub is gone here: interrupt_main must reach the
+    # child's (made on first use).
+    _main_hub = None
     me = get_ident()
     for handle in list(_live_handles):
         if handle._ident != me:
