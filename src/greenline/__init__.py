@@ -9,6 +9,8 @@ wherever that code would block and runs thousands of them in one OS thread.
 1000
 """
 
+from typing import TYPE_CHECKING
+
 from greenlet import GreenletExit, getcurrent
 
 from greenline import watchdog as _watchdog  # noqa: F401 - reads GREENLINE_BLOCK_WARN_MS
@@ -28,11 +30,13 @@ from greenline.local import local
 from greenline.lock import BoundedSemaphore, Lock, RLock, Semaphore
 from greenline.pool import Group, Pool
 from greenline.queue import JoinableQueue, LifoQueue, PriorityQueue, Queue
-from greenline.server import StreamServer
 from greenline.task import Task, joinall, killall, spawn, spawn_later
 from greenline.taskgroup import TaskGroup
 from greenline.threadpool import to_thread
 from greenline.timeout import Timeout, with_timeout
+
+if TYPE_CHECKING:
+    from greenline.server import StreamServer
 
 __version__ = "0.1.0"
 
@@ -42,6 +46,10 @@ _LAZY = {"monkey", "socket", "ssl", "select", "selectors", "server", "aio", "thr
 
 
 def __getattr__(name: str) -> object:
+    if name == "StreamServer":  # imports logging: only for those who serve
+        from greenline.server import StreamServer
+
+        return StreamServer
     if name in _LAZY:
         import importlib
 

@@ -42,7 +42,6 @@ import heapq
 import os
 import select
 import sys
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -564,6 +563,8 @@ class Hub:
             return
         try:
             print(f"greenline: unhandled error in {where!r}:", file=sys.stderr)
+            import traceback  # only when there is an error to print
+
             traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         except Exception:  # pragma: no cover - stderr gone
             pass

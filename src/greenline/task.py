@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -130,6 +129,8 @@ class Task(greenlet):
             return
         try:
             print(f"greenline: {self!r} failed with {type(exc).__name__}", file=sys.stderr)
+            import traceback  # only when there is an error to print
+
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         except Exception:  # pragma: no cover - stderr is gone
             pass

@@ -25,7 +25,6 @@ child failures seen meanwhile are then printed to stderr rather than lost.
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -184,6 +183,8 @@ def _print_lost(exc: BaseException) -> None:
     try:
         print("greenline: a TaskGroup child failed while its owner was interrupted:",
               file=sys.stderr)
+        import traceback  # only when there is an error to print
+
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     except Exception:  # pragma: no cover - stderr gone
         pass

@@ -20,17 +20,13 @@ already keeps the counter it reads.
 from __future__ import annotations
 
 import _thread
-import logging
 import os
 import sys
-import traceback
 from time import monotonic
 
 from greenline import hub as _hub
 
 __all__ = ["enable", "disable", "threshold_ms"]
-
-log = logging.getLogger("greenline.watchdog")
 
 _start_new_thread = _thread.start_new_thread
 _allocate_lock = _thread.allocate_lock
@@ -88,9 +84,12 @@ def _watch() -> None:
 
 
 def _report(hub: _hub.Hub, current: object, elapsed: float) -> None:
+    import logging  # not at import: most programs never turn the detector on
+    import traceback
+
     frame = sys._current_frames().get(hub.thread_ident)
     stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (stack unavailable)\n"
-    log.warning(
+    logging.getLogger("greenline.watchdog").warning(
         "green thread %r has run %.0f ms without yielding (threshold %.0f ms); "
         "every other green thread of this OS thread waits meanwhile:\n%s",
         current, elapsed * 1000, threshold_ms, stack,
@@ -102,4 +101,7 @@ if _env:
     try:
         enable(float(_env))
     except ValueError:
-        log.warning("ignoring GREENLINE_BLOCK_WARN_MS=%r: not a positive number", _env)
+        import logging
+
+        logging.getLogger("greenline.watchdog").warning(
+            "ignoring GREENLINE_BLOCK_WARN_MS=%r: not a positive number", _env)
