@@ -51,9 +51,13 @@ def test_patched_names_are_greenlines_and_originals_are_kept(tmp_path):
         import greenline.socket, greenline.ssl, greenline.select, greenline.thread
         import greenline.subprocess, greenline.selectors
         g = monkey.get_original
+        srv = socket.create_server(("127.0.0.1", 0))
         checks = {
             "socket": socket.socket is greenline.socket.socket and g("socket", "socket").__module__ == "socket",
-            "create_connection": socket.create_connection is greenline.socket.create_connection,
+            # the stdlib's, on the patched class and resolver
+            "create_connection": socket.create_connection is g("socket", "create_connection")
+                                 and isinstance(socket.create_connection(srv.getsockname()), greenline.socket.socket),
+            "SocketType": socket.SocketType is g("socket", "SocketType") and issubclass(socket.socket, socket.SocketType),
             "getaddrinfo": socket.getaddrinfo is greenline.socket.getaddrinfo,
             "ssl": ssl.SSLContext is greenline.ssl.SSLContext and ssl.SSLSocket is greenline.ssl.SSLSocket,
             "time": time.sleep is not g("time", "sleep") and g("time", "sleep").__module__ == "time",

@@ -190,17 +190,20 @@ def patch_time() -> None:
 
 # -- socket, dns, ssl ---------------------------------------------------------------
 
-# Not create_server nor getfqdn: the stdlib's are built on names patched here
-# (the socket class; gethostbyaddr), so they are cooperative as they are.
-# greenline.socket's versions call the stdlib module's by attribute, which
-# would then be themselves.
-_SOCKET_NAMES = ("socket", "SocketType", "socketpair", "fromfd", "create_connection")
+# Not create_connection, create_server nor getfqdn: the stdlib's are built on
+# names patched here (the socket class, getaddrinfo, gethostbyaddr), so they
+# are cooperative as they are, and they keep working for code (and tests)
+# that swap socket.socket for something else.  Not SocketType either: the
+# stdlib's is the C base class _socket.socket, of which the green class is a
+# subclass.
+_SOCKET_NAMES = ("socket", "socketpair", "fromfd")
 _DNS_NAMES = ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo")
 
 
 def patch_socket(dns: bool = True, aggressive: bool = True) -> None:
-    """``socket.socket`` and its constructors are greenline's; with ``dns``
-    also name resolution (run in the thread pool)."""
+    """``socket.socket``, ``socketpair`` and ``fromfd`` are greenline's (so
+    the stdlib's ``create_connection``/``create_server`` make green sockets);
+    with ``dns`` also name resolution (run in the thread pool)."""
     import socket
 
     from greenline import socket as gsocket
