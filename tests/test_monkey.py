@@ -721,6 +721,35 @@ def test_os_read_waits_cooperatively_on_a_blocking_pipe(tmp_path):
     assert out == ["b'late'", "b'now'", "BlockingIOError", "b''", "b'file'", "EBADF True", "[b'a', b'b']"]
 
 
+def test_os_write_and_read_between_green_threads_of_one_process(tmp_path):
+    # More than a pipe holds: with a real blocking write the writer would
+    # stop the OS thread, and so the reader, for good.
+    out = ok(run(tmp_path, """
+        import os, threading
+        r, w = os.pipe()
+        data = bytes(range(256)) * 4096   # 1 MiB
+        written = []
+        t = threading.Thread(target=lambda: written.append(os.write(w, data)))
+        t.start()
+        got = bytearray()
+        while len(got) < len(data):
+            got += os.read(r, 65536)
+        t.join()
+        print(written == [len(data)], bytes(got) == data)
+        # small writes stay single atomic writes; regular files are written at once
+        print(os.write(w, b"x" * 512), os.read(r, 1024) == b"x" * 512)
+        fd = os.open("big.bin", os.O_WRONLY | os.O_CREAT)
+        print(os.write(fd, data) == len(data)); os.close(fd)
+        # the reader goes away mid-write: the count written so far, then EPIPE
+        os.close(r)
+        try:
+            os.write(w, b"y")
+        except BrokenPipeError:
+            print("BrokenPipeError")
+    """))
+    assert out == ["True True", "512 True", "True", "BrokenPipeError"]
+
+
 # -- python -m greenline.monkey ------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@
 Call it first thing in the program, before other imports: after it,
 ``socket``, ``ssl``, ``time.sleep``, ``select``, ``selectors``,
 ``threading``/``_thread``, ``queue``, ``subprocess``, ``os.waitpid``,
-``os.read``, ``signal.signal`` and ``multiprocessing``'s pipes and locks are
+``os.read``/``os.write``, ``signal.signal`` and ``multiprocessing``'s pipes and locks are
 greenline's, so plain blocking code (a thread per client, ``sock.recv()``,
 ``time.sleep()``) runs as green threads that switch wherever they would
 block.  ``threading.Thread(...).start()`` starts a green thread; locks,
@@ -517,17 +517,19 @@ def patch_subprocess() -> None:
 def patch_os() -> None:
     """``os.waitpid`` parks only the calling green thread (so do
     ``multiprocessing.Process.join`` and ``Popen.wait`` on its children), and
-    so does ``os.read`` on a blocking pipe or terminal with nothing to read.
-    ``os.write`` stays as it is: a blocking write may not be split.
+    so do ``os.read`` on a blocking pipe or terminal with nothing to read and
+    ``os.write`` on one without room (a reader and a writer of one pipe may
+    be green threads of one process).
     ``os.fork`` needs no patch: greenline's fork hooks give the child a fresh
     hub and thread pool."""
     import os
 
     from greenline import subprocess as gsub
-    from greenline.select import _cooperative_os_read
+    from greenline.select import _cooperative_os_read, _cooperative_os_write
 
     _patch(os, "waitpid", _builtin_like(gsub.waitpid, "os", "waitpid"))
     _patch(os, "read", _builtin_like(_cooperative_os_read, "os", "read"))
+    _patch(os, "write", _builtin_like(_cooperative_os_write, "os", "write"))
     _patched.add("os")
 
 

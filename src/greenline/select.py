@@ -27,6 +27,7 @@ import math as _math
 import operator as _operator
 import os as _os
 import select as _std
+import stat as _stat
 from collections.abc import Iterable
 from select import *  # noqa: F403 - the module is a drop-in for the stdlib's
 from time import monotonic as _monotonic
@@ -129,6 +130,49 @@ def _cooperative_os_read(fd: int, n: int) -> bytes:
     if not _ready_now(fd, False) and not _in_hub() and _os_get_blocking(fd):
         _wait_fd(fd, False)
     return _os_read(fd, n)
+
+
+_os_write = _os.write
+_os_fstat = _os.fstat
+_PIPE_BUF: int = getattr(_std, "PIPE_BUF", 512)
+
+
+def _is_stream(fd: int) -> bool:
+    # A pipe, socket or terminal: where a blocking write can wait for a reader.
+    mode = _os_fstat(fd).st_mode
+    return _stat.S_ISFIFO(mode) or _stat.S_ISSOCK(mode) or _stat.S_ISCHR(mode)
+
+
+def _cooperative_os_write(fd: int, data: Any) -> int:
+    """:func:`os.write` that parks only the calling green thread while a
+    blocking pipe, socket or terminal has no room.
+
+    Such a write is made in pieces of at most ``PIPE_BUF`` bytes, each once
+    the descriptor is writable, so none blocks; like the blocking call it
+    returns only when everything is written (a write of up to ``PIPE_BUF``
+    bytes stays one atomic write).  If the reader goes away after part was
+    written, the count written so far is returned, as the kernel does.
+    Non-blocking descriptors and regular files are written at once.
+    """
+    if _in_hub():
+        return _os_write(fd, data)
+    ready = _ready_now(fd, True)
+    if ready and (memoryview(data).nbytes <= _PIPE_BUF or not _is_stream(fd)):
+        return _os_write(fd, data)
+    if not _os_get_blocking(fd):
+        return _os_write(fd, data)
+    view = memoryview(data).cast("B")
+    total = len(view)
+    done = 0
+    while done < total:
+        _wait_fd(fd, True)
+        try:
+            done += _os_write(fd, view[done:done + _PIPE_BUF])
+        except OSError:
+            if done:
+                return done
+            raise
+    return total
 
 
 def _fileno(obj: Any) -> int:
