@@ -366,7 +366,7 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
     if on_main_os_thread and gthread._main_hub is None:
         gthread._main_hub = get_hub()
 
-    # _count stays the real one: the hub asks it how many OS threads exist.
+    # _count only below: the hub may still ask it how many OS threads exist.
     for name in ("allocate_lock", "allocate", "start_new_thread", "start_new", "get_ident",
                  "stack_size", "interrupt_main",
                  # Python 3.11/3.12: threads are joined through a sentinel lock
@@ -379,6 +379,12 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
     _patch(_thread, "LockType", Lock)
     _patch(_thread, "RLock", RLock)
     _patch(_thread, "_local", glocal)
+    import greenline.hub
+
+    if getattr(greenline.hub, "_thread_count", None) is not None:
+        # The hub keeps the real count of OS threads for its deadlock check;
+        # the program's _thread._count() counts its (green) threads.
+        _patch(_thread, "_count", gthread._count)
     _patched.add("thread")
 
     if _threading_local:
