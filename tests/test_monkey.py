@@ -282,6 +282,22 @@ def test_thread_exceptions_are_reported_with_green_identities(tmp_path):
     assert f"Exception in thread {ident}:" in proc.stderr and "KeyError: 'no thread'" in proc.stderr
 
 
+def test_thread_count_under_patching(tmp_path):
+    out = ok(run(tmp_path, """
+        import _thread, threading, greenline.hub
+        patched = getattr(greenline.hub, "_thread_count", None) is not None
+        before = _thread._count()
+        stop = threading.Event()
+        ts = [threading.Thread(target=stop.wait) for _ in range(3)]
+        [t.start() for t in ts]
+        during = _thread._count()
+        stop.set(); [t.join() for t in ts]
+        after = _thread._count()
+        print(during - before == (3 if patched else 0), after == before)
+    """))
+    assert out == ["True True"]
+
+
 def test_interpreter_exit_waits_for_non_daemon_green_threads(tmp_path):
     proc = run(tmp_path, """
         import threading, time, sys
