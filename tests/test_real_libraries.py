@@ -85,13 +85,13 @@ HTTP_CLIENT = textwrap.dedent(r"""
         import requests
 
         def get(url):
-            r = requests.get(url, timeout=120)
+            r = requests.get(url, timeout=60)
             return r.status_code, r.text
     else:
         import urllib.request
 
         def get(url):
-            with urllib.request.urlopen(url, timeout=120) as r:
+            with urllib.request.urlopen(url, timeout=60) as r:
                 return r.status, r.read().decode()
 
     results = [None] * N
@@ -180,18 +180,38 @@ REDIS_CLIENT = textwrap.dedent(r"""
 """)
 
 
-def _run_json(script: Path, *args: object, timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-5000:]}"
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def _dump(pid: int) -> str:
+    """Where a stuck process is (py-spy sees the running greenlet of each
+    thread): the test's failure message then shows what hung."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    try:
+        return subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(no py-spy dump: {e})"
+
+
+def _run_json(script: Path, *args: object, timeout: float, also: int | None = None) -> dict:
+    """Run a client script; its last stdout line is JSON.  On a hang, the
+    failure shows py-spy dumps of it and of process ``also`` (the server)."""
+    proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        dumps = _dump(proc.pid) + ("" if also is None else "\nserver:\n" + _dump(also))
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"client hung for {timeout} s\n{dumps}\nstderr:\n{err[-3000:]}") from None
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{out}\nstderr:\n{err[-5000:]}"
+    result = json.loads(out.strip().splitlines()[-1])
     # The peers must not be what made it work.
-    assert out.pop("peers") == [], out
-    return out
+    assert result.pop("peers") == [], result
+    return result
 
 
 @pytest.fixture(scope="module")
-def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
     d = tmp_path_factory.mktemp("http")
     script = d / "server.py"
     script.write_text(HTTP_SERVER)
@@ -200,7 +220,7 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("listening on "), line
-        yield int(line.split()[-1])
+        yield int(line.split()[-1]), proc.pid
     finally:
         proc.kill()
         proc.wait()
@@ -215,14 +235,15 @@ def _stats(port: int) -> dict:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("lib", ["urllib", "requests"])
-def test_http_clients_1000_at_once(lib: str, http_server: int, tmp_path: Path) -> None:
+def test_http_clients_1000_at_once(lib: str, http_server: tuple[int, int], tmp_path: Path) -> None:
+    port, server_pid = http_server
     script = tmp_path / "client.py"
     script.write_text(HTTP_CLIENT)
-    before = _stats(http_server)
-    out = _run_json(script, lib, http_server, N, timeout=220)
-    after = _stats(http_server)
+    before = _stats(port)
+    out = _run_json(script, lib, port, N, timeout=220, also=server_pid)
+    after = _stats(port)
     print(lib, out, after)
-    assert out["n_errors"] == 0, out["errors"]
+    assert out["n_errors"] == 0, (out["errors"], out["n_errors"], after)
     assert out["n_bad"] == 0, out["bad"]
     assert after["served"] - before["served"] == N
     # One after another this would be N * DELAY = 500 s; the server held a
