@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the known hangs under greenline too (each costs --stall seconds)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/greenline-stdlib"))
     ap.add_argument("--json", type=Path, help="write every test's outcome per mode here")
+    ap.add_argument("--reuse", type=Path, metavar="JSON",
+                    help="take the modes not run now (-M) from this earlier --json output of the same interpreter")
     ap.add_argument("--write-docs", action="store_true", help=f"put the table into {DOC.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     modules = args.module or MODULES
@@ -381,6 +383,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r.module:20} {r.mode:10} {r.seconds:7.1f}s  " +
                   " ".join(f"{k}={r.count(k)}" for k in OUTCOMES if r.count(k)) +
                   ("" if r.complete else "  INCOMPLETE"), flush=True)
+
+    if args.reuse:
+        old = json.loads(args.reuse.read_text())
+        if f"Python {platform.python_version()} " not in old["python"]:
+            raise SystemExit(f"{args.reuse} is from {old['python']}, not Python {platform.python_version()}")
+        for key, rec in old["runs"].items():
+            mod, mode = key.split(":")
+            if mod in modules and mode not in modes:
+                r = Run(mod, mode, rec["results"], rec.get("details", {}), rec["incidents"], rec["seconds"],
+                        rec["complete"])
+                runs[(mod, mode)] = r
+        modes = [m for m in MODES if m in modes or any(k[1] == m for k in runs)]
 
     version = f"Python {platform.python_version()} ({platform.python_implementation()}, {sys.executable})"
     text = table(runs, modules, modes)
