@@ -643,6 +643,22 @@ def test_run_timeout_with_a_grandchild_holding_the_pipe(tmp_path):
     assert proc.stderr == ""
 
 
+def test_asyncio_subprocess_under_patch_all(tmp_path):
+    # asyncio drives the (green) Popen's descriptors itself and reaps the
+    # child from a watcher thread (a green thread in os.waitpid).
+    out = ok(run(tmp_path, """
+        import asyncio
+        async def main():
+            p = await asyncio.create_subprocess_exec(
+                "sh", "-c", "read x; echo got $x", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await asyncio.wait_for(p.communicate(b"hello\\n"), 20)
+            print(out, p.returncode)
+        asyncio.run(main())
+    """))
+    assert out == ["b'got hello\\n' 0"]
+
+
 def test_other_threads_keep_running_while_a_child_runs(tmp_path):
     out = ok(run(tmp_path, """
         import subprocess, threading, time
