@@ -358,12 +358,15 @@ def test_wait_is_shared_by_several_green_threads(tmp_path):
         ts = [threading.Thread(target=lambda: codes.append(p.wait())) for _ in range(5)]
         [t.start() for t in ts]; [t.join() for t in ts]
         print(codes)
+        p = subprocess.Popen(["sleep", "5"])
         try:
-            subprocess.Popen(["sleep", "5"]).wait(timeout=0.05)
+            p.wait(timeout=0.05)
         except subprocess.TimeoutExpired as e:
             print("TimeoutExpired", e.timeout)
+        p.kill()
+        print(p.wait())
     """))
-    assert out == ["[6, 6, 6, 6, 6]", "TimeoutExpired 0.05"]
+    assert out == ["[6, 6, 6, 6, 6]", "TimeoutExpired 0.05", "-9"]
 
 
 # -- more cases from gevent's tracker -------------------------------------------------------
