@@ -591,7 +591,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     cfg = BenchConfig(out=args.out, charts=not args.no_charts)
     if args.quick:
-        cfg.connections, cfg.duration, cfg.rounds, cfg.big = (1, 100, 5000), 2.5, 1, 0
+        cfg.connections, cfg.duration, cfg.rounds, cfg.big = (1, 100, 5000), 3.0, 1, 0
     for name in ("connections", "duration", "rounds", "big", "big_duration", "big_rounds"):
         v = getattr(args, name)
         if v is not None:
