@@ -3,6 +3,7 @@ charts, and peers that are missing or do not start."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from greenline import bench
 from greenline.bench import REFERENCE, BenchConfig, Run, ServerSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"
+# matplotlib is a [bench] extra: without it the bench writes no charts and says so.
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
 @pytest.mark.slow
@@ -36,8 +39,11 @@ def test_tiny_bench_writes_the_table_results_and_charts(tmp_path: Path) -> None:
         assert cpu.endswith(" µs") and float(cpu.split()[0]) > 0, row
     # The many-connections table has memory and first-reply columns.
     assert "RSS/connection" in table and "20/20" in table
-    for chart in ("cpu_per_request.png", "many_connections.png"):
-        assert (out / chart).read_bytes().startswith(PNG)
+    if HAVE_MATPLOTLIB:
+        for chart in ("cpu_per_request.png", "many_connections.png"):
+            assert (out / chart).read_bytes().startswith(PNG)
+    else:
+        assert "no charts: matplotlib is not installed" in proc.stdout
     results = json.loads((out / "results.json").read_text())["runs"]
     assert {(r["server"], r["connections"]) for r in results} == {
         ("greenline", 3), ("asyncio Protocol", 3), ("greenline", 20), ("asyncio Protocol", 20)}
@@ -90,8 +96,27 @@ def test_table_ratios_are_against_the_seed_server_on_gevent(tmp_path: Path) -> N
     big = next(ln for ln in text.splitlines() if ln.startswith("| greenline | 9.00 µs"))
     assert "| 0.75× |" in big and "| 1.20 |" in big and "| 6.0 KiB | 0.75× |" in big and "| 50/50 |" in big
     assert f"| {REFERENCE} ⚠ |" in text and "- a note" in text
-    assert bench.charts(runs, cfg, ["greenline", REFERENCE])
-    assert (tmp_path / "many_connections.png").read_bytes().startswith(PNG)
+    if HAVE_MATPLOTLIB:
+        paths = bench.charts(runs, cfg, ["greenline", REFERENCE])
+        assert [p.name for p in paths] == ["cpu_per_request.png", "many_connections.png"]
+        assert all(p.read_bytes().startswith(PNG) for p in paths)
+
+
+def test_report_rewrites_table_and_charts_from_results_json(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [Run("greenline", 100, cpu_us=6.0, rate=30000, p50_us=2000, p99_us=3000, ok=True),
+            Run(REFERENCE, 100, cpu_us=8.0, rate=20000, p50_us=2500, p99_us=9000, ok=True)]
+    saved = {"header": "# earlier run", "notes": ["uvloop: skipped"], "big": 0,
+             "runs": [r.__dict__ for r in runs]}
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    from greenline.__main__ import main
+
+    assert main(["bench", "--report", str(tmp_path / "results.json"), "--out", str(tmp_path / "again")]) == 0
+    table = (tmp_path / "again" / "bench.md").read_text()
+    assert table.startswith("# earlier run") and "| greenline | 6.00 µs | 6.00–6.00 | 0.75× |" in table
+    assert "- uvloop: skipped" in table
+    assert "earlier run" in capsys.readouterr().out
+    assert main(["bench", "--report", str(tmp_path / "missing.json")]) == 2
 
 
 def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:

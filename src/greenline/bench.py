@@ -43,11 +43,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from greenline.peers import PEERS
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = ["ServerSpec", "BenchConfig", "SERVERS", "REFERENCE", "run_bench", "add_parser", "main"]
 
@@ -144,11 +145,15 @@ def _raise_nofile() -> None:
 
 
 def _tree(pid: int) -> list[psutil.Process]:
+    import psutil
+
     p = psutil.Process(pid)
     return [p, *p.children(recursive=True)]
 
 
 def _cpu(procs: list[psutil.Process]) -> float:
+    import psutil
+
     total = 0.0
     for p in procs:
         try:
@@ -404,6 +409,8 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    import psutil
+
     mem = psutil.virtual_memory().total / 2**30
     return (f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}")
@@ -473,6 +480,7 @@ def markdown(runs: list[Run], notes: list[str], cfg: BenchConfig, order: list[st
 
 
 def charts(runs: list[Run], cfg: BenchConfig, order: list[str]) -> list[Path]:
+    """Draw the PNG charts into ``cfg.out``; raises ImportError without matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -629,10 +637,20 @@ def _report_again(args: argparse.Namespace, cfg: BenchConfig) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "bench.md").write_text(text, encoding="utf-8")
     print(text)
-    if cfg.charts and runs:
-        for path in charts(runs, cfg, order):
-            print(f"chart: {path}")
+    _draw(runs, cfg, order)
     return 0
+
+
+def _draw(runs: list[Run], cfg: BenchConfig, order: list[str]) -> None:
+    if not (cfg.charts and runs):
+        return
+    try:
+        paths = charts(runs, cfg, order)
+    except ImportError:
+        print("no charts: matplotlib is not installed (pip install -e '.[bench]')")
+        return
+    for path in paths:
+        print(f"chart: {path}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -644,6 +662,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.report:
         return _report_again(args, cfg)
+    if importlib.util.find_spec("psutil") is None:
+        print("greenline bench: needs psutil to read the servers' CPU time and memory "
+              "(pip install -e '.[bench]')", file=sys.stderr)
+        return 2
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     load0 = os.getloadavg()
@@ -667,7 +689,5 @@ def main(args: argparse.Namespace) -> int:
     saved = {"header": header, "notes": notes, "big": cfg.big, "runs": _runs_json(runs)}
     (cfg.out / "results.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
     print(text)
-    if cfg.charts and runs:
-        for path in charts(runs, cfg, [s.name for s in specs]):
-            print(f"chart: {path}")
+    _draw(runs, cfg, [s.name for s in specs])
     return 0 if runs else 1
