@@ -319,6 +319,9 @@ def table(runs: dict[tuple[str, str], Run], modules: list[str], modes: list[str]
     head = ["module"]
     for m in modes:
         head.append(f"{m}: pass / fail / error / skip")
+    versus = "greenline" in modes and "gevent" in modes
+    if versus:
+        head.append("greenline passes − gevent passes")
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for mod in modules:
         row = [f"`{mod}`"]
@@ -327,7 +330,8 @@ def table(runs: dict[tuple[str, str], Run], modules: list[str], modes: list[str]
             if r is None:
                 row.append("not run")
                 continue
-            failed = r.count("fail") + r.count("xpass") + r.count("known-hang")
+            # A hang or crash is a failure too, whoever's.
+            failed = sum(r.count(k) for k in ("fail", "xpass", "known-hang", "hang", "crash"))
             cell = f"{r.count('pass') + r.count('xfail')} / {failed} / {r.count('error')} / {r.count('skip')}"
             extra = [f"{r.count(k)} {k}" for k in ("hang", "crash") if r.count(k)]
             if r.count("known-hang"):
@@ -337,6 +341,13 @@ def table(runs: dict[tuple[str, str], Run], modules: list[str], modes: list[str]
             if extra:
                 cell += " (" + ", ".join(extra) + ")"
             row.append(cell)
+        g, gv = runs.get((mod, "greenline")), runs.get((mod, "gevent"))
+        if versus:
+            if g is None or gv is None:
+                row.append("")
+            else:
+                diff = (g.count("pass") + g.count("xfail")) - (gv.count("pass") + gv.count("xfail"))
+                row.append(f"{diff:+d}" if diff else "0")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -443,9 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                      for (m, mode), r in runs.items()},
         }, indent=1))
     if args.write_docs:
-        write_docs(f"{version}, {time.strftime('%Y-%m-%d', time.gmtime())}: passed (incl. expected failures)"
-                   f" / failed / errors / skipped per module; `hang`/`crash` tests were run again without the"
-                   f" test that hung or crashed.\n\n{text}")
+        write_docs(f"{version}, {time.strftime('%Y-%m-%d', time.gmtime())}. Passed / failed / errors /"
+                   f" skipped per module; a hang or crash counts as failed (the module is then resumed from"
+                   f" the next test).\n\n{text}")
     return status
 
 
