@@ -68,3 +68,18 @@ def test_stats_count_live_tasks_switches_and_lag():
     assert s["switches"] >= 20
     assert s["max_lag_ms"] >= 45  # the hog kept the hub away from polling
     assert greenline.stats()["max_lag_ms"] < 45  # reset
+
+
+def test_a_thread_back_in_plain_code_with_nothing_waiting_is_not_reported(detector, caplog):
+    import threading
+
+    caplog.set_level(logging.WARNING, logger="greenline.watchdog")
+
+    def worker():
+        greenline.sleep(0.01)  # this thread now has a hub
+        time.sleep(0.3)  # then plain blocking code, with no green thread waiting
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert not [r for r in caplog.records if r.name == "greenline.watchdog"]

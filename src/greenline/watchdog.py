@@ -78,9 +78,18 @@ def _watch() -> None:
                 seen[key] = (switches, now, False)
                 continue
             count, since, warned = prev
-            if not warned and now - since >= limit:
+            if not warned and now - since >= limit and _holds_others_up(hub, current):
                 seen[key] = (count, since, True)
                 _report(hub, current, now - since)
+
+
+def _holds_others_up(hub: _hub.Hub, current: object) -> bool:
+    # A green thread that runs on while nobody else of its hub waits to run,
+    # for IO or for a timer (a thread-pool worker back in its job loop, say)
+    # holds nobody up; and a hub whose OS thread has ended holds nothing.
+    if hub.closed or hub.thread_ident not in sys._current_frames():
+        return False
+    return bool(hub.ready or hub.timers or len(hub.parked) > (current in hub.parked))
 
 
 def _report(hub: _hub.Hub, current: object, elapsed: float) -> None:
