@@ -731,6 +731,12 @@ def test_stats_interval_logs_counts_per_worker(serve):
     while want not in srv.logs() and time.monotonic() < deadline:
         greenline.sleep(0.05)
     assert want in srv.logs()
+    # And each thread's hub figures: the 3 held connections are live green
+    # threads parked in recv, in one thread's hub or the other's.
+    hub_lines = [line for line in srv.logs().splitlines() if "hub:" in line and f"[{pid}]" in line]
+    assert any("thread 0 hub:" in line for line in hub_lines)
+    assert any("thread 1 hub:" in line for line in hub_lines)
+    assert "largest loop lag" in hub_lines[-1]
     for c in held:
         c.close()
     assert srv.terminate() == 0

@@ -582,6 +582,24 @@ class Hub:
             out.append((key.fd, (1 if mask & 1 else 0) | (4 if mask & 2 else 0)))
         return out
 
+    def stats(self, reset: bool = False) -> dict[str, float | int]:
+        """This hub's figures (see :func:`greenline.stats`).  Plain reads:
+        another thread may call it for a log line."""
+        figures: dict[str, float | int] = {
+            "live": self.live,
+            "switches": self.switches,
+            "loops": self.loops,
+            "ready": len(self.ready),
+            "parked": len(self.parked),
+            "fds": len(self.fds),
+            "timers": len(self.timers) - self._cancelled_timers,
+            "max_lag_ms": round(self.max_lag * 1000, 3),
+        }
+        if reset:
+            self.switches = self.loops = 0
+            self.max_lag = 0.0
+        return figures
+
     def close(self) -> None:
         """Release the poller and wake-up descriptors."""
         if self.closed:
@@ -643,21 +661,7 @@ def stats(reset: bool = False) -> dict[str, float | int]:
     >>> sorted(greenline.stats())
     ['fds', 'live', 'loops', 'max_lag_ms', 'parked', 'ready', 'switches', 'timers']
     """
-    hub = get_hub()
-    figures: dict[str, float | int] = {
-        "live": hub.live,
-        "switches": hub.switches,
-        "loops": hub.loops,
-        "ready": len(hub.ready),
-        "parked": len(hub.parked),
-        "fds": len(hub.fds),
-        "timers": len(hub.timers) - hub._cancelled_timers,
-        "max_lag_ms": round(hub.max_lag * 1000, 3),
-    }
-    if reset:
-        hub.switches = hub.loops = 0
-        hub.max_lag = 0.0
-    return figures
+    return get_hub().stats(reset)
 
 
 def sleep(seconds: float = 0) -> None:

@@ -247,6 +247,12 @@ class Worker:
             log.info("stats: %d connection(s) open, %d accepted (+%d in %.3g s), %d handler error(s)",
                      sum(srv.connection_count for srv in servers), accepted, accepted - last,
                      interval, sum(srv.failed for srv in servers))
+            for index, (hub, _srv) in enumerate(list(self._servers)):
+                f = hub.stats(reset=True)
+                log.info("stats: thread %d hub: %d live green threads, %d switches, %d loops "
+                         "in %.3g s, %d ready, %d parked, largest loop lag %.1f ms",
+                         index, f["live"], f["switches"], f["loops"], interval, f["ready"],
+                         f["parked"], f["max_lag_ms"])
             last = accepted
 
     # -- per thread ------------------------------------------------------
