@@ -107,8 +107,16 @@ def test_patched_functions_stay_unbound_as_class_attributes(tmp_path):
         # and they pickle by reference, under the stdlib's names
         import pickle
         print(pickle.loads(pickle.dumps(time.sleep)) is time.sleep, b"time" in pickle.dumps(time.sleep))
+        # and serializers that refuse functions refuse them (CPython's
+        # test_multiprocessing test_remote counts on it)
+        import xmlrpc.client
+        try:
+            xmlrpc.client.dumps((time.sleep,))
+        except TypeError:
+            print("xmlrpc refuses", time.sleep.__module__, time.sleep.__name__)
     """))
-    assert out == ["([], [], []) [] True False", "no children", "TypeError True", "True True"]
+    assert out == ["([], [], []) [] True False", "no children", "TypeError True", "True True",
+                   "xmlrpc refuses time sleep"]
 
 
 def test_patch_all_twice_is_harmless(tmp_path):

@@ -111,15 +111,17 @@ class _BuiltinLike:
     """Stands in for a C function of the stdlib (``time.sleep``,
     ``select.select``...) the way that function behaves: it does not turn into
     a method when code keeps it as a class attribute (``class Poller: wait =
-    select.select``), and it pickles by reference under the stdlib's name (a
+    select.select``), it pickles by reference under the stdlib's name (a
     ``multiprocessing`` target of ``time.sleep`` reaches the child as
-    ``time.sleep``, patched or not there)."""
+    ``time.sleep``, patched or not there), and, having no ``__dict__``,
+    serializers that refuse functions refuse it too (xmlrpc would send an
+    object with a ``__dict__`` as a struct).  Each replacement is an instance
+    of its own subclass, whose ``__module__`` is the stdlib module's."""
 
-    def __init__(self, fn: Callable[..., Any], module: str, name: str) -> None:
-        self.__wrapped__ = fn
-        self.__module__ = module
-        self.__name__ = self.__qualname__ = name
-        self.__doc__ = fn.__doc__
+    __slots__ = ("__wrapped__", "__name__", "__qualname__")
+    __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapped__(*args, **kwargs)
@@ -136,7 +138,11 @@ def _builtin_like(fn: Callable[..., Any], module: str, name: str) -> Any:
     the same object."""
     wrapped = _builtin_likes.get(fn)
     if wrapped is None:
-        wrapped = _builtin_likes[fn] = _BuiltinLike(fn, module, name)
+        cls = type(name, (_BuiltinLike,), {"__module__": module, "__slots__": (), "__doc__": fn.__doc__})
+        wrapped = cls()
+        wrapped.__wrapped__ = fn
+        wrapped.__name__ = wrapped.__qualname__ = name
+        _builtin_likes[fn] = wrapped
     return wrapped
 
 
