@@ -63,6 +63,9 @@ __all__ = [
 # storage and locks must stay real OS-thread ones.
 _local = _thread._local
 _get_ident = _thread.get_ident
+# The real count of OS threads: patching may make _thread._count count
+# green threads, but deadlock detection asks about OS threads.
+_thread_count = _thread._count
 
 _HAVE_EPOLL = hasattr(select, "epoll")
 if _HAVE_EPOLL:
@@ -536,7 +539,7 @@ class Hub:
         # wait on, so only a lone thread can be sure it is deadlocked.
         from greenline import threadpool
 
-        return _thread._count() > threadpool.idle_workers()
+        return _thread_count() > threadpool.idle_workers()
 
     def _deadlock(self) -> None:
         # Nothing is ready, no timer, no descriptor, no other thread: every
