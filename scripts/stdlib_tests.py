@@ -135,6 +135,8 @@ MODULES = [
     "test_socket", "test_selectors", "test_select", "test_threading", "test_thread",
     "test_queue", "test_timeout", "test_ssl", "test_socketserver",
 ]
+# More modules where patching matters, run with --extra.
+EXTRA = ["test_signal", "test_subprocess", "test_httplib", "test_urllib2_localnet"]
 MODES = ["unpatched", "greenline", "gevent"]
 
 # Tests that hang whatever the mode on a machine without what they need:
@@ -174,6 +176,10 @@ def _command(mode: str, module: str, events: Path, skip_file: Path) -> list[str]
     if mode == "gevent":
         return [sys.executable, "-m", "gevent.monkey", *child]
     return [sys.executable, *child]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _read_events(path: Path) -> list[dict]:
@@ -228,8 +234,12 @@ def run_module(module: str, mode: str, workdir: Path, stall: float, limit: float
         cwd.mkdir(exist_ok=True)
         with open(log, "wb") as out:
             # Own session: the kill reaches whatever the tests forked too.
+            # SIGINT back to the default: started from a background job it is
+            # ignored, and then Python installs no KeyboardInterrupt handler
+            # and the tests of interrupt_main and SIGINT fail in every mode.
             proc = subprocess.Popen(_command(mode, module, events, skip_file), stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=cwd, env=env, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, cwd=cwd, env=env, start_new_session=True,
+                                    preexec_fn=_default_sigint)
             hung = False
             last_size, last_change = -1, time.monotonic()
             while proc.poll() is None:
@@ -364,6 +374,7 @@ def write_docs(text: str, path: Path = DOC) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-m", "--module", action="append", help="test module (test_socket ...); repeatable")
+    ap.add_argument("--extra", action="store_true", help=f"also {', '.join(EXTRA)}")
     ap.add_argument("-M", "--mode", action="append", choices=MODES, help="repeatable; default all")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="children at once (default 1)")
     ap.add_argument("--stall", type=float, default=60.0, help="seconds without progress that count as a hang")
@@ -372,11 +383,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the known hangs under greenline too (each costs --stall seconds)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/greenline-stdlib"))
     ap.add_argument("--json", type=Path, help="write every test's outcome per mode here")
-    ap.add_argument("--reuse", type=Path, metavar="JSON",
-                    help="take the modes not run now (-M) from this earlier --json output of the same interpreter")
+    ap.add_argument("--reuse", type=Path, metavar="JSON", action="append", default=[],
+                    help="fill in the (module, mode) pairs not run now from this earlier --json output of the"
+                         " same interpreter (repeatable; the first file naming a pair wins)")
     ap.add_argument("--write-docs", action="store_true", help=f"put the table into {DOC.relative_to(ROOT)}")
     args = ap.parse_args(argv)
-    modules = args.module or MODULES
+    modules = args.module or MODULES + (EXTRA if args.extra else [])
     modes = args.mode or MODES
     args.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -395,17 +407,18 @@ def main(argv: list[str] | None = None) -> int:
                   " ".join(f"{k}={r.count(k)}" for k in OUTCOMES if r.count(k)) +
                   ("" if r.complete else "  INCOMPLETE"), flush=True)
 
-    if args.reuse:
-        old = json.loads(args.reuse.read_text())
+    for reuse in args.reuse:
+        old = json.loads(reuse.read_text())
         if f"Python {platform.python_version()} " not in old["python"]:
-            raise SystemExit(f"{args.reuse} is from {old['python']}, not Python {platform.python_version()}")
+            raise SystemExit(f"{reuse} is from {old['python']}, not Python {platform.python_version()}")
         for key, rec in old["runs"].items():
             mod, mode = key.split(":")
-            if mod in modules and mode not in modes:
+            # Only what this run did not do; the first file naming a pair wins.
+            if mod in modules and (mod, mode) not in runs:
                 r = Run(mod, mode, rec["results"], rec.get("details", {}), rec["incidents"], rec["seconds"],
                         rec["complete"])
                 runs[(mod, mode)] = r
-        modes = [m for m in MODES if m in modes or any(k[1] == m for k in runs)]
+    modes = [m for m in MODES if any(k[1] == m for k in runs)]
 
     version = f"Python {platform.python_version()} ({platform.python_implementation()}, {sys.executable})"
     text = table(runs, modules, modes)
