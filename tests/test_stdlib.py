@@ -1,6 +1,6 @@
 """CPython's own test suite under ``greenline.monkey.patch_all()``: the quick
 subset CI runs (the full runner is ``scripts/stdlib_tests.py``; its table is
-in docs/compatibility.md).
+in docs/compatibility.md, with gevent beside greenline).
 
 Each module runs twice in child processes, unpatched and patched, on this
 interpreter.  A test that fails patched must fail unpatched too (this
@@ -27,8 +27,9 @@ runner = importlib.util.module_from_spec(_spec)
 sys.modules["stdlib_tests"] = runner  # dataclasses look their module up by name
 _spec.loader.exec_module(runner)
 
-# Quick ones: together well under a minute on one core.
-QUICK = ["test_select", "test_selectors", "test_timeout", "test_queue", "test_thread"]
+# Quick ones: together about a minute on one core.
+QUICK = ["test_select", "test_selectors", "test_timeout", "test_queue", "test_thread", "test_httplib",
+         "test_urllib2_localnet"]
 
 
 @pytest.mark.timeout(300)
