@@ -359,6 +359,19 @@ def table(runs: dict[tuple[str, str], Run], modules: list[str], modes: list[str]
                 diff = (g.count("pass") + g.count("xfail")) - (gv.count("pass") + gv.count("xfail"))
                 row.append(f"{diff:+d}" if diff else "0")
         lines.append("| " + " | ".join(row) + " |")
+    total = ["all"]
+    for mode in modes:
+        rs = [runs[(m, mode)] for m in modules if (m, mode) in runs]
+        passed = sum(r.count("pass") + r.count("xfail") for r in rs)
+        failed = sum(r.count(k) for r in rs for k in ("fail", "xpass", "known-hang", "hang", "crash"))
+        total.append(f"**{passed} / {failed} / {sum(r.count('error') for r in rs)} / "
+                     f"{sum(r.count('skip') for r in rs)}**")
+    if versus:
+        diff = sum((runs[(m, "greenline")].count("pass") + runs[(m, "greenline")].count("xfail"))
+                   - (runs[(m, "gevent")].count("pass") + runs[(m, "gevent")].count("xfail"))
+                   for m in modules if (m, "greenline") in runs and (m, "gevent") in runs)
+        total.append(f"**{diff:+d}**")
+    lines.append("| " + " | ".join(total) + " |")
     return "\n".join(lines)
 
 
@@ -386,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", type=Path, metavar="JSON", action="append", default=[],
                     help="fill in the (module, mode) pairs not run now from this earlier --json output of the"
                          " same interpreter (repeatable; the first file naming a pair wins)")
+    ap.add_argument("--table-only", action="store_true", help="run nothing: the table from --reuse files")
     ap.add_argument("--write-docs", action="store_true", help=f"put the table into {DOC.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     modules = args.module or MODULES + (EXTRA if args.extra else [])
@@ -394,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from concurrent.futures import ThreadPoolExecutor
 
-    jobs = [(mod, mode) for mod in modules for mode in modes]
+    jobs = [] if args.table_only else [(mod, mode) for mod in modules for mode in modes]
     runs: dict[tuple[str, str], Run] = {}
     with ThreadPoolExecutor(max(1, args.jobs)) as ex:
         known_for_runs = {} if args.run_hangs else load_known()
