@@ -780,6 +780,12 @@ def test_os_write_and_read_between_green_threads_of_one_process(tmp_path):
         print(os.write(w, b"x" * 512), os.read(r, 1024) == b"x" * 512)
         fd = os.open("big.bin", os.O_WRONLY | os.O_CREAT)
         print(os.write(fd, data) == len(data)); os.close(fd)
+        # a descriptor opened the other way fails at once, as before
+        for call in (lambda: os.write(r, b"z" * 100_000), lambda: os.read(w, 1)):
+            try:
+                call()
+            except OSError as e:
+                print("EBADF", e.errno == 9)
         # the reader goes away mid-write: the count written so far, then EPIPE
         os.close(r)
         try:
@@ -787,7 +793,7 @@ def test_os_write_and_read_between_green_threads_of_one_process(tmp_path):
         except BrokenPipeError:
             print("BrokenPipeError")
     """))
-    assert out == ["True True", "512 True", "True", "BrokenPipeError"]
+    assert out == ["True True", "512 True", "True", "EBADF True", "EBADF True", "BrokenPipeError"]
 
 
 # -- python -m greenline.monkey ------------------------------------------------------------------

@@ -23,6 +23,7 @@ epoll does not take that slot).
 from __future__ import annotations
 
 import errno as _errno
+import fcntl as _fcntl
 import math as _math
 import operator as _operator
 import os as _os
@@ -119,7 +120,18 @@ def _wait_fd(fd: int, write: bool, timeout: float | None = None) -> bool:
 
 
 _os_read = _os.read
-_os_get_blocking = _os.get_blocking
+
+
+def _may_wait(fd: int, wrong_mode: int) -> bool:
+    """Whether a call that is not ready now would block on ``fd``: it is a
+    blocking descriptor opened for that direction.  A non-blocking one
+    answers at once (BlockingIOError), and so does one opened the other way
+    (EBADF), so both go straight to the real call."""
+    try:
+        flags = _fcntl.fcntl(fd, _fcntl.F_GETFL)
+    except OSError:
+        return False  # invalid: the real call reports it
+    return not flags & _os.O_NONBLOCK and flags & _os.O_ACCMODE != wrong_mode
 
 
 def _cooperative_os_read(fd: int, n: int) -> bytes:
@@ -127,7 +139,7 @@ def _cooperative_os_read(fd: int, n: int) -> bytes:
     blocking descriptor (a pipe, a terminal) has nothing to read.  Ready or
     non-blocking descriptors, and regular files, are read at once, so
     errors and ``BlockingIOError`` are the stdlib's."""
-    if not _ready_now(fd, False) and not _in_hub() and _os_get_blocking(fd):
+    if not _ready_now(fd, False) and not _in_hub() and _may_wait(fd, _os.O_WRONLY):
         _wait_fd(fd, False)
     return _os_read(fd, n)
 
@@ -159,7 +171,7 @@ def _cooperative_os_write(fd: int, data: Any) -> int:
     ready = _ready_now(fd, True)
     if ready and (memoryview(data).nbytes <= _PIPE_BUF or not _is_stream(fd)):
         return _os_write(fd, data)
-    if not _os_get_blocking(fd):
+    if not _may_wait(fd, _os.O_RDONLY):
         return _os_write(fd, data)
     view = memoryview(data).cast("B")
     total = len(view)
