@@ -11,6 +11,11 @@ slowing the client down (coordinated omission).
 ``--procs N`` forks N client processes, each with its share of the
 connections; they stream their histograms to the parent, which merges them.
 
+``--tls`` wraps every connection in a :mod:`greenline.ssl` client context.
+The handshake belongs to connecting: it is done (and its failures counted, as
+``tls`` errors) before the first request's clock starts, and the request loop
+runs the same code on either kind of socket.
+
 The per-request path is kept short on purpose: the client must cost less CPU
 per request than the server it measures, or it measures itself.
 """
@@ -34,6 +39,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from greenline import socket as gsocket
+from greenline import ssl as gssl
 from greenline.hub import get_hub
 from greenline.hub import sleep as gsleep
 from greenline.report import (
@@ -72,6 +78,16 @@ class _ClosedEarly(Exception):
     """The server closed the connection before the whole reply arrived."""
 
 
+class _HandshakeFailed(Exception):
+    """The TLS handshake of a new connection failed (whatever the cause: a
+    certificate refused, a peer that does not speak TLS, a reset or a
+    timeout half-way through)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
 class _Broken(Exception):
     """A connection failed mid-request; carries the request counter so the
     next connection goes on from there (the open loop's schedule needs it)."""
@@ -98,6 +114,10 @@ class LoadConfig:
     procs: int = 1
     timeout: float = 10.0
     connect_timeout: float = 5.0
+    tls: bool = False
+    cafile: str | None = None
+    insecure: bool = False
+    server_name: str | None = None
 
     @property
     def target(self) -> str:
@@ -107,6 +127,36 @@ class LoadConfig:
     @property
     def mode(self) -> str:
         return "closed loop" if self.rate is None else f"open loop at {self.rate:g} req/s"
+
+    @property
+    def security(self) -> str:
+        """How the connections are secured, as the report says it."""
+        if not self.tls:
+            return ""
+        if self.insecure:
+            return "TLS, certificate NOT verified (--insecure)"
+        return f"TLS, certificate verified for {self.server_name or self.host}"
+
+
+def client_context(cfg: LoadConfig) -> gssl.SSLContext | None:
+    """The TLS client context for ``cfg`` (None without ``--tls``), or a
+    LoadError saying what is wrong with the options or the CA file."""
+    if not cfg.tls:
+        if cfg.cafile or cfg.insecure or cfg.server_name:
+            raise LoadError("--cafile, --insecure and --server-name need --tls")
+        return None
+    if cfg.insecure and cfg.cafile:
+        raise LoadError("--insecure verifies nothing, so --cafile would be ignored: give one or the other")
+    try:
+        ctx = gssl.create_default_context(cafile=cfg.cafile)
+    except (OSError, ValueError) as e:
+        # FileNotFoundError, or an SSLError for a file that holds no certificate.
+        raise LoadError(f"cannot load the CA file {cfg.cafile!r}: {e}") from None
+    if cfg.insecure:
+        # check_hostname first: OpenSSL refuses CERT_NONE while it is on.
+        ctx.check_hostname = False
+        ctx.verify_mode = gssl.CERT_NONE
+    return ctx
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -136,6 +186,8 @@ def raise_fd_limit(needed: int) -> None:
 
 def _classify(exc: BaseException) -> str:
     """The report's name for what broke a connection."""
+    if isinstance(exc, _HandshakeFailed):
+        return "tls"
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
@@ -147,6 +199,16 @@ def _classify(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return errno.errorcode.get(exc.errno, f"errno {exc.errno}").lower()
     return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about an error, for the report."""
+    if isinstance(exc, _HandshakeFailed):
+        exc = exc.cause
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, gssl.SSLCertVerificationError) and exc.verify_message:
+        text = f"certificate verify failed: {exc.verify_message}"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # Filler for messages: lower-case, so ``upper`` has something to change.
@@ -196,6 +258,11 @@ class Engine:
         self.mismatches = 0
         self.unfinished = 0
         self.errors: dict[str, int] = {}
+        # The first message of each kind of error, so the report can say why
+        # (a certificate refused, say) and not only how often.
+        self.error_samples: dict[str, str] = {}
+        self.ssl_context = client_context(cfg)
+        self.server_name = cfg.server_name or cfg.host
         self.first_replied = 0
         self.first_reply_at: float | None = None
         # Send time of each connection's request in flight (0.0: none), for
@@ -210,8 +277,10 @@ class Engine:
 
     # -- connections -----------------------------------------------------
 
-    def _error(self, kind: str) -> None:
+    def _error(self, kind: str, exc: BaseException | None = None) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+        if exc is not None and kind not in self.error_samples:
+            self.error_samples[kind] = _describe(exc)
 
     def _connect(self) -> gsocket.socket | None:
         failures = 0
@@ -223,11 +292,13 @@ class Engine:
                 sock = gsocket.socket(self.family, gsocket.SOCK_STREAM)
                 sock.settimeout(self.cfg.connect_timeout)
                 sock.connect(self.addr)
-            except OSError as e:
+                if self.ssl_context is not None:
+                    sock = self._handshake(sock)
+            except (OSError, _HandshakeFailed) as e:
                 if sock is not None:
                     sock.close()
                 self.failed += 1
-                self._error(_classify(e))
+                self._error(_classify(e), e)
                 failures += 1
                 if failures >= MAX_CONNECT_FAILURES:
                     self.gave_up += 1
@@ -240,6 +311,17 @@ class Engine:
             self.opened += 1
             return sock
         return None
+
+    def _handshake(self, sock: gsocket.socket) -> gsocket.socket:
+        """The TLS handshake on a connected socket, within the connect
+        timeout; the wrapped socket takes the descriptor over."""
+        assert self.ssl_context is not None
+        try:
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.server_name)
+        except (OSError, ValueError) as e:
+            # OSError covers SSLError (certificate, protocol), resets and the
+            # handshake timeout; wrap_socket closed the descriptor already.
+            raise _HandshakeFailed(e) from e
 
     def _connection(self, slot: int) -> None:
         n = 0
@@ -260,7 +342,7 @@ class Engine:
                     # The request in flight failed: count it, connect again.
                     self.inflight[slot] = 0.0
                     self.requests += 1
-                    self._error(_classify(e.cause))
+                    self._error(_classify(e.cause), e.cause)
                     n = e.n
                 finally:
                     sock.close()
@@ -509,6 +591,8 @@ class Engine:
             "mismatches": self.mismatches,
             "unfinished": self.unfinished,
             "errors": dict(self.errors),
+            "error_samples": dict(self.error_samples),
+            "security": self.cfg.security,
             "first_reply": None if self.first_reply_at is None else self.first_reply_at - self.t0,
             "first_replied": self.first_replied,
             "histogram": encode_histogram(self.latency),
@@ -639,6 +723,7 @@ def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float | No
     procs = min(cfg.procs, cfg.connections)
     if cfg.rate is not None and cfg.rate <= 0:
         raise LoadError("--rate must be positive")
+    client_context(cfg)  # bad TLS options or CA file: say so before any connection
     addr, family = _resolve(cfg)
     raise_fd_limit(math.ceil(cfg.connections / procs) + _SPARE_FDS)
     on_tick = None if progress is None else (lambda snap, _h: progress.update(snap))
@@ -807,6 +892,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="how long to wait for a reply (default: %(default)s)")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="how long to wait for a connection (default: %(default)s)")
+    tls = p.add_argument_group("TLS")
+    tls.add_argument("--tls", action="store_true",
+                     help="connect with TLS (greenline.ssl); the handshake is part of connecting, "
+                          "not of the first request's latency")
+    tls.add_argument("--cafile", metavar="PEM", default=None,
+                     help="with --tls: trust the CAs in this file instead of the system's")
+    tls.add_argument("--insecure", action="store_true",
+                     help="with --tls: do not verify the certificate or the host name (for "
+                          "self-signed certificates); the report says so")
+    tls.add_argument("--server-name", metavar="NAME", default=None,
+                     help="with --tls: the name sent for SNI and checked against the certificate "
+                          "(default: the target's host)")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="also write the results, with the encoded histograms, to PATH")
     p.add_argument("--no-progress", action="store_true", help="no live progress")
@@ -833,7 +930,9 @@ def main(args: argparse.Namespace) -> int:
         duration = args.duration if args.duration is not None else (None if args.total else 10.0)
         cfg = LoadConfig(host=host, port=port, connections=args.connections, duration=duration,
                          total=args.total, rate=args.rate, size=args.size, protocol=args.protocol,
-                         procs=args.procs, timeout=args.timeout, connect_timeout=args.connect_timeout)
+                         procs=args.procs, timeout=args.timeout, connect_timeout=args.connect_timeout,
+                         tls=args.tls, cafile=args.cafile, insecure=args.insecure,
+                         server_name=args.server_name)
         progress = Progress(cfg, progress_mode(args.no_progress))
         try:
             result = run_load(cfg, progress)

@@ -85,6 +85,11 @@ class LoadResult:
     mismatches: int = 0
     unfinished: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # The first message seen for each error kind: the report's "why".
+    error_samples: dict[str, str] = field(default_factory=dict)
+    # "" for plain TCP, else how the connections were secured (TLS, and
+    # whether the certificate was verified).
+    security: str = ""
     # Seconds from the start until every connection had its first reply;
     # None if some connection never got one.
     first_reply: float | None = None
@@ -118,6 +123,8 @@ class LoadResult:
             mismatches=int(part["mismatches"]),
             unfinished=int(part.get("unfinished", 0)),
             errors={str(k): int(v) for k, v in part.get("errors", {}).items()},
+            error_samples={str(k): str(v) for k, v in part.get("error_samples", {}).items()},
+            security=str(part.get("security", "")),
             first_reply=None if part.get("first_reply") is None else float(part["first_reply"]),
             first_replied=int(part.get("first_replied", 0)),
             latency=decode_histogram(part.get("histogram", "")),
@@ -139,6 +146,7 @@ class LoadResult:
         out.target = ", ".join(targets)
         out.protocol = "/".join(sorted({r.protocol for r in results}))
         out.mode = "/".join(sorted({r.mode for r in results}))
+        out.security = "; ".join(sorted({r.security for r in results if r.security}))
         out.size = max(r.size for r in results)
         out.elapsed = max(r.elapsed for r in results)
         out.parts = sum(r.parts for r in results)
@@ -155,6 +163,8 @@ class LoadResult:
             out.first_replied += r.first_replied
             for kind, n in r.errors.items():
                 out.errors[kind] = out.errors.get(kind, 0) + n
+            for kind, text in r.error_samples.items():
+                out.error_samples.setdefault(kind, text)
             out.latency.add(r.latency)
             out.first_latency.add(r.first_latency)
         # Over the longest part: the parts started together (one run's
@@ -230,6 +240,8 @@ class LoadResult:
             "mismatches": self.mismatches,
             "unfinished": self.unfinished,
             "errors": {k: n for k, n in self._sorted_errors()},
+            "error_samples": dict(self.error_samples),
+            "security": self.security,
             "first_reply": self.first_reply,
             "first_replied": self.first_replied,
             "latency_us": self.percentiles(),
@@ -261,6 +273,8 @@ class LoadResult:
         if self.parts > 1:
             head += f" ({self.parts} parts merged)"
         lines.append(head)
+        if self.security:
+            lines.append(f"  security     {self.security}")
         conn = f"opened {self.opened:,}, failed {self.failed:,}"
         if self.gave_up:
             conn += f", gave up {self.gave_up:,}"
@@ -290,6 +304,9 @@ class LoadResult:
                      + ("" if replies == self.requests else f", {self.requests - replies:,} lost to errors"))
         errs = ", ".join(f"{k} {n:,}" for k, n in self._sorted_errors())
         lines.append(f"  errors       {errs}")
+        for kind, n in self._sorted_errors():
+            if n and kind in self.error_samples:
+                lines.append(f"               {kind}: {self.error_samples[kind]}")
         problems = self.problems()
         lines.append("  result       " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
         return "\n".join(lines)
