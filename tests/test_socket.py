@@ -870,3 +870,67 @@ def test_no_descriptor_leaks_on_unhappy_paths(fd_count):
     _stop(srv, acceptor, conns)
     greenline.sleep(0.01)
     fd_count()
+
+
+def test_msg_dontwait_never_parks():
+    a, b = socket.socketpair()
+    with pytest.raises(BlockingIOError):
+        a.recv(10, socket.MSG_DONTWAIT)
+    buf = bytearray(10)
+    with pytest.raises(BlockingIOError):
+        a.recv_into(buf, 10, socket.MSG_DONTWAIT)
+    b.sendall(b"now")
+    assert a.recv(10, socket.MSG_DONTWAIT) == b"now"
+    a.close()
+    b.close()
+
+
+def test_sock_nonblock_type_starts_non_blocking():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    assert s.gettimeout() == 0.0 and not s.getblocking()
+    s.close()
+
+
+def test_detach_marks_the_socket_closed():
+    a, b = socket.socketpair()
+    fd = a.detach()
+    assert "[closed]" in repr(a)
+    import os
+
+    os.close(fd)
+    b.close()
+
+
+def test_bind_checks_the_port_before_looking_up_the_name():
+    s = socket.socket()
+    with pytest.raises(OverflowError):
+        s.bind(("localhost", -1))
+    with pytest.raises(OverflowError):
+        s.bind(("localhost", 65536))
+    s.close()
+
+
+def test_sendto_with_flags_and_address():
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind(("127.0.0.1", 0))
+    w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    assert w.sendto(b"three args", 0, r.getsockname()) == 10
+    assert w.sendto(b"two args", r.getsockname()) == 8
+    assert r.recvfrom(100)[0] == b"three args"
+    assert r.recvfrom(100)[0] == b"two args"
+    r.close()
+    w.close()
+
+
+def test_setblocking_on_a_closed_socket_raises():
+    s = socket.socket()
+    s.close()
+    with pytest.raises(OSError):
+        s.setblocking(True)
+
+
+def test_getnameinfo_argument_errors_are_the_callers():
+    with pytest.raises(TypeError):
+        socket.getnameinfo("127.0.0.1", 0)
+    with pytest.raises(TypeError):
+        socket.getnameinfo(("127.0.0.1", 80), "0")

@@ -570,3 +570,50 @@ def test_a_hundred_concurrent_tls_connections(server_ctx, client_ctx, fd_count):
     server.close()
     greenline.sleep(0.01)
     fd_count()
+
+
+def test_plaintext_left_by_a_peer_that_reset_before_the_handshake_is_refused(server_ctx):
+    # CVE-2023-40217: bytes received before TLS on a connection that is
+    # already gone must not be read as if TLS had protected them.
+    import struct
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = stdsocket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    client.sendall(b"plaintext that must never be trusted")
+    client.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset: conn is no longer connected, its data still buffered
+    greenline.sleep(0.05)
+    try:
+        conn.getpeername()
+    except OSError as e:
+        assert e.errno == errno.ENOTCONN
+    else:
+        conn.close()
+        listener.close()
+        pytest.skip("the kernel still reports the reset connection as connected")
+    with pytest.raises(stdssl.SSLError, match="Closed before TLS handshake with data"):
+        server_ctx.wrap_socket(conn, server_side=True)
+    listener.close()
+
+
+def test_recv_into_counts_bytes_not_items(server_ctx, client_ctx):
+    import array
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(bytes(range(16)))
+            _drain_until_closed(tls)
+
+    t = greenline.spawn(serve)
+    with _connect(client_ctx, listener.getsockname()) as tls:
+        buf = array.array("i", [0] * 4)  # 4 items, 16 bytes
+        got = 0
+        while got < 16:
+            got += tls.recv_into(memoryview(buf).cast("B")[got:]) if got else tls.recv_into(buf)
+        assert buf.tobytes() == bytes(range(16))
+    t.join(timeout=5)
+    listener.close()

@@ -70,6 +70,8 @@ _c_family = _socket.socket.family.__get__  # type: ignore[attr-defined]
 _c_type = _socket.socket.type.__get__  # type: ignore[attr-defined]
 _c_proto = _socket.socket.proto.__get__  # type: ignore[attr-defined]
 _SOCK_STREAM = _socket.SOCK_STREAM
+_SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0)
+_MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 _INET_FAMILIES = (_socket.AF_INET, _socket.AF_INET6)
 _EBADF = _errno.EBADF
 # EINTR too: an interrupted connect() goes on asynchronously (POSIX).
@@ -122,6 +124,8 @@ class GreenSocket(_STD_SOCKET):
         self._io_refs = 0
         self._closed = False
         self._gl_timeout: float | None = _socket.getdefaulttimeout()
+        if type != -1 and type & _SOCK_NONBLOCK:
+            self._gl_timeout = 0.0  # asked for non-blocking, as the stdlib honours
         _c_settimeout(self, 0.0)
         self._gl_st = FdState(_c_fileno(self))
         # "A short read drained the buffer" holds for byte streams, and is
@@ -145,6 +149,9 @@ class GreenSocket(_STD_SOCKET):
         return self._gl_timeout
 
     def setblocking(self, flag: bool) -> None:
+        # The descriptor stays non-blocking whatever the flag, but the call
+        # is still made, so a closed socket raises EBADF as the stdlib's does.
+        _c_settimeout(self, 0.0)
         self._gl_timeout = None if flag else 0.0
 
     def getblocking(self) -> bool:
@@ -208,7 +215,7 @@ class GreenSocket(_STD_SOCKET):
                     _budget_spent(hub)
                 return data
         timeout = self._gl_timeout
-        if timeout == 0.0:
+        if timeout == 0.0 or flags & _MSG_DONTWAIT:
             return _recv(self, bufsize, flags)  # type: ignore[no-any-return]
         if timeout is None:
             # The server's hot path: no deadline to keep, park directly.
@@ -256,7 +263,7 @@ class GreenSocket(_STD_SOCKET):
                 if hub.io_budget <= 0:
                     _budget_spent(hub)
                 return n
-        if self._gl_timeout == 0.0:
+        if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
             return _recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
         deadline = self._deadline()
         while True:
@@ -271,25 +278,26 @@ class GreenSocket(_STD_SOCKET):
             return n
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
-        return self._retry_read(_recvfrom, bufsize, flags)  # type: ignore[no-any-return]
+        return self._retry_read(flags, _recvfrom, bufsize, flags)  # type: ignore[no-any-return]
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        return self._retry_read(_recvfrom_into, buffer, nbytes, flags)  # type: ignore[no-any-return]
+        return self._retry_read(flags, _recvfrom_into, buffer, nbytes, flags)  # type: ignore[no-any-return]
 
     def recvmsg(self, *args: Any) -> Any:
-        return self._retry_read(_socket.socket.recvmsg, *args)
+        return self._retry_read(_flags_at(args, 2), _socket.socket.recvmsg, *args)
 
     def recvmsg_into(self, *args: Any) -> Any:
-        return self._retry_read(_socket.socket.recvmsg_into, *args)
+        return self._retry_read(_flags_at(args, 2), _socket.socket.recvmsg_into, *args)
 
-    def _retry_read(self, call: Any, *args: Any) -> Any:
+    def _retry_read(self, flags: int, call: Any, *args: Any) -> Any:
         # No "short read means drained" here: these serve datagrams too.
         st = self._gl_st
-        if st.readable or self._gl_timeout == 0.0:
+        nowait = self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT
+        if st.readable or nowait:
             try:
                 result = call(self, *args)
             except BlockingIOError:
-                if self._gl_timeout == 0.0:
+                if nowait:
                     raise
                 st.readable = False
             else:
@@ -321,7 +329,7 @@ class GreenSocket(_STD_SOCKET):
                 if hub.io_budget <= 0:
                     _budget_spent(hub)
                 return n
-        if self._gl_timeout == 0.0:
+        if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
             return _send(self, data, flags)  # type: ignore[no-any-return]
         deadline = self._deadline()
         while True:
@@ -334,13 +342,14 @@ class GreenSocket(_STD_SOCKET):
     def sendall(self, data: Any, flags: int = 0) -> None:
         st = self._gl_st
         n = 0
-        if st.writable or self._gl_timeout == 0.0:
+        nowait = self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT
+        if st.writable or nowait:
             # The common case: everything fits in the send buffer at once.
             try:
                 n = _send(self, data, flags)
             except BlockingIOError:
                 st.writable = False
-                if self._gl_timeout == 0.0:
+                if nowait:
                     raise
             else:
                 if type(data) is bytes and n == len(data):
@@ -357,6 +366,8 @@ class GreenSocket(_STD_SOCKET):
                 # A partial send: the buffer is full (the kernel flagged it,
                 # so an edge will come when there is room).
                 st.writable = False
+            if nowait:
+                raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
             deadline = self._deadline()  # for the whole call, as in the stdlib
             while n < total:
                 self._wait(True, deadline)
@@ -368,21 +379,23 @@ class GreenSocket(_STD_SOCKET):
                 if n < total:
                     st.writable = False
 
-    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
-        if addr is None:
-            return self._retry_write(_sendto, data, flags_or_addr)  # type: ignore[no-any-return]
-        return self._retry_write(_sendto, data, flags_or_addr, addr)  # type: ignore[no-any-return]
+    def sendto(self, data: Any, *args: Any) -> int:
+        # sendto(data, address) or sendto(data, flags, address): by count,
+        # as the C layer decides (an address may be None for some families).
+        flags = args[0] if len(args) == 2 else 0
+        return self._retry_write(flags, _sendto, data, *args)  # type: ignore[no-any-return]
 
     def sendmsg(self, *args: Any) -> int:
-        return self._retry_write(_socket.socket.sendmsg, *args)  # type: ignore[no-any-return]
+        return self._retry_write(_flags_at(args, 2), _socket.socket.sendmsg, *args)  # type: ignore[no-any-return]
 
-    def _retry_write(self, call: Any, *args: Any) -> Any:
+    def _retry_write(self, flags: int, call: Any, *args: Any) -> Any:
         st = self._gl_st
-        if st.writable or self._gl_timeout == 0.0:
+        nowait = self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT
+        if st.writable or nowait:
             try:
                 result = call(self, *args)
             except BlockingIOError:
-                if self._gl_timeout == 0.0:
+                if nowait:
                     raise
                 st.writable = False
             else:
@@ -521,6 +534,9 @@ class GreenSocket(_STD_SOCKET):
     def bind(self, address: Any) -> None:
         # Binding to a name would resolve it in C, blocking the hub.
         if isinstance(address, tuple) and _c_family(self) in _INET_FAMILIES:
+            if len(address) > 1 and isinstance(address[1], int) and not 0 <= address[1] <= 65535:
+                # The C layer's check, made before any lookup of the name.
+                raise OverflowError("bind(): port must be 0-65535.")
             address = _resolve(self, address, _socket.AI_PASSIVE)
         _c_bind(self, address)
 
@@ -541,10 +557,18 @@ class GreenSocket(_STD_SOCKET):
         if st.hub is not None:
             st.hub.forget(st)
         st.readable = st.writable = True
+        self._closed = True
         return _c_detach(self)  # type: ignore[no-any-return]
 
     # __repr__ is the stdlib's: it names the class by its module and
     # qualified name, so it already says greenline.socket.socket.
+
+
+def _flags_at(args: tuple[Any, ...], index: int) -> int:
+    # The flags argument of recvmsg/sendmsg, when given (an int or not: the
+    # C layer reports a wrong type).
+    flags = args[index] if len(args) > index else 0
+    return flags if isinstance(flags, int) else 0
 
 
 class _ConnectTimedOut(Exception):
@@ -620,6 +644,11 @@ def gethostbyaddr(ip_address: str) -> tuple[str, list[str], list[str]]:  # type:
 
 
 def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:  # type: ignore[no-redef]
+    # Argument errors belong to the caller, not to a pool thread's traceback.
+    if not isinstance(sockaddr, tuple):
+        raise TypeError("getnameinfo() argument 1 must be a tuple")
+    if not isinstance(flags, int):
+        raise TypeError(f"'{type(flags).__name__}' object cannot be interpreted as an integer")
     numeric = _socket.NI_NUMERICHOST | _socket.NI_NUMERICSERV
     if flags & numeric == numeric and _is_numeric_host(sockaddr[0]):
         return _socket.getnameinfo(sockaddr, flags)  # no lookup to make

@@ -23,6 +23,7 @@ stand in for ``ssl``; ``greenline.monkey`` swaps ``ssl.SSLContext`` and
 
 from __future__ import annotations
 
+import _socket
 import _ssl
 import errno as _errno
 import os as _os
@@ -136,6 +137,24 @@ class GreenSSLSocket(_gsocket.GreenSocket):
                 self.close()
                 raise
             self._connected = False
+            # Not connected, yet bytes may sit in the receive buffer of a
+            # connection the peer already closed: they must never reach the
+            # caller as if TLS had protected them (CVE-2023-40217).  A
+            # non-blocking peek at one byte tells.
+            try:
+                early = _socket.socket.recv(self, 1)
+            except OSError as e2:
+                if e2.errno not in (_errno.ENOTCONN, _errno.EINVAL, _errno.EAGAIN):
+                    self.close()
+                    raise
+                early = b""
+            if early:
+                reason = "Closed before TLS handshake with data in recv buffer."
+                err = _SSLError(e.errno, reason)
+                err.reason = reason  # type: ignore[attr-defined]
+                err.library = None  # type: ignore[assignment]
+                self.close()
+                raise err from None
         else:
             self._connected = True
         if self._connected:
@@ -299,7 +318,12 @@ class GreenSSLSocket(_gsocket.GreenSocket):
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
         if nbytes is None:
-            nbytes = len(buffer) if buffer else 1024
+            # Bytes, not items: an array('i') of 4 holds 16.
+            nbytes = 0
+            if buffer is not None:
+                with memoryview(buffer) as view:
+                    nbytes = view.nbytes
+            nbytes = nbytes or 1024
         if self._sslobj is None:
             return super().recv_into(buffer, nbytes, flags)
         self._no_flags(flags, "recv_into")
