@@ -490,3 +490,221 @@ def test_interrupt_stops_early_with_a_report(tmp_path: Path, procs: str) -> None
     r = load_json(out)
     assert r["interrupted"] and r["verified"] == r["requests"] > 0
     assert r["elapsed"] < 30
+
+
+# -- TLS ----------------------------------------------------------------------
+
+class TLSServe:
+    """``greenline serve upper`` with a certificate from a throwaway CA
+    (trustme), in a subprocess, for the length of the module."""
+
+    def __init__(self, directory: Path) -> None:
+        import trustme
+
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.cafile = directory / "ca.pem"
+        self.certfile = directory / "server.pem"
+        self.ca.cert_pem.write_to_path(str(self.cafile))
+        cert.private_key_and_cert_chain_pem.write_to_path(str(self.certfile))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "greenline", "serve", "upper", "--port", "0",
+             "--certfile", str(self.certfile)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.target = self._listening()
+
+    def _listening(self) -> str:
+        # readline in a thread: a server that never prints must fail the
+        # test, not hang it.
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()  # type: ignore[union-attr]
+                                                            ), daemon=True)
+        reader.start()
+        reader.join(20)
+        m = re.match(r"^listening on (\S+:\d+)$", box[0].strip()) if box else None
+        if m is None:
+            self.stop()
+            raise AssertionError(f"serve printed no `listening on` line: {box!r}")
+        return m.group(1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def tls_serve(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    srv = TLSServe(tmp_path_factory.mktemp("tls"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def no_traceback(p: subprocess.CompletedProcess[str]) -> bool:
+    return "Traceback" not in p.stdout + p.stderr
+
+
+def test_tls_with_the_ca_every_reply_verified(tls_serve: TLSServe, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    p = run_cli(tls_serve.target, "--tls", "--cafile", str(tls_serve.cafile), "-c", "20", "-n", "1000",
+                "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1,000 verified, 0 mismatched" in p.stdout
+    assert "TLS, certificate verified for 127.0.0.1" in p.stdout
+    r = load_json(out)
+    assert (r["requests"], r["verified"], r["opened"], r["failed"]) == (1000, 1000, 20, 0)
+    assert no_errors(r)
+    assert r["security"] == "TLS, certificate verified for 127.0.0.1"
+
+
+def test_tls_without_the_ca_fails_with_tls_errors(tls_serve: TLSServe, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    p = run_cli(tls_serve.target, "--tls", "-c", "20", "-n", "1000", "--json", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert no_traceback(p)
+    r = load_json(out)
+    # Every connection tries MAX_CONNECT_FAILURES times, then gives up.
+    assert r["errors"]["tls"] == 60 and r["gave_up"] == 20
+    assert r["opened"] == 0 and r["verified"] == 0
+    assert "certificate verify failed" in r["error_samples"]["tls"]
+    assert "tls: certificate verify failed" in p.stdout
+    assert "FAILED: 60 errors (tls 60)" in p.stdout
+
+
+def test_tls_against_a_plain_server_is_counted_not_a_crash(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "--tls", "--insecure", "-c", "5", "-n", "100", "--json", str(out))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert no_traceback(p)
+    r = load_json(out)
+    assert r["errors"]["tls"] == 15 and r["gave_up"] == 5 and r["requests"] == 0
+    assert "tls: " in p.stdout and "result       FAILED" in p.stdout
+
+
+def test_tls_insecure_accepts_an_unknown_certificate(tls_serve: TLSServe, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    p = run_cli(tls_serve.target, "--tls", "--insecure", "-c", "20", "-n", "1000", "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "certificate NOT verified (--insecure)" in p.stdout
+    r = load_json(out)
+    assert r["verified"] == 1000 and no_errors(r)
+
+
+def test_tls_server_name_is_what_the_certificate_is_checked_against(tls_serve: TLSServe) -> None:
+    ca = str(tls_serve.cafile)
+    # The certificate names localhost too: verified, although the target is an address.
+    p = run_cli(tls_serve.target, "--tls", "--cafile", ca, "--server-name", "localhost", "-c", "4", "-n", "100")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "certificate verified for localhost" in p.stdout
+    p = run_cli(tls_serve.target, "--tls", "--cafile", ca, "--server-name", "example.com", "-c", "4", "-n", "100")
+    assert p.returncode == 1 and no_traceback(p)
+    assert "tls 12" in p.stdout and "example.com" in p.stdout
+
+
+def test_tls_open_loop_over_two_processes(tls_serve: TLSServe, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    p = run_cli(tls_serve.target, "--tls", "--cafile", str(tls_serve.cafile), "-c", "10", "--procs", "2",
+                "--rate", "400", "-d", "1.5", "--no-progress", "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["parts"] == 2 and r["opened"] == 10 and no_errors(r)
+    assert r["security"] == "TLS, certificate verified for 127.0.0.1"
+    # 400/s for 1.5 s: 600 due, give or take one per connection at the edge
+    # (rounding of the sum of periods against the deadline).
+    assert 590 <= r["verified"] == r["requests"] <= 610
+    assert r["mode"] == "open loop at 400 req/s"
+
+
+class SlowHandshakeServer:
+    """Upper-cases over TLS, but waits ``delay`` seconds after accepting
+    before its side of the handshake (stdlib threads and ssl: the server
+    is not what is under test)."""
+
+    def __init__(self, certfile: Path, delay: float) -> None:
+        import ssl as std_ssl
+
+        self.delay = delay
+        self.ctx = std_ssl.create_default_context(std_ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(str(certfile))
+        self.listener = std_socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SlowHandshakeServer:
+        self._acceptor.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.listener.close()
+        for t in [self._acceptor, *self._threads]:
+            t.join(10)
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: std_socket.socket) -> None:
+        with conn:
+            if self._stop.wait(self.delay):
+                return
+            conn.settimeout(10)
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    while data := tls.recv(65536):
+                        tls.sendall(data.upper())
+            except OSError:
+                pass
+
+
+def test_tls_handshake_is_not_part_of_the_first_request(tls_serve: TLSServe, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    delay = 1.0
+    with SlowHandshakeServer(tls_serve.certfile, delay) as srv:
+        p = run_cli(srv.target, "--tls", "--cafile", str(tls_serve.cafile), "-c", "4", "-n", "40",
+                    "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["verified"] == 40
+    # The first replies came after the slow handshake...
+    assert r["first_reply"] >= delay
+    # ...but the handshake is not in any request's latency, the first included.
+    assert r["first_exchange_us"]["max"] < delay * 1e6
+    assert r["latency_us"]["max"] < delay * 1e6
+
+
+def test_tls_option_errors_exit_2(tmp_path: Path) -> None:
+    p = run_cli("127.0.0.1:1", "--cafile", "ca.pem", "-n", "1")
+    assert p.returncode == 2 and "need --tls" in p.stderr
+    p = run_cli("127.0.0.1:1", "--tls", "--cafile", str(tmp_path / "missing.pem"), "-n", "1")
+    assert p.returncode == 2 and "cannot load the CA file" in p.stderr
+    p = run_cli("127.0.0.1:1", "--tls", "--insecure", "--cafile", "ca.pem", "-n", "1")
+    assert p.returncode == 2 and "--insecure" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_merge_keeps_security_and_error_reasons() -> None:
+    a = LoadResult(connections=1, elapsed=1.0, verified=5, requests=5, security="TLS, certificate verified for x")
+    b = LoadResult(connections=1, elapsed=1.0, requests=3, errors={"tls": 3},
+                   error_samples={"tls": "certificate verify failed: self-signed certificate"},
+                   security="TLS, certificate verified for x")
+    m = LoadResult.merge([a, b])
+    assert m.security == "TLS, certificate verified for x"
+    assert m.errors == {"tls": 3} and m.error_samples["tls"].startswith("certificate verify failed")
+    again = LoadResult.from_part(m.to_dict())
+    assert again.security == m.security and again.error_samples == m.error_samples
+    assert "tls: certificate verify failed: self-signed certificate" in again.render()
