@@ -382,7 +382,7 @@ class GreenSocket(_STD_SOCKET):
     def sendto(self, data: Any, *args: Any) -> int:
         # sendto(data, address) or sendto(data, flags, address): by count,
         # as the C layer decides (an address may be None for some families).
-        flags = args[0] if len(args) == 2 else 0
+        flags = args[0] if len(args) == 2 and isinstance(args[0], int) else 0
         return self._retry_write(flags, _sendto, data, *args)  # type: ignore[no-any-return]
 
     def sendmsg(self, *args: Any) -> int:
@@ -646,7 +646,10 @@ def gethostbyaddr(ip_address: str) -> tuple[str, list[str], list[str]]:  # type:
 def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:  # type: ignore[no-redef]
     # Argument errors belong to the caller, not to a pool thread's traceback.
     if not isinstance(sockaddr, tuple):
-        raise TypeError("getnameinfo() argument 1 must be a tuple")
+        # The traceback keeps this frame: let it not keep the argument too.
+        kind = type(sockaddr).__name__
+        del sockaddr
+        raise TypeError(f"getnameinfo() argument 1 must be a tuple, not {kind}")
     if not isinstance(flags, int):
         raise TypeError(f"'{type(flags).__name__}' object cannot be interpreted as an integer")
     numeric = _socket.NI_NUMERICHOST | _socket.NI_NUMERICSERV

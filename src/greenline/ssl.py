@@ -364,10 +364,10 @@ class GreenSSLSocket(_gsocket.GreenSocket):
             raise ValueError(f"recvfrom_into not allowed on instances of {self.__class__}")
         return super().recvfrom_into(buffer, nbytes, flags)
 
-    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+    def sendto(self, data: Any, *args: Any) -> int:
         if self._sslobj is not None:
             raise ValueError(f"sendto not allowed on instances of {self.__class__}")
-        return super().sendto(data, flags_or_addr, addr)
+        return super().sendto(data, *args)
 
     def recvmsg(self, *args: Any) -> Any:
         raise NotImplementedError(f"recvmsg not allowed on instances of {self.__class__}")
