@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stdlib]
 
 _spec = importlib.util.spec_from_file_location(
     "stdlib_tests", Path(__file__).resolve().parents[1] / "scripts" / "stdlib_tests.py")
