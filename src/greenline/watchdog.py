@@ -87,7 +87,11 @@ def _holds_others_up(hub: _hub.Hub, current: object) -> bool:
     # A green thread that runs on while nobody else of its hub waits to run,
     # for IO or for a timer (a thread-pool worker back in its job loop, say)
     # holds nobody up; and a hub whose OS thread has ended holds nothing.
-    if hub.closed or hub.thread_ident not in sys._current_frames():
+    # (Thread idents are reused: a dead thread's hub is told by its main
+    # greenlet, which dies with the thread, not by the ident.)
+    if hub.closed or hub.main.dead or getattr(current, "dead", False):
+        return False
+    if hub.thread_ident not in sys._current_frames():
         return False
     return bool(hub.ready or hub.timers or len(hub.parked) > (current in hub.parked))
 
