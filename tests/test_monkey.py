@@ -588,6 +588,35 @@ def test_signal_handler_exception_interrupts_the_main_thread(tmp_path):
     assert out == ["interrupted", "5", "timed out after the alarm"]
 
 
+def test_ctrl_c_reaches_the_main_green_thread_and_the_hub_survives(tmp_path):
+    # SIGINT lands while the hub polls (sent by another process), or while
+    # another green thread runs (sent by it): either way CPython raises
+    # KeyboardInterrupt in the main thread, and the hub must go on.  (This is
+    # CPython's test_multiprocessing test_wait_result: a child interrupts its
+    # parent waiting on a multiprocessing.Condition.)
+    out = ok(run(tmp_path, """
+        import os, signal, threading, time, greenline
+        print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.1)
+            os.kill(os.getppid(), signal.SIGINT)
+            os._exit(0)
+        try:
+            time.sleep(10)
+        except KeyboardInterrupt:
+            print("interrupted while the hub polled")
+        os.waitpid(pid, 0)
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            time.sleep(10)
+        except KeyboardInterrupt:
+            print("interrupted from a green thread")
+        print(greenline.spawn(lambda: "hub alive").get(timeout=5))
+    """))
+    assert out == ["True", "interrupted while the hub polled", "interrupted from a green thread", "hub alive"]
+
+
 def test_signal_handler_that_blocks_runs_in_its_own_green_thread(tmp_path):
     out = ok(run(tmp_path, """
         import os, signal, threading, time

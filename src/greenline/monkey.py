@@ -661,12 +661,14 @@ class _GreenSignalHandler:
     """A Python signal handler, run the way CPython runs it "in the main
     thread", for green threads.
 
-    Signals are handled between bytecodes of whatever runs; that is often the
-    hub itself, idle in its poll.  There a handler may not block (the hub
-    cannot park), so it runs in a new green thread instead, and an exception
-    it raises is thrown into the main green thread at its blocking point, as
-    CPython raises it in the main thread (``signal.alarm`` interrupting a
-    blocking ``sendall`` keeps working).  Anywhere else it runs in place.
+    Signals are handled between bytecodes of whatever runs in the main OS
+    thread: the main green thread, another one, or often the hub itself, idle
+    in its poll.  In the main green thread the handler runs in place, as in
+    CPython.  Anywhere else it runs in a new green thread (in the hub it could
+    not block, and a KeyboardInterrupt raised there would end the hub's
+    loop), and an exception it raises is thrown into the main green thread at
+    its blocking point, as CPython raises it in the main thread (Ctrl-C, or
+    ``signal.alarm`` interrupting a blocking ``sendall``, keep working).
     """
 
     __slots__ = ("handler",)
@@ -680,15 +682,16 @@ class _GreenSignalHandler:
         from greenline.hub import get_hub_if_exists
 
         hub = get_hub_if_exists()
-        if hub is not None and getcurrent() is hub.greenlet:
+        if hub is not None and getcurrent() is not hub.main:
             from greenline.task import Task
 
             # A bare Task: an exception goes to the main green thread, not
             # to the Task's own error report.
             task = Task(self._in_green_thread, hub, signum, frame)
-            # Through the hub's wake-up descriptor: the handler runs inside
-            # the hub's poll, which the kernel call resumes (PEP 475) when
-            # the handler returns; a plain start would wait for other events.
+            # Through the hub's wake-up descriptor: in the hub the handler
+            # runs inside its poll, which the kernel call resumes (PEP 475)
+            # when the handler returns; a plain start would wait for other
+            # events.
             hub.call_threadsafe(_start_task, task)
             return None
         return self.handler(signum, frame)
@@ -709,11 +712,8 @@ def _start_task(task: Any) -> None:
 
 
 def _green_signal(signalnum: int, handler: Any) -> Any:
-    import signal as std_signal
-
     real_signal = get_original("signal", "signal")
-    if callable(handler) and not isinstance(handler, _GreenSignalHandler) and handler not in (
-            std_signal.default_int_handler,):
+    if callable(handler) and not isinstance(handler, _GreenSignalHandler):
         handler = _GreenSignalHandler(handler)
     old = real_signal(signalnum, handler)
     return old.handler if isinstance(old, _GreenSignalHandler) else old
@@ -726,12 +726,25 @@ def _green_getsignal(signalnum: int) -> Any:
 
 def patch_signal() -> None:
     """``signal.signal`` wraps Python handlers so that one that fires while
-    the hub is running runs in a new green thread (where it may block)."""
+    the hub is running runs in a new green thread (where it may block), and
+    its exception reaches the main green thread.  The handlers installed
+    already (Python's own SIGINT handler among them, whose KeyboardInterrupt
+    raised inside the hub's poll would otherwise end the hub's loop) are
+    wrapped too.  ``signal.getsignal`` returns the handlers as given."""
     import signal
 
     _patch(signal, "signal", _builtin_like(_green_signal, "signal", "signal"))
     _patch(signal, "getsignal", _builtin_like(_green_getsignal, "signal", "getsignal"))
     _patched.add("signal")
+    real_getsignal = get_original("signal", "getsignal")
+    for signum in signal.valid_signals():
+        try:
+            handler = real_getsignal(signum)
+            if callable(handler) and not isinstance(handler, _GreenSignalHandler):
+                _green_signal(signum, handler)
+        except (OSError, ValueError, RuntimeError):
+            # Not settable (SIGKILL...), or not the main thread: leave it.
+            continue
 
 
 # -- all -----------------------------------------------------------------------------------
