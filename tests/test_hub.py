@@ -314,3 +314,28 @@ def test_fork_from_a_green_thread_child_exits_when_it_ends():
     assert os.read(r, 100) == b"child ran"
     os.close(r)
     greenline.joinall(others)
+
+
+def test_a_signal_handler_that_raises_while_the_hub_sleeps_reaches_main_and_the_hub_lives():
+    import signal
+
+    class Alarm(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Alarm
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        start = time.monotonic()
+        with pytest.raises(Alarm):
+            greenline.sleep(2)  # the hub is in epoll_wait when the signal lands
+        assert time.monotonic() - start < 1
+        # The hub still works: a sleep sleeps (a dead hub would return at once).
+        start = time.monotonic()
+        greenline.sleep(0.05)
+        assert time.monotonic() - start >= 0.045
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

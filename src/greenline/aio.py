@@ -66,6 +66,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 from greenline.cancel import CancelScope
 from greenline.hub import FdState, Hub, get_hub
 from greenline.hub import _get_ident as _os_thread_ident
+from greenline.hub import _thread_count as _real_thread_count
 from greenline.task import Task
 from greenline.taskgroup import _QuietTask
 from greenline.threadpool import idle_workers
@@ -124,7 +125,7 @@ class _Bridge:
         # starts it again.
         return (self.owned and self.inflight == 0
                 and len(self.selector.get_map()) <= 1
-                and _thread._count() <= idle_workers()
+                and _real_thread_count() <= idle_workers()
                 and not asyncio.all_tasks(self.loop))
 
 

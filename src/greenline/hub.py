@@ -69,6 +69,10 @@ _thread_count = _thread._count
 
 _HAVE_EPOLL = hasattr(select, "epoll")
 if _HAVE_EPOLL:
+    # The real class, before patching can replace select.epoll with a
+    # cooperative wrapper (a hub made later, in another thread or after a
+    # fork, must still get the kernel's).
+    _epoll = select.epoll
     _EPOLLIN = select.EPOLLIN
     _EPOLLOUT = select.EPOLLOUT
     _ERR = select.EPOLLERR | select.EPOLLHUP
@@ -168,7 +172,7 @@ class Hub:
         self.greenlet = greenlet(self._run, parent=self.main)
         self._poller: Any
         if _HAVE_EPOLL:
-            self._poller = select.epoll()
+            self._poller = _epoll()
             os.set_inheritable(self._poller.fileno(), False)
             self._wake_r = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._wake_w = self._wake_r
@@ -467,6 +471,13 @@ class Hub:
             try:
                 events = poll(timeout, _MAX_EVENTS)
             except InterruptedError:
+                events = []
+            except BaseException as e:
+                # A signal handler raised (KeyboardInterrupt, say) while we
+                # slept: it belongs to the main green thread.  The hub must
+                # live on, or every later block() would return at once.
+                self._polling = False
+                self.throw(self.main, e)
                 events = []
             self._polling = False
             for fd, ev in events:

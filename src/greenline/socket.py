@@ -79,6 +79,11 @@ _CONNECT_PENDING = frozenset((_errno.EINPROGRESS, _errno.EAGAIN, _errno.EALREADY
                               _errno.EWOULDBLOCK, _errno.EINTR))
 
 _STD_SOCKET = _std.socket
+# Saved before patching can swap in ours (which call these): no recursion,
+# and the poll probe stays the kernel's.
+_std_create_server = _std.create_server
+_std_getfqdn = _std.getfqdn
+_select_poll = _select.poll
 _std_getaddrinfo = _socket.getaddrinfo
 _get_ident = _thread.get_ident
 _timeout_error = TimeoutError
@@ -659,7 +664,7 @@ def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:  # ty
 
 
 def getfqdn(name: str = "") -> str:  # type: ignore[no-redef]
-    return _blocking_lookup(_std.getfqdn, name)  # type: ignore[no-any-return]
+    return _blocking_lookup(_std_getfqdn, name)  # type: ignore[no-any-return]
 
 
 def _resolve(sock: GreenSocket, address: tuple[Any, ...], flags: int = 0) -> tuple[Any, ...]:
@@ -703,7 +708,7 @@ def create_server(address: Any, *, family: int = _socket.AF_INET, backlog: int |
         if not info:  # pragma: no cover - getaddrinfo raises instead
             raise OSError(f"getaddrinfo returned nothing for {address[0]!r}")
         address = (info[0][4][0],) + tuple(address[1:])
-    s = _std.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port,
+    s = _std_create_server(address, family=family, backlog=backlog, reuse_port=reuse_port,
                            dualstack_ipv6=dualstack_ipv6)
     return GreenSocket(s.family, s.type, s.proto, s.detach())
 
@@ -766,7 +771,7 @@ def _wait_raw(fd: int, write: bool, timeout: float | None) -> None:
         # state.  Its next edge may be long in coming if it is ready now (the
         # edge was consumed), and its flags may be stale if the caller used
         # the raw descriptor, so ask the kernel first: ready means return.
-        probe = _select.poll()
+        probe = _select_poll()
         probe.register(fd, _select.POLLOUT if write else _select.POLLIN)
         if probe.poll(0):
             if write:
