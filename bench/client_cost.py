@@ -27,22 +27,12 @@ from time import monotonic
 
 import psutil
 
+from greenline.bench import cpu_seconds
 from greenline.demo import start_server, stop_server
 
 TARGET_RATIO = 1.3
 
 _LINE = re.compile(r"^\[\s*[\d.]+/[\d.]+ s\].*?replies ([\d,]+)")
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system
-    return total
 
 
 def one_round(connections: int, seconds: float, size: int) -> tuple[float, float, int, float]:

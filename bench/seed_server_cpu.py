@@ -1,8 +1,9 @@
 """Server CPU time per request: the seed's server on greenline vs on gevent.
 
 Runs ``examples/seed/server.py`` (greenline, ``monkey.patch_all()``) and the
-seed's server text unchanged under gevent (written to a temporary file, only
-the port filled in), each in its own process, and drives each with the same
+seed's server text under gevent (``greenline.peers.seed_gevent``, the text
+``greenline bench`` runs too, here with the seed's own ``listen(5)``), each
+in its own process, and drives each with the same
 load from a separate client process: a lean closed-loop client, one OS
 thread, epoll, ``--connections`` connections each with one ``--size``-byte
 message in flight, every reply checked.  Rounds are interleaved (greenline,
@@ -30,47 +31,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GREENLINE_SERVER = ROOT / "examples" / "seed" / "server.py"
-
-# The seed's server, word for word (../shared/seed/000_fe784ff6d273fee1.txt,
-# section 3), except that the port is filled in.
-SEED_GEVENT_SERVER = """\
-# 服务端
-from gevent import monkey;monkey.patch_all()
-import socket
-from gevent import spawn
-
-
-def communication(conn):
-    while True:
-        try:
-            data = conn.recv(1024)
-            if len(data) == 0: break
-            conn.send(data.upper())
-        except ConnectionResetError as e:
-            print(e)
-            break
-    conn.close()
-
-
-def server(ip, port):
-    server = socket.socket()
-    server.bind((ip, port))
-    server.listen(5)
-    while True:
-        conn, addr = server.accept()
-        spawn(communication, conn)
-
-
-if __name__ == '__main__':
-    g1 = spawn(server, '127.0.0.1', {port})
-    g1.join()
-"""
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -291,16 +256,16 @@ def bench(args: argparse.Namespace) -> int:
     print()
 
     servers: list[Server] = []
-    tmp = tempfile.TemporaryDirectory(prefix="seed_server_cpu-")
     try:
         port = free_port()
         servers.append(Server("greenline", [sys.executable, str(GREENLINE_SERVER), "--port", str(port),
                                                    "--backlog", "5"], port))
         if have_gevent:
             port = free_port()
-            path = Path(tmp.name) / "seed_gevent_server.py"
-            path.write_text(SEED_GEVENT_SERVER.replace("{port}", str(port)), encoding="utf-8")
-            servers.append(Server("gevent", [sys.executable, str(path)], port))
+            # The seed's text under gevent, as greenline bench runs it, with
+            # the seed's own listen(5).
+            servers.append(Server("gevent", [sys.executable, "-m", "greenline.peers.seed_gevent",
+                                             "--port", str(port), "--backlog", "5"], port))
 
         results: dict[str, list[float]] = {s.name: [] for s in servers}
         rates: dict[str, list[float]] = {s.name: [] for s in servers}
@@ -340,7 +305,6 @@ def bench(args: argparse.Namespace) -> int:
             lines = [ln for ln in err.splitlines() if ln.strip()]
             if lines:
                 print(f"\n{server.name} server stderr:\n  " + "\n  ".join(lines[-20:]))
-        tmp.cleanup()
     return 0
 
 

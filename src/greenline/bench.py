@@ -151,7 +151,8 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [p, *p.children(recursive=True)]
 
 
-def _cpu(procs: list[psutil.Process]) -> float:
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU time so far of ``procs`` (gone ones count 0)."""
     import psutil
 
     total = 0.0
@@ -262,7 +263,7 @@ def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) 
                 for line in client.stdout:
                     m = _PROGRESS.match(line)
                     if m:
-                        samples.append((time.monotonic(), _cpu(server.procs),
+                        samples.append((time.monotonic(), cpu_seconds(server.procs),
                                         int(m.group(2).replace(",", ""))))
                 client.wait(timeout=60)
             finally:

@@ -283,28 +283,30 @@ class GreenSocket(_STD_SOCKET):
             return n
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
-        return self._retry_read(flags, _recvfrom, bufsize, flags)  # type: ignore[no-any-return]
+        return self._retry(False, flags, _recvfrom, bufsize, flags)  # type: ignore[no-any-return]
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
-        return self._retry_read(flags, _recvfrom_into, buffer, nbytes, flags)  # type: ignore[no-any-return]
+        return self._retry(False, flags, _recvfrom_into, buffer, nbytes, flags)  # type: ignore[no-any-return]
 
     def recvmsg(self, *args: Any) -> Any:
-        return self._retry_read(_flags_at(args, 2), _socket.socket.recvmsg, *args)
+        return self._retry(False, _flags_at(args, 2), _socket.socket.recvmsg, *args)
 
     def recvmsg_into(self, *args: Any) -> Any:
-        return self._retry_read(_flags_at(args, 2), _socket.socket.recvmsg_into, *args)
+        return self._retry(False, _flags_at(args, 2), _socket.socket.recvmsg_into, *args)
 
-    def _retry_read(self, flags: int, call: Any, *args: Any) -> Any:
-        # No "short read means drained" here: these serve datagrams too.
+    def _retry(self, write: bool, flags: int, call: Any, *args: Any) -> Any:
+        """The less travelled calls (recvfrom, recvmsg, sendto, sendmsg):
+        try unless known not ready, park on EAGAIN, try again.  No "short
+        read means drained" here: these serve datagrams too."""
         st = self._gl_st
         nowait = self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT
-        if st.readable or nowait:
+        if (st.writable if write else st.readable) or nowait:
             try:
                 result = call(self, *args)
             except BlockingIOError:
                 if nowait:
                     raise
-                st.readable = False
+                _not_ready(st, write)
             else:
                 hub = st.hub or get_hub()
                 hub.io_budget -= 1
@@ -313,11 +315,11 @@ class GreenSocket(_STD_SOCKET):
                 return result
         deadline = self._deadline()
         while True:
-            self._wait(False, deadline)
+            self._wait(write, deadline)
             try:
                 return call(self, *args)
             except BlockingIOError:
-                st.readable = False
+                _not_ready(st, write)
 
     # -- sending ---------------------------------------------------------
 
@@ -388,34 +390,10 @@ class GreenSocket(_STD_SOCKET):
         # sendto(data, address) or sendto(data, flags, address): by count,
         # as the C layer decides (an address may be None for some families).
         flags = args[0] if len(args) == 2 and isinstance(args[0], int) else 0
-        return self._retry_write(flags, _sendto, data, *args)  # type: ignore[no-any-return]
+        return self._retry(True, flags, _sendto, data, *args)  # type: ignore[no-any-return]
 
     def sendmsg(self, *args: Any) -> int:
-        return self._retry_write(_flags_at(args, 2), _socket.socket.sendmsg, *args)  # type: ignore[no-any-return]
-
-    def _retry_write(self, flags: int, call: Any, *args: Any) -> Any:
-        st = self._gl_st
-        nowait = self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT
-        if st.writable or nowait:
-            try:
-                result = call(self, *args)
-            except BlockingIOError:
-                if nowait:
-                    raise
-                st.writable = False
-            else:
-                hub = st.hub or get_hub()
-                hub.io_budget -= 1
-                if hub.io_budget <= 0:
-                    _budget_spent(hub)
-                return result
-        deadline = self._deadline()
-        while True:
-            self._wait(True, deadline)
-            try:
-                return call(self, *args)
-            except BlockingIOError:
-                st.writable = False
+        return self._retry(True, _flags_at(args, 2), _socket.socket.sendmsg, *args)  # type: ignore[no-any-return]
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """Like :meth:`socket.socket.sendfile`: ``os.sendfile`` where the file
@@ -567,6 +545,13 @@ class GreenSocket(_STD_SOCKET):
 
     # __repr__ is the stdlib's: it names the class by its module and
     # qualified name, so it already says greenline.socket.socket.
+
+
+def _not_ready(st: FdState, write: bool) -> None:
+    if write:
+        st.writable = False
+    else:
+        st.readable = False
 
 
 def _flags_at(args: tuple[Any, ...], index: int) -> int:
