@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 # The same backlog for every server, greenline's own default: with the
 # seed's listen(5), 10,000 clients connecting at once would mostly measure
@@ -38,3 +40,20 @@ def bound_socket(host: str, port: int, backlog: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(backlog)
     return sock
+
+
+def run_asyncio(serve: Callable[[str, int, int], Coroutine[Any, Any, None]], what: str,
+                argv: list[str] | None, use_uvloop: bool) -> int:
+    """The command line of an asyncio peer: ``serve(host, port, backlog)`` on
+    asyncio's own loop, or on uvloop's."""
+    import asyncio  # only the asyncio peers pay for it
+
+    what = f"{what} on uvloop" if use_uvloop else what
+    args = parse_args(f"{what} serving the echo-upper protocol.", argv)
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(serve(args.host, args.port, args.backlog))
+    else:
+        asyncio.run(serve(args.host, args.port, args.backlog))
+    return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from greenline.peers._common import bound_socket, listening, parse_args
+from greenline.peers._common import bound_socket, listening, run_asyncio
 
 
 class Upper(asyncio.Protocol):
@@ -30,15 +30,7 @@ async def serve(host: str, port: int, backlog: int) -> None:
 
 
 def main(argv: list[str] | None = None, use_uvloop: bool = False) -> int:
-    what = "asyncio Protocol on uvloop" if use_uvloop else "asyncio Protocol"
-    args = parse_args(f"{what} serving the echo-upper protocol.", argv)
-    if use_uvloop:
-        import uvloop
-
-        uvloop.run(serve(args.host, args.port, args.backlog))
-    else:
-        asyncio.run(serve(args.host, args.port, args.backlog))
-    return 0
+    return run_asyncio(serve, "asyncio Protocol", argv, use_uvloop)
 
 
 if __name__ == "__main__":

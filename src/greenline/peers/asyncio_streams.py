@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from greenline.peers._common import RECV_SIZE, bound_socket, listening, parse_args
+from greenline.peers._common import RECV_SIZE, bound_socket, listening, run_asyncio
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -33,15 +33,7 @@ async def serve(host: str, port: int, backlog: int) -> None:
 
 
 def main(argv: list[str] | None = None, use_uvloop: bool = False) -> int:
-    what = "asyncio streams on uvloop" if use_uvloop else "asyncio streams"
-    args = parse_args(f"{what} serving the echo-upper protocol.", argv)
-    if use_uvloop:
-        import uvloop
-
-        uvloop.run(serve(args.host, args.port, args.backlog))
-    else:
-        asyncio.run(serve(args.host, args.port, args.backlog))
-    return 0
+    return run_asyncio(serve, "asyncio streams", argv, use_uvloop)
 
 
 if __name__ == "__main__":
