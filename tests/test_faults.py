@@ -15,12 +15,8 @@ worker SIGKILL plus supervisor SIGTERM under load, round after round.
 from __future__ import annotations
 
 import os
-import resource
-import select as stdselect
 import signal
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,127 +27,12 @@ from hypothesis import strategies as st
 
 import greenline
 from greenline import socket
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-MiB = 1 << 20
-
-
-def fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-class Server:
-    """``greenline serve ARGS --port 0``, stopped by :meth:`close`."""
-
-    def __init__(self, tmp_path: Path, *args: str, nofile: int | None = None) -> None:
-        self.log_path = tmp_path / f"serve-{time.monotonic_ns()}.log"
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
-
-        def limit() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "greenline", "serve", *args, "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=tmp_path,
-                                     preexec_fn=limit)
-        assert self.proc.stdout is not None
-        ready, _, _ = stdselect.select([self.proc.stdout], [], [], 20)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("listening on 127.0.0.1:"):
-            self.close()
-            raise AssertionError(f"no 'listening on' line: {line!r}\n{self.logs()}")
-        self.address = ("127.0.0.1", int(line.rsplit(":", 1)[1]))
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def workers(self, n: int, exclude: frozenset[int] = frozenset(), timeout: float = 15) -> list[int]:
-        """The pids of the n workers, once each logs that it accepts."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                pids = [p.pid for p in psutil.Process(self.proc.pid).children() if p.pid not in exclude]
-            except psutil.NoSuchProcess:
-                pids = []
-            logs = self.logs()
-            if len(pids) == n and all(f"worker {pid} accepting" in logs for pid in pids):
-                return pids
-            greenline.sleep(0.02)
-        raise AssertionError(f"expected {n} accepting workers:\n{self.logs()}")
-
-    def wait(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                return code
-            greenline.sleep(0.02)
-        return None
-
-    def terminate(self, timeout: float = 15) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def close(self) -> None:
-        try:
-            kids = psutil.Process(self.proc.pid).children()
-        except psutil.NoSuchProcess:
-            kids = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for k in kids:
-            try:
-                k.kill()
-            except psutil.NoSuchProcess:
-                pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.log.close()
+from serve_helpers import MiB, Serve, ask, fds, owners, recv_all, serving
 
 
 @pytest.fixture
 def serve(tmp_path):
-    started: list[Server] = []
-
-    def start(*args: str, **kw) -> Server:
-        s = Server(tmp_path, *args, **kw)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.close()
-
-
-def recv_all(sock: socket.socket, n: int | None = None) -> bytes:
-    """n bytes, or everything until end of file (fewer if it ends first)."""
-    chunks = []
-    got = 0
-    while n is None or got < n:
-        data = sock.recv(MiB if n is None else min(MiB, n - got))
-        if not data:
-            break
-        chunks.append(data)
-        got += len(data)
-    return b"".join(chunks)
-
-
-def ask(address, msg: bytes, timeout: float = 10) -> bytes:
-    c = socket.create_connection(address, timeout=timeout)
-    try:
-        reader = greenline.spawn(recv_all, c, len(msg))
-        c.sendall(msg)
-        return reader.get(timeout=timeout)
-    finally:
-        c.close()
+    yield from serving(tmp_path)
 
 
 def settle(pid: int, baseline: int, timeout: float = 5) -> int:
@@ -163,7 +44,7 @@ def settle(pid: int, baseline: int, timeout: float = 5) -> int:
     return fds(pid)
 
 
-def assert_clean(srv: Server) -> None:
+def assert_clean(srv: Serve) -> None:
     logs = srv.logs()
     assert "Traceback" not in logs and " ERROR " not in logs, logs[-3000:]
 
@@ -173,7 +54,7 @@ def assert_clean(srv: Server) -> None:
 
 def test_resets_while_the_server_reads_and_while_it_writes(serve):
     srv = serve("upper")
-    (pid,) = srv.workers(1)
+    (pid,) = srv.wait_workers(1)
     baseline = fds(pid)
     linger0 = struct.pack("ii", 1, 0)
     # Reset with a request half read.
@@ -211,7 +92,7 @@ def test_resets_while_the_server_reads_and_while_it_writes(serve):
 @pytest.mark.parametrize("size", [0, 1, 65_535, MiB + 7])
 def test_half_close_still_gets_the_whole_reply(serve, size):
     srv = serve("upper")
-    (pid,) = srv.workers(1)
+    (pid,) = srv.wait_workers(1)
     baseline = fds(pid)
     payload = bytes(i * 7 % 256 for i in range(size))
     c = socket.create_connection(srv.address, timeout=10)
@@ -226,7 +107,7 @@ def test_half_close_still_gets_the_whole_reply(serve, size):
 
 def test_one_mebibyte_in_one_write_comes_back_whole_and_in_order(serve):
     srv = serve("upper")
-    (pid,) = srv.workers(1)
+    (pid,) = srv.wait_workers(1)
     baseline = fds(pid)
     c = socket.create_connection(srv.address, timeout=10)
     for round_ in range(3):
@@ -244,7 +125,7 @@ def test_one_mebibyte_in_one_write_comes_back_whole_and_in_order(serve):
 
 @pytest.fixture(scope="module")
 def shared_upper(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("faults"), "upper")
+    srv = Serve(tmp_path_factory.mktemp("faults"), "upper")
     yield srv
     srv.close()
 
@@ -268,7 +149,7 @@ def test_any_bytes_come_back_upper_cased_byte_for_byte(shared_upper, chunks):
 
 def test_every_byte_value_and_invalid_utf8(serve):
     srv = serve("upper")
-    srv.workers(1)
+    srv.wait_workers(1)
     payload = bytes(range(256)) * 64 + b"\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc\xed\xa0\x80" + b"z\x00Z"
     expected = bytes(b - 32 if 97 <= b <= 122 else b for b in payload)
     assert ask(srv.address, payload) == expected
@@ -282,7 +163,7 @@ def test_every_byte_value_and_invalid_utf8(serve):
 @pytest.mark.timeout(60)
 def test_idle_timeout_spares_slow_progress_and_closes_a_stalled_writer(serve):
     srv = serve("upper", "--idle-timeout", "1")
-    (pid,) = srv.workers(1)
+    (pid,) = srv.wait_workers(1)
     baseline = fds(pid)
 
     def trickle() -> int:
@@ -333,7 +214,7 @@ def test_idle_timeout_spares_slow_progress_and_closes_a_stalled_writer(serve):
 @pytest.mark.timeout(60)
 def test_descriptor_exhaustion_with_two_threads_recovers_to_baseline(serve):
     srv = serve("upper", "--threads", "2", nofile=80)
-    (pid,) = srv.workers(1)
+    (pid,) = srv.wait_workers(1)
     baseline = fds(pid)
     flood = []
     for i in range(300):
@@ -408,20 +289,10 @@ class Client:
             self.sock.close()
 
 
-def _owners(pids: list[int], port: int) -> dict[int, int]:
-    """client port -> the worker pid holding that connection."""
-    owner = {}
-    for pid in pids:
-        for conn in psutil.Process(pid).net_connections(kind="tcp"):
-            if conn.raddr and conn.laddr.port == port:
-                owner[conn.raddr.port] = pid
-    return owner
-
-
 def kill_and_terminate_round(tmp_path: Path, round_: int) -> dict[str, int]:
-    srv = Server(tmp_path, "upper", "--procs", "2", "--graceful-timeout", "5")
+    srv = Serve(tmp_path, "upper", "--procs", "2", "--graceful-timeout", "5")
     try:
-        pids = srv.workers(2)
+        pids = srv.wait_workers(2)
         sup_baseline = fds(srv.proc.pid)
         clients: list[Client] = []
         tasks = []
@@ -433,7 +304,7 @@ def kill_and_terminate_round(tmp_path: Path, round_: int) -> dict[str, int]:
             clients += new
             tasks += [greenline.spawn(c.run) for c in new]
             greenline.sleep(0.05)
-            owner = _owners(pids, srv.address[1])
+            owner = owners(pids, srv.port)
             held = [sum(1 for c in clients if owner.get(c.port) == pid) for pid in pids]
             if min(held) >= 5 and all(c.port in owner for c in clients):
                 break
@@ -446,7 +317,7 @@ def kill_and_terminate_round(tmp_path: Path, round_: int) -> dict[str, int]:
         # New connections are served meanwhile, by the survivor or the
         # replacement, and the supervisor closes what it held for the victim.
         assert ask(srv.address, b"during %d" % round_) == b"DURING %d" % round_
-        srv.workers(2, exclude=frozenset({victim}))
+        srv.wait_workers(2, exclude=frozenset({victim}))
         assert settle(srv.proc.pid, sup_baseline) == sup_baseline
         greenline.sleep(0.2)
         for c in theirs:
@@ -502,7 +373,7 @@ def test_tls_garbage_resets_plaintext_and_stalled_handshakes_cost_nothing(serve,
     ca = trustme.CA()
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
     srv = serve("upper", "--certfile", str(tmp_path / "both.pem"), "--idle-timeout", "1")
-    (pid,) = srv.workers(1)
+    (pid,) = srv.wait_workers(1)
     baseline = fds(pid)
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)

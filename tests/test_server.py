@@ -18,6 +18,7 @@ import greenline
 from greenline import socket
 from greenline.apps import echo, upper
 from greenline.server import StreamServer, parse_address
+from serve_helpers import recv_exactly
 
 
 def open_fds() -> set[int]:
@@ -34,17 +35,6 @@ def connect(server: StreamServer) -> socket.socket:
     s = socket.create_connection(server.address)
     s.settimeout(5)
     return s
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        data = sock.recv(n)
-        if not data:
-            break
-        chunks.append(data)
-        n -= len(data)
-    return b"".join(chunks)
 
 
 def test_port_zero_address_and_round_trip():

@@ -4,8 +4,6 @@ port read from its ``listening on`` line, clients as green threads here."""
 from __future__ import annotations
 
 import os
-import resource
-import select as stdselect
 import signal
 import struct
 import subprocess
@@ -19,133 +17,12 @@ import pytest
 
 import greenline
 from greenline import socket
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-class Serve:
-    """A running ``greenline serve``; stop it with :meth:`terminate`."""
-
-    def __init__(self, tmp_path: Path, *args: str, nofile: int | None = None,
-                 pythonpath: str | None = None) -> None:
-        self.log_path = tmp_path / f"serve-{time.monotonic_ns()}.log"
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, SRC, env.get("PYTHONPATH")) if p)
-
-        def limit() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenline", "serve", *args, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=self.log, env=env, preexec_fn=limit, cwd=tmp_path,
-        )
-        self.port = self._read_port()
-
-    def _read_port(self, timeout: float = 20) -> int:
-        assert self.proc.stdout is not None
-        ready, _, _ = stdselect.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            self.kill()
-            raise AssertionError(f"no 'listening on' line in {timeout} s:\n{self.logs()}")
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("listening on 127.0.0.1:"), (line, self.logs())
-        return int(line.rsplit(":", 1)[1])
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    def workers(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.proc.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-
-    def wait_workers(self, n: int, exclude: set[int] = frozenset(), timeout: float = 10) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = [p.pid for p in self.workers() if p.pid not in exclude]
-            if len(pids) == n and all(self.accepting(pid) for pid in pids):
-                return pids
-            greenline.sleep(0.05)
-        raise AssertionError(f"expected {n} accepting workers:\n{self.logs()}")
-
-    def accepting(self, pid: int) -> bool:
-        return f"worker {pid} accepting" in self.logs()
-
-    def logs(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                return code
-            greenline.sleep(0.02)
-        return None
-
-    def terminate(self, timeout: float = 15) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        # The supervisor's workers notice it is gone and stop on their own.
-        kids = self.workers()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        for k in kids:
-            try:
-                k.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.terminate(10)
-        self.kill()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.log.close()
+from serve_helpers import SRC, Serve, ask, owners, recv_exactly, serving
 
 
 @pytest.fixture
 def serve(tmp_path):
-    started: list[Serve] = []
-
-    def start(*args: str, **kw) -> Serve:
-        s = Serve(tmp_path, *args, **kw)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.close()
-
-
-def recv_exactly(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n:
-        data = sock.recv(n)
-        if not data:
-            break
-        chunks.append(data)
-        n -= len(data)
-    return b"".join(chunks)
-
-
-def ask(address, msg: bytes, timeout: float = 5) -> bytes:
-    c = socket.create_connection(address, timeout=timeout)
-    try:
-        c.sendall(msg)
-        return recv_exactly(c, len(msg))
-    finally:
-        c.close()
+    yield from serving(tmp_path)
 
 
 class PingPong:
@@ -228,10 +105,7 @@ def test_sigkill_of_a_worker_under_load(serve):
         clients += new
         tasks += [greenline.spawn(c.run) for c in new]
         greenline.sleep(0.2)
-        for pid in pids:
-            for conn in psutil.Process(pid).net_connections(kind="tcp"):
-                if conn.raddr and conn.laddr.port == srv.port:
-                    owner[conn.raddr.port] = pid
+        owner.update(owners(pids, srv.port))
         held = [sum(1 for c in clients if owner.get(c.port) == pid) for pid in pids]
         if min(held) >= 10:
             break
@@ -669,22 +543,10 @@ def test_twenty_sigkill_rounds_lose_nothing_on_surviving_connections(serve):
     tasks = []
     killed: set[int] = set()
 
-    def owners() -> dict[int, int]:
-        out = {}
-        for pid in pids:
-            try:
-                conns = psutil.Process(pid).net_connections(kind="tcp")
-            except psutil.NoSuchProcess:
-                continue
-            for conn in conns:
-                if conn.raddr and conn.laddr.port == srv.port:
-                    out[conn.raddr.port] = pid
-        return out
-
     for rnd in range(20):
         # Both workers hold live connections before each kill.
         for batch in range(20):
-            owner = owners()
+            owner = owners(pids, srv.port)
             live = [c for c in clients if not c.closed and c.error is None]
             held = {pid: [c for c in live if owner.get(c.port) == pid] for pid in pids}
             if min(len(v) for v in held.values()) >= 3:
