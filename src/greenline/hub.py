@@ -297,12 +297,6 @@ class Hub:
     # ------------------------------------------------------------------
     # Descriptors
 
-    def fd_state(self, fd: int) -> FdState:
-        st = self.fds.get(fd)
-        if st is None:
-            st = FdState(fd)
-        return st
-
     def wait_fd(self, st: FdState, write: bool, timeout: float | None = None,
                 timeout_exc: Callable[[], BaseException] | None = None) -> None:
         """Block until ``st`` is readable (or writable, with ``write``).
@@ -439,9 +433,6 @@ class Hub:
 
     # ------------------------------------------------------------------
     # The loop
-
-    def switch(self) -> Any:
-        return self.greenlet.switch()
 
     def _run(self) -> None:
         ready = self.ready

@@ -28,7 +28,6 @@ __all__ = [
     "getcurrent",
 ]
 
-_UNSET: Any = object()
 _NO_KWARGS: Any = MappingProxyType({})
 
 
