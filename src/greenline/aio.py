@@ -175,9 +175,8 @@ class _HubSelector(_std_selectors.BaseSelector):
 
     def wakeup(self) -> None:
         """Resume the loop's green thread if it is parked in select()."""
-        g = self._waiting
-        if g is not None and self._hub is not None:
-            self._hub.wake(g)
+        if self._waiting is not None and self._hub is not None:
+            self._hub.wake_reader(self._st)
 
     def select(self, timeout: float | None = None) -> list[tuple[_std_selectors.SelectorKey, int]]:
         inner = self._inner

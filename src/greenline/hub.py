@@ -13,10 +13,11 @@ Invariants (each is kept by the code right below the place it is written):
   queue, so however many wakers fire in one pass (readiness, a timer, a kill),
   only the first one schedules it: a green thread is never resumed twice for
   one wait.
-* A waker may only reach a green thread through a registration that the green
-  thread removes in a ``finally`` before it can block again (``FdState.reader``,
-  a timer, a waiter list).  So a late waker can never resume it out of some
-  *later*, unrelated wait.
+* A waker may only reach a green thread through a registration that is gone
+  before the green thread can block again (a timer, a waiter list, removed in
+  a ``finally``; ``FdState.reader``/``writer``, cleared by the loop as it
+  wakes the waiter, or by :meth:`Hub.wait_fd` when the wait is interrupted).
+  So a late waker can never resume it out of some *later*, unrelated wait.
 * An exception thrown at a green thread that is not parked (it is running, or
   already on the ready queue) is kept in ``Hub.pending`` and raised at its next
   blocking point, or as soon as its current one returns.
@@ -301,53 +302,90 @@ class Hub:
                 timeout_exc: Callable[[], BaseException] | None = None) -> None:
         """Block until ``st`` is readable (or writable, with ``write``).
 
-        On timeout raises ``timeout_exc()`` (``TimeoutError`` by default).
-        Raises ``OSError(EBADF)`` if the descriptor is closed meanwhile.
+        Call it only once a call on the descriptor failed, or its flag says
+        it would: the flag is cleared, and the next edge sets it and ends
+        the wait.  On timeout raises ``timeout_exc()`` (``TimeoutError`` by
+        default).  Raises ``OSError(EBADF)`` if the descriptor is closed
+        meanwhile.
+
+        This is the hot path of every socket call that has to wait, so it
+        is :meth:`block` inlined, and the slot is shared with the loop: the
+        green thread sets ``st.reader`` (or ``writer``) and counts itself in
+        ``io_waiters``; whoever ends the wait undoes both, exactly once:
+        the loop (or :meth:`wake_reader`) when readiness wakes it, and then
+        this returns normally; or this method's ``except``, when the wait
+        ends in an exception (a throw, a kill, the timer, a cancel scope).
+        Nothing else may wake a green thread parked here.
         """
+        if timeout is not None:
+            self._wait_fd_timed(st, write, timeout, timeout_exc)
+            return
         if st.hub is not self:
             self._register(st)
         g = getcurrent()
-        if g is self.greenlet:
-            raise RuntimeError("the hub itself cannot wait for a descriptor")
-        pending = self.pending
-        if pending and g in pending:
-            raise pending.pop(g)
-        level = self.level
-        if level and g in level:
-            raise level[g]()
+        if self.pending or self.level or g is self.greenlet:
+            self._interrupt(g)
         if write:
             if st.writer is not None:
                 raise RuntimeError(f"another green thread is already waiting to write fd {st.fd}")
             st.writer = g
+            st.writable = False
         else:
             if st.reader is not None:
                 raise RuntimeError(f"another green thread is already waiting to read fd {st.fd}")
             st.reader = g
-        timer = self.call_later(timeout, self._expire, g) if timeout is not None else None
+            st.readable = False
         self.io_waiters += 1
-        # block(), inlined: this is the hot path of every socket call that
-        # has to wait.
         self.parked[g] = None
         try:
             self.greenlet.switch()
-            if pending and g in pending:
-                raise pending.pop(g)
-            if level and g in level:
-                raise level[g]()
-        except _Expired:
-            raise (timeout_exc or _default_timeout)() from None
+            if self.pending or self.level:
+                self._interrupt(g)
         except BaseException:
+            # Interrupted (a throw, a kill, the timer, a cancel scope): the
+            # slot may still be ours to clear.
             self.parked.pop(g, None)
-            raise
-        finally:
-            self.io_waiters -= 1
             if write:
                 if st.writer is g:
                     st.writer = None
+                    self.io_waiters -= 1
             elif st.reader is g:
                 st.reader = None
-            if timer is not None:
-                self.cancel_timer(timer)
+                self.io_waiters -= 1
+            raise
+
+    def _wait_fd_timed(self, st: FdState, write: bool, timeout: float,
+                       timeout_exc: Callable[[], BaseException] | None) -> None:
+        timer = self.call_later(timeout, self._expire, getcurrent())
+        try:
+            self.wait_fd(st, write)
+        except _Expired:
+            raise (timeout_exc or _default_timeout)() from None
+        finally:
+            self.cancel_timer(timer)
+
+    def wake_reader(self, st: FdState) -> None:
+        """End the read wait on ``st`` as readiness would (the loop inlines
+        this); a no-op if nobody waits there."""
+        g = st.reader
+        if g is not None and g in self.parked:
+            st.reader = None
+            self.io_waiters -= 1
+            del self.parked[g]
+            self.ready.append(g)
+
+    def _interrupt(self, g: greenlet) -> None:
+        """Raise what is due at a blocking point of ``g``: a pending
+        exception first, then a level-triggered one (the rare paths of
+        :meth:`wait_fd`)."""
+        if g is self.greenlet:
+            raise RuntimeError("the hub itself cannot wait for a descriptor")
+        exc = self.pending.pop(g, None)
+        if exc is not None:
+            raise exc
+        make = self.level.get(g)
+        if make is not None:
+            raise make()
 
     def _register(self, st: FdState) -> None:
         if st.hub is not None:
@@ -471,6 +509,10 @@ class Hub:
                 self.throw(self.main, e)
                 events = []
             self._polling = False
+            # A waiter is woken only if still parked (a throw or its timer
+            # may have woken it already); waking it ends its wait, so the
+            # slot and its count in io_waiters are cleared here (wait_fd).
+            woken = 0
             for fd, ev in events:
                 st = fds.get(fd)
                 if st is None:
@@ -481,14 +523,21 @@ class Hub:
                         st.hup = True
                     g = st.reader
                     if g is not None and g in parked:
+                        st.reader = None
+                        woken += 1
                         del parked[g]
                         ready.append(g)
-                if ev & _WRITE_MASK:
+                # A writer parks only with the flag cleared (wait_fd), so a
+                # descriptor already known writable has none to wake.
+                if ev & _WRITE_MASK and not st.writable:
                     st.writable = True
                     g = st.writer
                     if g is not None and g in parked:
+                        st.writer = None
+                        woken += 1
                         del parked[g]
                         ready.append(g)
+            self.io_waiters -= woken
             if self._xcalls:
                 if _HAVE_EPOLL:
                     try:
@@ -518,20 +567,21 @@ class Hub:
             if not n:
                 continue
             started = monotonic()
+            count = n
             try:
                 while n:
                     n -= 1
                     g = popleft()
                     self.io_budget = IO_BUDGET
-                    # The blocking detector's thread watches these two.
+                    # The blocking detector's thread watches this and loops.
                     self.current = g
-                    self.switches += 1
                     g.switch()
             except BaseException:
                 # A raw greenlet (not a Task) ended with an exception that
                 # greenlet delivered to us, its parent.  Report it, go on.
                 self.handle_error(None)
             self.current = None
+            self.switches += count - n
             lag = monotonic() - started
             if lag > self.max_lag:
                 self.max_lag = lag

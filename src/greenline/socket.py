@@ -40,6 +40,7 @@ from time import monotonic as _monotonic
 from typing import Any
 
 from greenline.hub import FdState, Hub, get_hub
+from greenline.hub import _state as _hub_local
 
 __all__ = list(_std.__all__)  # type: ignore[attr-defined]
 for _name in ("socket", "SocketType", "GreenSocket", "socketpair", "fromfd", "create_connection",
@@ -201,42 +202,41 @@ class GreenSocket(_STD_SOCKET):
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         st = self._gl_st
+        if not st.readable and not flags and self._gl_timeout is None:
+            # The server's hot path: known drained, no deadline to keep, so
+            # park first and make the call once the next edge says there is
+            # something to read (the wake itself is the yield: no budget).
+            hub = _hub_local.hub or get_hub()
+            while True:
+                hub.wait_fd(st, False)
+                try:
+                    data = _recv(self, bufsize)
+                except BlockingIOError:
+                    st.readable = False  # an edge with nothing for us
+                    continue
+                if len(data) < bufsize and self._gl_stream and not st.hup:
+                    st.readable = False
+                return data
         if st.readable:
             try:
                 data = _recv(self, bufsize, flags)
             except BlockingIOError:
                 st.readable = False
             else:
-                hub = st.hub
-                if hub is None:
-                    hub = get_hub()
-                elif 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:
-                    # Registered, so edges are being reported: a short read
-                    # drained the buffer.  Not at EOF (that stays readable),
-                    # not for datagrams, not for a peek (it drains nothing).
+                if len(data) < bufsize and self._gl_stream and not flags and not st.hup:
+                    # A short read drained the buffer.  Not at a known EOF
+                    # (the hub saw the hang-up: that stays readable), not for
+                    # datagrams, not for a peek (it drains nothing).  If the
+                    # descriptor is not registered yet, registering reports
+                    # what is there as a fresh edge, so nothing is lost.
                     st.readable = False
+                hub = st.hub or get_hub()
                 hub.io_budget -= 1
                 if hub.io_budget <= 0:
                     _budget_spent(hub)
                 return data
-        timeout = self._gl_timeout
-        if timeout == 0.0 or flags & _MSG_DONTWAIT:
+        if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
             return _recv(self, bufsize, flags)  # type: ignore[no-any-return]
-        if timeout is None:
-            # The server's hot path: no deadline to keep, park directly.
-            hub = get_hub()
-            while True:
-                if _c_fileno(self) == -1:
-                    raise _closed_error()
-                hub.wait_fd(st, False)
-                try:
-                    data = _recv(self, bufsize, flags)
-                except BlockingIOError:
-                    st.readable = False
-                    continue
-                if 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:
-                    st.readable = False
-                return data
         deadline = self._deadline()
         while True:
             self._wait(False, deadline)
@@ -245,25 +245,35 @@ class GreenSocket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < len(data) < bufsize and self._gl_stream and not flags and not st.hup:
+            if len(data) < bufsize and self._gl_stream and not flags and not st.hup:
                 st.readable = False
             return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        # As recv.  len() of an exotic buffer counts items, not bytes: it can
+        # only understate the room, never fake a short read.
         st = self._gl_st
+        if not st.readable and not flags and self._gl_timeout is None:
+            hub = _hub_local.hub or get_hub()
+            while True:
+                hub.wait_fd(st, False)
+                try:
+                    n: int = _recv_into(self, buffer, nbytes)
+                except BlockingIOError:
+                    st.readable = False
+                    continue
+                if n < (nbytes or len(buffer)) and self._gl_stream and not st.hup:
+                    st.readable = False
+                return n
         if st.readable:
             try:
-                n: int = _recv_into(self, buffer, nbytes, flags)
+                n = _recv_into(self, buffer, nbytes, flags)
             except BlockingIOError:
                 st.readable = False
             else:
-                hub = st.hub
-                if hub is None:
-                    hub = get_hub()
-                elif 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
-                    # len() of an exotic buffer counts items, not bytes: it
-                    # can only understate the room, never fake a short read.
+                if n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
                     st.readable = False
+                hub = st.hub or get_hub()
                 hub.io_budget -= 1
                 if hub.io_budget <= 0:
                     _budget_spent(hub)
@@ -278,7 +288,7 @@ class GreenSocket(_STD_SOCKET):
             except BlockingIOError:
                 st.readable = False
                 continue
-            if 0 < n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
+            if n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
                 st.readable = False
             return n
 
@@ -348,16 +358,12 @@ class GreenSocket(_STD_SOCKET):
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         st = self._gl_st
-        n = 0
-        nowait = self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT
-        if st.writable or nowait:
+        if st.writable:
             # The common case: everything fits in the send buffer at once.
             try:
-                n = _send(self, data, flags)
+                n: int = _send(self, data, flags)
             except BlockingIOError:
                 st.writable = False
-                if nowait:
-                    raise
             else:
                 if type(data) is bytes and n == len(data):
                     hub = st.hub or get_hub()
@@ -365,19 +371,31 @@ class GreenSocket(_STD_SOCKET):
                     if hub.io_budget <= 0:
                         _budget_spent(hub)
                     return
+                self._send_rest(data, flags, n)
+                return
+        self._send_rest(data, flags, 0)
+
+    def _send_rest(self, data: Any, flags: int, n: int) -> None:
+        # sendall once its first try is over: ``n`` bytes are gone; the
+        # buffer is full (the try failed, or was skipped as known to fail),
+        # or they were not all of ``data``.
+        st = self._gl_st
         with memoryview(data) as mv, mv.cast("B") as view:
             total = len(view)
-            if n >= total:
+            if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
+                # Never wait: send until done, or until the kernel says
+                # EAGAIN (raised), as the stdlib's sendall does.
+                while n < total:
+                    n += _send(self, view[n:], flags)
                 return
-            if n:
+            if 0 < n < total:
                 # A partial send: the buffer is full (the kernel flagged it,
                 # so an edge will come when there is room).
                 st.writable = False
-            if nowait:
-                raise BlockingIOError(_errno.EAGAIN, "Resource temporarily unavailable")
             deadline = self._deadline()  # for the whole call, as in the stdlib
             while n < total:
-                self._wait(True, deadline)
+                if not st.writable:
+                    self._wait(True, deadline)
                 try:
                     n += _send(self, view[n:], flags)
                 except BlockingIOError:

@@ -10,11 +10,11 @@ environment variable ``GREENLINE_BLOCK_WARN_MS`` (read at import) or::
     greenline.watchdog.enable(100)   # warn after 100 ms without a switch
 
 A real OS thread (made from ``_thread``, so patching cannot make it green)
-samples each hub's switch counter; when the counter has not moved for the
-threshold while a green thread is running, it logs a warning on the
+samples which green thread each hub is running, and in which pass of its
+loop; when that has not changed for the threshold, it logs a warning on the
 ``greenline.watchdog`` logger naming the green thread, with the stack it is
 running.  One warning per stall.  Cost when off: none; when on, the hub
-already keeps the counter it reads.
+already keeps the two fields it reads.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def disable() -> None:
 
 
 def _watch() -> None:
-    # hub -> (switch count seen, when it was first seen, already warned)
-    seen: dict[int, tuple[int, float, bool]] = {}
+    # hub -> (loop pass and green thread seen running, when first seen,
+    # already warned).  The same pair seen again means nothing switched.
+    seen: dict[int, tuple[tuple[int, object], float, bool]] = {}
     while _running and threshold_ms is not None:
         limit = threshold_ms / 1000.0
         # A timed acquire of a lock that disable() releases: a sleep that
@@ -72,14 +73,14 @@ def _watch() -> None:
         for hub in list(_hub.all_hubs):
             key = id(hub)
             current = hub.current
-            switches = hub.switches
+            running = (hub.loops, current)
             prev = seen.get(key)
-            if current is None or prev is None or prev[0] != switches:
-                seen[key] = (switches, now, False)
+            if current is None or prev is None or prev[0][0] != running[0] or prev[0][1] is not current:
+                seen[key] = (running, now, False)
                 continue
-            count, since, warned = prev
+            _, since, warned = prev
             if not warned and now - since >= limit and _holds_others_up(hub, current):
-                seen[key] = (count, since, True)
+                seen[key] = (running, since, True)
                 _report(hub, current, now - since)
 
 
