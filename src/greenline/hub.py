@@ -475,6 +475,7 @@ class Hub:
     def _run(self) -> None:
         ready = self.ready
         popleft = ready.popleft
+        append = ready.append
         timers = self.timers
         fds = self.fds
         parked = self.parked
@@ -485,6 +486,9 @@ class Hub:
             # 1. Poll.  Block only if there is nothing to run.  (Polling and
             # timers come before running: a green thread that yields sees any
             # timeout that fell due meanwhile raised at that yield.)
+            # _polling is set before _xcalls is looked at: a call another
+            # thread appends after that look finds it set, and wakes us.
+            self._polling = True
             if ready or self._xcalls:
                 timeout: float = 0
             elif timers:
@@ -493,9 +497,6 @@ class Hub:
                 timeout = -1
             else:
                 self._deadlock()
-                timeout = 0
-            self._polling = True
-            if self._xcalls:
                 timeout = 0
             try:
                 events = poll(timeout, _MAX_EVENTS)
@@ -526,7 +527,7 @@ class Hub:
                         st.reader = None
                         woken += 1
                         del parked[g]
-                        ready.append(g)
+                        append(g)
                 # A writer parks only with the flag cleared (wait_fd), so a
                 # descriptor already known writable has none to wake.
                 if ev & _WRITE_MASK and not st.writable:
@@ -536,7 +537,7 @@ class Hub:
                         st.writer = None
                         woken += 1
                         del parked[g]
-                        ready.append(g)
+                        append(g)
             self.io_waiters -= woken
             if self._xcalls:
                 if _HAVE_EPOLL:
@@ -567,7 +568,7 @@ class Hub:
             if not n:
                 continue
             started = monotonic()
-            count = n
+            self.switches += n
             try:
                 while n:
                     n -= 1
@@ -578,10 +579,11 @@ class Hub:
                     g.switch()
             except BaseException:
                 # A raw greenlet (not a Task) ended with an exception that
-                # greenlet delivered to us, its parent.  Report it, go on.
+                # greenlet delivered to us, its parent.  Report it, go on;
+                # the rest of this pass runs in the next one.
+                self.switches -= n
                 self.handle_error(None)
             self.current = None
-            self.switches += count - n
             lag = monotonic() - started
             if lag > self.max_lag:
                 self.max_lag = lag
