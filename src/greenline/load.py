@@ -43,12 +43,14 @@ from greenline import ssl as gssl
 from greenline.hub import get_hub
 from greenline.hub import sleep as gsleep
 from greenline.report import (
+    BUCKET_BITS,
     HIGHEST_US,
     LoadResult,
     decode_histogram,
     encode_histogram,
     format_us,
     new_histogram,
+    record_counts,
 )
 from greenline.task import Task, joinall, killall, spawn
 
@@ -244,9 +246,11 @@ class Engine:
         self.tick = tick
         self.on_tick = on_tick
         self.stopping = False
-        # Interval histogram: the connections record into it; every tick it
-        # is added to the total and cleared, so each request costs one
-        # record_value and the live p99 is that of the last interval.
+        # Latencies of this interval: the connections count them in
+        # ``tally`` (by histogram bucket, see report.BUCKET_BITS); every tick
+        # they go into ``interval``, which is added to the total and
+        # cleared, so the live p99 is that of the last interval.
+        self.tally: dict[int, int] = {}
         self.interval = new_histogram()
         self.latency = new_histogram()
         self.first_latency = new_histogram()
@@ -371,7 +375,8 @@ class Engine:
         inflight = self.inflight
         first = True
         budgeted = self.budgeted
-        record = self.interval.record_value
+        tally = self.tally
+        tally_get = tally.get
         try:
             while not self.stopping:
                 if budgeted:
@@ -407,8 +412,12 @@ class Engine:
                 if first:
                     first = False
                     self._first_reply(slot, t_reply - t_send)
-                elif not record(int((t_reply - t_send) * 1e6)):
-                    record(HIGHEST_US)
+                else:
+                    us = int((t_reply - t_send) * 1e6)
+                    if us >> BUCKET_BITS:
+                        shift = us.bit_length() - BUCKET_BITS
+                        us = us >> shift << shift
+                    tally[us] = tally_get(us, 0) + 1
         except _BREAKS as e:
             raise _Broken(e, n) from e
         return n
@@ -427,7 +436,7 @@ class Engine:
         rview = memoryview(rbuf)
         inflight = self.inflight
         first = True
-        record = self.interval.record_value
+        tally = self.tally
         try:
             while not self.stopping:
                 if intended >= deadline:
@@ -463,8 +472,12 @@ class Engine:
                 if first:
                     first = False
                     self._first_reply(slot, lat)
-                elif not record(int(lat * 1e6)):
-                    record(HIGHEST_US)
+                else:
+                    us = int(lat * 1e6)
+                    if us >> BUCKET_BITS:
+                        shift = us.bit_length() - BUCKET_BITS
+                        us = us >> shift << shift
+                    tally[us] = tally.get(us, 0) + 1
         except _BREAKS as e:
             raise _Broken(e, n) from e
         return n
@@ -528,6 +541,7 @@ class Engine:
         return snap, replies
 
     def _fold(self) -> None:
+        record_counts(self.interval, self.tally)
         self.latency.add(self.interval)
         self.interval.reset()
 
@@ -544,6 +558,7 @@ class Engine:
 
         def tick(now: float) -> None:
             nonlocal replies_before, t_before
+            record_counts(self.interval, self.tally)
             snap, replies_before = self._snapshot(now, replies_before, t_before)
             t_before = now
             if self.on_tick is not None:
