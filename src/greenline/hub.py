@@ -159,6 +159,8 @@ class Hub:
         # while it is non-zero, an idle hub waits instead of raising LoopExit.
         self.refs = 0
         self.io_budget = IO_BUDGET
+        # Green threads of the loop's current pass not yet run (see _run).
+        self.run_left = 0
         # Cross-thread calls: deque.append is atomic under the GIL, and the
         # hub reads _polling before it sleeps (see call_threadsafe).
         self._xcalls: deque[tuple[Callable[[Any], object], Any]] = deque()
@@ -338,7 +340,21 @@ class Hub:
         self.io_waiters += 1
         self.parked[g] = None
         try:
-            self.greenlet.switch()
+            if self.run_left and self.ready[0].gr_frame is not None:
+                # The loop is part way through a pass and its next green
+                # thread is a started one: go straight to it (one switch
+                # instead of two through the hub).  The last of the pass, or
+                # one not started yet, goes back to the hub: a greenlet
+                # starts on the stack, and with the recursion depth, of
+                # whoever first switches to it, and only the hub's stay
+                # shallow.
+                self.run_left -= 1
+                nxt = self.ready.popleft()
+                self.io_budget = IO_BUDGET
+                self.current = nxt
+                nxt.switch()
+            else:
+                self.greenlet.switch()
             if self.pending or self.level:
                 self._interrupt(g)
         except BaseException:
@@ -569,9 +585,12 @@ class Hub:
                 continue
             started = monotonic()
             self.switches += n
+            # What is left of this pass.  A green thread parking in wait_fd
+            # takes the next one itself (see there), so this is shared.
+            self.run_left = n
             try:
-                while n:
-                    n -= 1
+                while self.run_left:
+                    self.run_left -= 1
                     g = popleft()
                     self.io_budget = IO_BUDGET
                     # The blocking detector's thread watches this and loops.
@@ -581,7 +600,8 @@ class Hub:
                 # A raw greenlet (not a Task) ended with an exception that
                 # greenlet delivered to us, its parent.  Report it, go on;
                 # the rest of this pass runs in the next one.
-                self.switches -= n
+                self.switches -= self.run_left
+                self.run_left = 0
                 self.handle_error(None)
             self.current = None
             lag = monotonic() - started

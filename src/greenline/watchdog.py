@@ -92,6 +92,10 @@ def _holds_others_up(hub: _hub.Hub, current: object) -> bool:
     # greenlet, which dies with the thread, not by the ident.)
     if hub.closed or hub.main.dead or getattr(current, "dead", False):
         return False
+    # A suspended green thread is not the one running: its hub is left in
+    # the middle of a pass (one given up without being closed, say).
+    if getattr(current, "gr_frame", None) is not None:
+        return False
     if hub.thread_ident not in sys._current_frames():
         return False
     return bool(hub.ready or hub.timers or len(hub.parked) > (current in hub.parked))
