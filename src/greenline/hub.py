@@ -26,8 +26,10 @@ Invariants (each is kept by the code right below the place it is written):
   ``level[g]()``, after any pending exception.  Both are checked on entry to
   a blocking point and again when it returns.
 * The ready queue is FIFO, and one pass runs only the green threads that were
-  ready when the pass began: a green thread that keeps yielding cannot keep
-  the hub from polling, and so cannot starve the ones waiting for IO.
+  ready when the pass began (``Hub.run_left`` counts what is left of it, for
+  the loop and for :meth:`Hub.wait_fd`, which hands over to the next one
+  directly): a green thread that keeps yielding cannot keep the hub from
+  polling, and so cannot starve the ones waiting for IO.
 * Readiness is edge-triggered: a descriptor is registered once, for both
   directions, the first time a call on it would block.  ``FdState.readable``
   and ``writable`` remember what the last edge or the last call said, so a
