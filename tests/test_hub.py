@@ -70,6 +70,55 @@ def test_no_green_thread_starves_among_ten_thousand_busy_ones():
     assert seen_round == [0, 1, 2, 3, 4]
 
 
+def test_green_threads_started_in_one_pass_each_park_on_a_socket():
+    # Parking in wait_fd hands over to the pass's next green thread, but one
+    # not started yet must be started by the hub: started from the parker's
+    # stack it would inherit its recursion depth, and a pass of many new
+    # readers would end in RecursionError.
+    pairs = [socket.socketpair() for _ in range(400)]
+    try:
+        tasks = [greenline.spawn(b.recv, 16) for _a, b in pairs]
+        greenline.sleep(0)  # all of them start, and park, in one pass
+        assert get_hub().io_waiters == len(pairs)
+        for i, (a, _b) in enumerate(pairs):
+            a.sendall(b"%d" % i)
+        greenline.joinall(tasks, raise_error=True)
+        assert [t.value for t in tasks] == [b"%d" % i for i in range(len(pairs))]
+        assert get_hub().io_waiters == 0
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_readers_woken_in_one_pass_run_in_the_order_of_their_edges():
+    # Within a pass each reader that parks again hands over to the next one
+    # directly; the order must still be the order the poller reported.
+    n, rounds = 50, 4
+    pairs = [socket.socketpair() for _ in range(n)]
+    order: list[int] = []
+
+    def reader(i, sock):
+        for _ in range(rounds):
+            sock.recv(16)
+            order.append(i)
+
+    try:
+        tasks = [greenline.spawn(reader, i, b) for i, (_a, b) in enumerate(pairs)]
+        greenline.sleep(0)
+        for r in range(rounds):
+            for a, _b in pairs:
+                a.sendall(b"x")
+            while len(order) < n * (r + 1):
+                greenline.sleep(0)
+        greenline.joinall(tasks, raise_error=True)
+        assert order == list(range(n)) * rounds
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_a_green_thread_that_always_has_data_cannot_keep_the_hub():
     a, b = socket.socketpair()
     payload = b"x" * 200_000
