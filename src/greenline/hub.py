@@ -86,7 +86,7 @@ if _HAVE_EPOLL:
     _REGISTER_MASK = (
         select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
     )
-else:  # pragma: no cover - exercised on macOS/BSD only
+else:  # macOS/BSD; on Linux, tests/test_hub.py::test_the_selectors_path_for_platforms_without_epoll
     _READ_MASK = 1
     _WRITE_MASK = 4
     _HUP_MASK = 1  # no hang-up bit from selectors: every read edge may be one
@@ -192,6 +192,9 @@ class Hub:
             os.set_blocking(self._wake_w, False)
             self._poller.register(self._wake_r, selectors.EVENT_READ)
             self._poll = self._selector_poll
+            # fd -> directions registered with the selector (see
+            # _selector_poll): only those someone waits for.
+            self._interest: dict[int, int] = {}
         self.closed = False
         all_hubs.add(self)
 
@@ -426,8 +429,8 @@ class Hub:
             except FileExistsError:
                 # A stale registration of a closed-and-reused number.
                 self._poller.modify(fd, _REGISTER_MASK)
-        else:  # pragma: no cover
-            self._poller.register(fd, 3)  # selectors.EVENT_READ | EVENT_WRITE
+        # Without epoll the selector's interest follows the waiters instead
+        # (_selector_poll), so there is nothing to register yet.
         self.fds[fd] = st
         st.hub = self
         # Registering reports current readiness as a fresh edge, so the
@@ -439,10 +442,11 @@ class Hub:
     def _unregister(self, st: FdState) -> None:
         if self.fds.get(st.fd) is st:
             del self.fds[st.fd]
-            try:
-                self._poller.unregister(st.fd)
-            except (OSError, ValueError, KeyError):
-                pass  # already closed: the kernel dropped it
+            if _HAVE_EPOLL or self._interest.pop(st.fd, 0):
+                try:
+                    self._poller.unregister(st.fd)
+                except (OSError, ValueError, KeyError):
+                    pass  # already closed: the kernel dropped it
         st.hub = None
         st.readable = st.writable = True
 
@@ -648,9 +652,45 @@ class Hub:
         except Exception:  # pragma: no cover - stderr gone
             pass
 
-    def _selector_poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:  # pragma: no cover
+    def _selector_poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:
+        # The poll of platforms without epoll (macOS, the BSDs: kqueue or
+        # poll through selectors).  Those selectors are level-triggered: a
+        # descriptor registered for a direction that nobody waits on (a
+        # socket that is writable, as almost every socket is) would be
+        # reported on every call, and the hub would never sleep.  So before
+        # each call the selector's interest is brought in line with the
+        # waiters: a direction is registered exactly while a green thread
+        # waits on it.  That costs a pass over the registered descriptors
+        # per poll, and a system call only where a waiter came or went.
+        sel = self._poller
+        interest = self._interest
+        for fd, st in list(self.fds.items()):
+            want = (1 if st.reader is not None else 0) | (2 if st.writer is not None else 0)
+            have = interest.get(fd, 0)
+            if want == have:
+                continue
+            try:
+                if not have:
+                    sel.register(fd, want)
+                elif not want:
+                    sel.unregister(fd)
+                else:
+                    sel.modify(fd, want)
+            except (OSError, ValueError, KeyError):
+                # Closed behind our back: its waiters get the error.
+                if interest.pop(fd, 0):
+                    try:
+                        sel.unregister(fd)
+                    except (OSError, ValueError, KeyError):
+                        pass
+                self.forget(st, raise_in_waiters=True)
+                continue
+            if want:
+                interest[fd] = want
+            else:
+                del interest[fd]
         out = []
-        for key, mask in self._poller.select(None if timeout < 0 else timeout):
+        for key, mask in sel.select(None if timeout < 0 else timeout):
             if key.fd == self._wake_r:
                 try:
                     while os.read(self._wake_r, 4096):
