@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import select
 import socket
 import statistics
@@ -33,6 +32,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from greenline.bench import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 GREENLINE_SERVER = ROOT / "examples" / "seed" / "server.py"
@@ -207,20 +208,6 @@ def measure(server: Server, args: argparse.Namespace) -> tuple[float, float, int
             client.kill()
             client.wait()
     return cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], int(parts[1]), float(parts[2])
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
 
 
 def versions() -> str:

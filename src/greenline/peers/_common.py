@@ -34,6 +34,21 @@ def listening(sock: socket.socket) -> None:
     sys.stdout.flush()
 
 
+def serve_upper(conn: Any) -> None:
+    """The echo-upper protocol on one blocking connection (a stdlib socket,
+    or gevent's), until the client leaves or resets; then close it."""
+    try:
+        while True:
+            data = conn.recv(RECV_SIZE)
+            if not data:
+                break
+            conn.sendall(data.upper())
+    except ConnectionError:
+        pass
+    finally:
+        conn.close()
+
+
 def bound_socket(host: str, port: int, backlog: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

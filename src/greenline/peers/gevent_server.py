@@ -7,20 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from greenline.peers._common import RECV_SIZE, bound_socket, listening, parse_args
+from greenline.peers._common import bound_socket, listening, parse_args, serve_upper
 
 
 def handle(conn: Any, address: Any) -> None:
-    try:
-        while True:
-            data = conn.recv(RECV_SIZE)
-            if not data:
-                break
-            conn.sendall(data.upper())
-    except ConnectionError:
-        pass
-    finally:
-        conn.close()
+    serve_upper(conn)
 
 
 def main(argv: list[str] | None = None) -> int:

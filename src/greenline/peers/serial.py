@@ -6,7 +6,7 @@ backlog until the first leaves.  Why any of this matters.
 
 from __future__ import annotations
 
-from greenline.peers._common import RECV_SIZE, bound_socket, listening, parse_args
+from greenline.peers._common import bound_socket, listening, parse_args, serve_upper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,15 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     listening(server)
     while True:
         conn, _ = server.accept()
-        with conn:
-            try:
-                while True:
-                    data = conn.recv(RECV_SIZE)
-                    if not data:
-                        break
-                    conn.sendall(data.upper())
-            except ConnectionError:
-                pass
+        serve_upper(conn)
 
 
 if __name__ == "__main__":

@@ -6,22 +6,9 @@ replace.
 
 from __future__ import annotations
 
-import socket
 import threading
 
-from greenline.peers._common import RECV_SIZE, bound_socket, listening, parse_args
-
-
-def handle(conn: socket.socket) -> None:
-    with conn:
-        try:
-            while True:
-                data = conn.recv(RECV_SIZE)
-                if not data:
-                    break
-                conn.sendall(data.upper())
-        except ConnectionError:
-            pass
+from greenline.peers._common import bound_socket, listening, parse_args, serve_upper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     listening(server)
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        threading.Thread(target=serve_upper, args=(conn,), daemon=True).start()
 
 
 if __name__ == "__main__":
