@@ -27,8 +27,8 @@ from time import monotonic
 
 import psutil
 
-from greenline.bench import cpu_seconds
-from greenline.demo import start_server, stop_server
+from greenline.tools.bench import cpu_seconds
+from greenline.tools.demo import start_server, stop_server
 
 TARGET_RATIO = 1.3
 

@@ -1,7 +1,7 @@
 """Server CPU time per request: the seed's server on greenline vs on gevent.
 
 Runs ``examples/seed/server.py`` (greenline, ``monkey.patch_all()``) and the
-seed's server text under gevent (``greenline.peers.seed_gevent``, the text
+seed's server text under gevent (``greenline.tools.peers.seed_gevent``, the text
 ``greenline bench`` runs too, here with the seed's own ``listen(5)``), each
 in its own process, and drives each with the same
 load from a separate client process: a lean closed-loop client, one OS
@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from greenline.bench import machine
+from greenline.tools.bench import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 GREENLINE_SERVER = ROOT / "examples" / "seed" / "server.py"
@@ -251,7 +251,7 @@ def bench(args: argparse.Namespace) -> int:
             port = free_port()
             # The seed's text under gevent, as greenline bench runs it, with
             # the seed's own listen(5).
-            servers.append(Server("gevent", [sys.executable, "-m", "greenline.peers.seed_gevent",
+            servers.append(Server("gevent", [sys.executable, "-m", "greenline.tools.peers.seed_gevent",
                                              "--port", str(port), "--backlog", "5"], port))
 
         results: dict[str, list[float]] = {s.name: [] for s in servers}

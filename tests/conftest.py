@@ -8,7 +8,7 @@ import os
 import pytest
 from greenlet import GreenletExit
 
-from greenline import hub as _hub
+from greenline._core import hub as _hub
 
 
 def _open_fds() -> set[int]:

@@ -16,7 +16,7 @@ import pytest
 
 import greenline
 from greenline import Timeout, aio, socket
-from greenline.cancel import Cancelled, move_on_after
+from greenline._core.cancel import Cancelled, move_on_after
 from greenline.event import Event
 
 
@@ -543,7 +543,7 @@ def test_cancelled_green_scope_inside_run_green():
 
 
 def test_green_exception_that_is_a_base_exception_reaches_the_coroutine():
-    from greenline.cancel import CancelScope
+    from greenline._core.cancel import CancelScope
 
     def blocking() -> None:
         # A cancellation of a scope the green thread does not own escapes it.
@@ -581,7 +581,7 @@ def test_call_soon_threadsafe_from_another_os_thread_wakes_the_hubs_loop():
 
 
 def test_failing_sibling_cancels_green_threads_waiting_in_await():
-    from greenline.taskgroup import TaskGroup
+    from greenline._core.taskgroup import TaskGroup
 
     unwound: list[int] = []
 

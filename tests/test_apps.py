@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import greenline
 from greenline import socket
-from greenline.apps import BUILTIN_APPS, AppError, echo, load_app, upper
+from greenline.servers.apps import BUILTIN_APPS, AppError, echo, load_app, upper
 
 
 def run_app(app, payload: bytes) -> bytes:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from greenline import bench
-from greenline.bench import REFERENCE, BenchConfig, Run, ServerSpec
+from greenline.tools import bench
+from greenline.tools.bench import REFERENCE, BenchConfig, Run, ServerSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # matplotlib is a [bench] extra: without it the bench writes no charts and says so.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import greenline
 from greenline import Timeout, socket
-from greenline.cancel import (
+from greenline._core.cancel import (
     Cancelled,
     CancelScope,
     TooSlowError,

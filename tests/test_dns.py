@@ -11,7 +11,8 @@ import time
 import pytest
 
 import greenline
-from greenline import socket, threadpool
+from greenline import socket
+from greenline._core import threadpool
 
 LOOKUP_SECONDS = 0.2
 

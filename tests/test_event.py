@@ -7,8 +7,8 @@ import time
 import pytest
 
 import greenline
+from greenline._core.threadpool import to_thread
 from greenline.event import AsyncResult, Event
-from greenline.threadpool import to_thread
 
 
 def until(predicate, timeout: float = 5.0) -> None:

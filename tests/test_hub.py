@@ -12,7 +12,7 @@ from greenlet import getcurrent, greenlet
 
 import greenline
 from greenline import socket
-from greenline.hub import LoopExit, get_hub
+from greenline._core.hub import LoopExit, get_hub
 
 
 def test_sleepers_finish_in_order_of_their_deadlines():

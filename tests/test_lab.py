@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from greenline import lab
 from greenline.__main__ import main
+from greenline.tools import lab
 
 
 def test_switch_measures_every_version_and_concludes(capsys: pytest.CaptureFixture[str]) -> None:

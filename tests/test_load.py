@@ -21,11 +21,11 @@ import pytest
 from greenlet import GreenletExit
 
 from greenline import socket as gsocket
-from greenline.hub import get_hub
-from greenline.hub import sleep as gsleep
-from greenline.load import LoadError, message_format, parse_target, raise_fd_limit
-from greenline.report import LoadResult, decode_histogram, new_histogram
-from greenline.task import Task, killall, spawn
+from greenline._core.hub import get_hub
+from greenline._core.hub import sleep as gsleep
+from greenline._core.task import Task, killall, spawn
+from greenline.tools.load import LoadError, message_format, parse_target, raise_fd_limit
+from greenline.tools.report import LoadResult, decode_histogram, new_histogram
 
 
 class FixtureServer:

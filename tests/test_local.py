@@ -9,8 +9,8 @@ import greenlet
 import pytest
 
 import greenline
+from greenline._core.threadpool import to_thread
 from greenline.local import local
-from greenline.threadpool import to_thread
 
 
 def test_each_green_thread_sees_its_own_attributes():

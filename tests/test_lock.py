@@ -10,9 +10,9 @@ import time
 import pytest
 
 import greenline
-from greenline.hub import LoopExit
+from greenline._core.hub import LoopExit
+from greenline._core.threadpool import to_thread
 from greenline.lock import BoundedSemaphore, Lock, RLock, Semaphore
-from greenline.threadpool import to_thread
 
 _real_lock = _thread.allocate_lock
 
@@ -487,7 +487,7 @@ def test_green_threads_of_another_os_threads_hub_are_woken():
 def test_plain_os_threads_wait_without_a_hub(fd_count):
     # A thread that never ran green threads blocks on a real lock: it is not
     # given a hub (and its descriptors) just to wait.
-    from greenline.hub import get_hub_if_exists
+    from greenline._core.hub import get_hub_if_exists
 
     sem = Semaphore(0)
     for _ in range(10):

@@ -48,7 +48,7 @@ def test_patch_all_never_imports_gevent_or_eventlet(tmp_path):
 def test_patched_names_are_greenlines_and_originals_are_kept(tmp_path):
     out = ok(run(tmp_path, """
         import _thread, queue, select, selectors, socket, ssl, subprocess, threading, time, os
-        import greenline.socket, greenline.ssl, greenline.select, greenline.thread
+        import greenline.socket, greenline.ssl, greenline.select, greenline.monkey.green_thread
         import greenline.subprocess, greenline.selectors
         g = monkey.get_original
         srv = socket.create_server(("127.0.0.1", 0))
@@ -65,8 +65,8 @@ def test_patched_names_are_greenlines_and_originals_are_kept(tmp_path):
                       and select.poll.__wrapped__ is greenline.select.poll,
             "epoll": select.epoll is greenline.select.epoll,
             "selectors": selectors.DefaultSelector is greenline.selectors.DefaultSelector,
-            "thread": _thread.start_new_thread is greenline.thread.start_new_thread,
-            "threading": threading.get_ident is greenline.thread.get_ident,
+            "thread": _thread.start_new_thread is greenline.monkey.green_thread.start_new_thread,
+            "threading": threading.get_ident is greenline.monkey.green_thread.get_ident,
             "subprocess": subprocess.Popen is greenline.subprocess.Popen,
             "os": os.waitpid.__wrapped__ is greenline.subprocess.waitpid,
             "queue": queue.SimpleQueue is not g("queue", "SimpleQueue"),
@@ -266,7 +266,7 @@ def test_thread_pool_executor_runs_on_green_threads(tmp_path):
 def test_main_hub_keeps_the_real_epoll(tmp_path):
     out = ok(run(tmp_path, """
         import select
-        from greenline.hub import get_hub
+        from greenline._core.hub import get_hub
         print(type(get_hub()._poller).__module__, select.epoll.__module__)
     """))
     assert out == ["select greenline.select"]
@@ -292,8 +292,8 @@ def test_thread_exceptions_are_reported_with_green_identities(tmp_path):
 
 def test_thread_count_under_patching(tmp_path):
     out = ok(run(tmp_path, """
-        import _thread, threading, greenline.hub
-        patched = getattr(greenline.hub, "_thread_count", None) is not None
+        import _thread, threading, greenline._core.hub
+        patched = getattr(greenline._core.hub, "_thread_count", None) is not None
         before = _thread._count()
         stop = threading.Event()
         ts = [threading.Thread(target=stop.wait) for _ in range(3)]
@@ -449,7 +449,7 @@ def test_hubs_in_real_threads_use_the_real_epoll(tmp_path):
         import time, greenline
         def in_worker():
             import select
-            from greenline.hub import get_hub
+            from greenline._core.hub import get_hub
             hub = get_hub()
             time.sleep(0.02)   # patched: runs this worker thread's hub
             return type(hub._poller).__module__
@@ -867,7 +867,7 @@ def test_monkey_main_runs_a_module_and_propagates_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "greenline.monkey", "--module", "mypkg", "a", "-b"],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["__main__ ['a', '-b'] greenline.monkey"]
+    assert proc.stdout.splitlines() == ["__main__ ['a', '-b'] greenline.monkey.stdlib"]
     proc = subprocess.run([sys.executable, "-m", "greenline.monkey", "-m", "mypkg.fails"],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 1

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 import greenline
+from greenline._core.threadpool import to_thread
 from greenline.queue import Empty, Full, JoinableQueue, LifoQueue, PriorityQueue, Queue
-from greenline.threadpool import to_thread
 
 
 def until(predicate, timeout: float = 5.0) -> None:

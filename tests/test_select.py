@@ -14,7 +14,7 @@ import pytest
 
 import greenline
 from greenline import select, selectors, socket
-from greenline.hub import get_hub
+from greenline._core.hub import get_hub
 
 
 def _ticker(ticks: list[int], n: int = 1000, every: float = 0.005):

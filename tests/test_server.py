@@ -16,8 +16,8 @@ import pytest
 
 import greenline
 from greenline import socket
-from greenline.apps import echo, upper
-from greenline.server import StreamServer, parse_address
+from greenline.servers.apps import echo, upper
+from greenline.servers.stream import StreamServer, parse_address
 from serve_helpers import recv_exactly
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import greenline
 from greenline import socket
-from greenline.hub import IO_BUDGET, get_hub
+from greenline._core.hub import IO_BUDGET, get_hub
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import trustme
 
 import greenline
 from greenline import socket, ssl
-from greenline.hub import get_hub
+from greenline._core.hub import get_hub
 
 
 @pytest.fixture(scope="module")

@@ -234,7 +234,7 @@ def test_descriptor_exhaustion_neither_crashes_nor_spins_and_recovers(serve):
 
 def test_a_user_app_that_raises_for_one_client_disturbs_none_of_100_others(serve, tmp_path):
     (tmp_path / "fragile.py").write_text(textwrap.dedent("""
-        from greenline.apps import upper
+        from greenline.servers.apps import upper
 
         def handle(sock, address):
             first = sock.recv(100)
@@ -373,7 +373,7 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path):
             pass
 
         # Runs in each worker's first thread before it accepts.
-        import greenline.server as _s
+        import greenline.servers.stream as _s
         _orig = _s.StreamServer.start
         def start(self):
             if os.getpid() != SUPERVISOR:

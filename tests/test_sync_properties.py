@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import greenline
+from greenline._core.hub import get_hub
 from greenline.event import Event
-from greenline.hub import get_hub
 from greenline.lock import Lock, Semaphore
 from greenline.queue import Empty, Full, Queue
 

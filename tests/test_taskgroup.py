@@ -9,9 +9,9 @@ import pytest
 
 import greenline
 from greenline import Timeout, socket
-from greenline.cancel import Cancelled, CancelScope, move_on_after
+from greenline._core.cancel import Cancelled, CancelScope, move_on_after
+from greenline._core.taskgroup import TaskGroup
 from greenline.queue import Queue
-from greenline.taskgroup import TaskGroup
 
 
 def test_waits_for_every_child_and_returns_their_tasks():
@@ -279,7 +279,7 @@ def test_thousand_children_one_failure():
 
 
 def test_fail_after_around_a_group_raises_too_slow_error():
-    from greenline.cancel import TooSlowError, fail_after
+    from greenline._core.cancel import TooSlowError, fail_after
 
     with pytest.raises(TooSlowError):
         with fail_after(0.02):

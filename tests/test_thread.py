@@ -1,4 +1,4 @@
-"""greenline.thread: the green ``_thread`` (used directly, without patching)."""
+"""greenline.monkey.green_thread: the green ``_thread`` (used directly, without patching)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import greenline
-from greenline import thread
 from greenline.local import local
+from greenline.monkey import green_thread as thread
 
 
 def _run_pending():

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import greenline
-from greenline.threadpool import ThreadPool, get_threadpool, to_thread
+from greenline._core.threadpool import ThreadPool, get_threadpool, to_thread
 
 
 def test_result_and_exception():
@@ -88,7 +88,7 @@ def test_shared_pool_is_one_per_process():
 
 
 def test_a_worker_that_made_a_hub_closes_it_when_it_ends(monkeypatch, fd_count):
-    from greenline import threadpool
+    from greenline._core import threadpool
 
     monkeypatch.setattr(threadpool, "IDLE_SECONDS", 0.05)
     pool = ThreadPool(maxsize=1)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import greenline
-from greenline import watchdog
+from greenline._core import watchdog
 
 
 @pytest.fixture

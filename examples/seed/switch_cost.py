@@ -24,7 +24,7 @@ import math
 
 # The four measurements are greenline's own (`greenline lab switch` runs
 # them too); this script prints them the way the seed's experiment did.
-from greenline.lab import DEFAULT_N, DEFAULT_REPEAT, serial, with_greenlet, with_sleep0, with_yield
+from greenline.tools.lab import DEFAULT_N, DEFAULT_REPEAT, serial, with_greenlet, with_sleep0, with_yield
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The ``greenline`` command: ``greenline serve|load|demo|bench|lab ...``.
 
-Each subcommand lives in the module named for what it does; that module
-defines ``add_parser(subparsers)`` (which sets ``func`` on its parser) and
-this file only gathers them.
+Each subcommand lives in :mod:`greenline.tools`, in the module named for
+what it does; that module defines ``add_parser(subparsers)`` (which sets
+``func`` on its parser) and this file only gathers them.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import sys
 
 # subcommand -> module that implements it
 COMMANDS = {
-    "serve": "greenline.server",
-    "load": "greenline.load",
-    "demo": "greenline.demo",
-    "bench": "greenline.bench",
-    "lab": "greenline.lab",
+    "serve": "greenline.tools.serve",
+    "load": "greenline.tools.load",
+    "demo": "greenline.tools.demo",
+    "bench": "greenline.tools.bench",
+    "lab": "greenline.tools.lab",
 }
 
 

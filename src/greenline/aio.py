@@ -63,13 +63,13 @@ from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from greenline.cancel import CancelScope
-from greenline.hub import FdState, Hub, get_hub
-from greenline.hub import _get_ident as _os_thread_ident
-from greenline.hub import _thread_count as _real_thread_count
-from greenline.task import Task
-from greenline.taskgroup import _QuietTask
-from greenline.threadpool import idle_workers
+from greenline._core.cancel import CancelScope
+from greenline._core.hub import FdState, Hub, get_hub
+from greenline._core.hub import _get_ident as _os_thread_ident
+from greenline._core.hub import _thread_count as _real_thread_count
+from greenline._core.task import Task
+from greenline._core.taskgroup import _QuietTask
+from greenline._core.threadpool import idle_workers
 
 __all__ = ["get_loop", "await_", "run_green", "close_loop", "GreenEventLoop"]
 

@@ -19,9 +19,9 @@ import _thread
 from collections.abc import Callable
 from typing import Any
 
-from greenline.hub import get_hub
+from greenline._core.hub import get_hub
+from greenline._core.timeout import Timeout
 from greenline.lock import _notify_all, _park, _Waiter
-from greenline.timeout import Timeout
 
 __all__ = ["Event", "AsyncResult"]
 

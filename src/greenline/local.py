@@ -24,7 +24,7 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline.task import Task
+from greenline._core.task import Task
 
 __all__ = ["local"]
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline.hub import Hub, LoopExit, get_hub, get_hub_if_exists
+from greenline._core.hub import Hub, LoopExit, get_hub, get_hub_if_exists
 
 __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from greenlet import GreenletExit, getcurrent
 
+from greenline._core.task import Task, joinall, killall, spawn
 from greenline.event import Event
 from greenline.lock import DummySemaphore, Semaphore
 from greenline.queue import Full, Queue
-from greenline.task import Task, joinall, killall, spawn
 
 __all__ = ["Group", "Pool", "PoolFull"]
 

@@ -36,9 +36,9 @@ from typing import Any
 
 from greenlet import getcurrent as _getcurrent
 
-from greenline.hub import FdState as _FdState
-from greenline.hub import get_hub as _get_hub
-from greenline.hub import get_hub_if_exists as _get_hub_if_exists
+from greenline._core.hub import FdState as _FdState
+from greenline._core.hub import get_hub as _get_hub
+from greenline._core.hub import get_hub_if_exists as _get_hub_if_exists
 
 __all__ = [name for name in dir(_std) if not name.startswith("_")]
 
@@ -259,7 +259,7 @@ else:  # pragma: no cover - macOS/BSD: the selector's kernel object is pollable 
         try:
             if not hasattr(sel, "fileno"):
                 # No pollable kernel object: wait in a pool thread instead.
-                from greenline.threadpool import to_thread
+                from greenline._core.threadpool import to_thread
 
                 p = _poll()
                 for fd, mask in interest.items():
@@ -315,7 +315,7 @@ def select(rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any],  # 
         # select([], [], [], t) is a portable sleep.
         if timeout is None:
             raise ValueError("select() with nothing to wait for and no timeout would block forever")
-        from greenline.hub import sleep
+        from greenline._core.hub import sleep
 
         sleep(timeout)
         return [], [], []
@@ -402,7 +402,7 @@ class _Poll:
             if not self._fds:
                 if seconds is None:
                     raise ValueError("poll() with nothing registered and no timeout would block forever")
-                from greenline.hub import sleep
+                from greenline._core.hub import sleep
 
                 sleep(seconds)
                 return []

@@ -39,8 +39,8 @@ from socket import *  # noqa: F403 - the module is a drop-in for the stdlib's
 from time import monotonic as _monotonic
 from typing import Any
 
-from greenline.hub import FdState, Hub, get_hub
-from greenline.hub import _state as _hub_local
+from greenline._core.hub import FdState, Hub, get_hub
+from greenline._core.hub import _state as _hub_local
 
 __all__ = list(_std.__all__)  # type: ignore[attr-defined]
 for _name in ("socket", "SocketType", "GreenSocket", "socketpair", "fromfd", "create_connection",
@@ -617,7 +617,7 @@ def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int
     if _is_numeric_host(host):
         addrlist = _std_getaddrinfo(host, port, family, type, proto, flags)
     else:
-        from greenline.threadpool import to_thread
+        from greenline._core.threadpool import to_thread
 
         addrlist = to_thread(_std_getaddrinfo, host, port, family, type, proto, flags)
     return [(_intenum(AddressFamily, af), _intenum(SocketKind, kind), p, cn, sa)  # noqa: F405
@@ -632,7 +632,7 @@ def _intenum(cls: Any, value: int) -> Any:
 
 
 def _blocking_lookup(fn: Any, *args: Any) -> Any:
-    from greenline.threadpool import to_thread
+    from greenline._core.threadpool import to_thread
 
     return to_thread(fn, *args)
 

@@ -35,7 +35,7 @@ from types import ModuleType as _ModuleType
 from typing import Any
 
 from greenline import socket as _gsocket
-from greenline.hub import get_hub as _get_hub
+from greenline._core.hub import get_hub as _get_hub
 
 # Names of the stdlib module that are its own imports, not its API.
 _NOT_API = {"socket", "create_connection", "SOCK_STREAM", "SOL_SOCKET", "SO_TYPE", "namedtuple"}

@@ -33,8 +33,8 @@ from subprocess import *  # noqa: F403 - the module is a drop-in for the stdlib'
 from time import monotonic as _monotonic
 from typing import Any
 
-from greenline.hub import get_hub_if_exists as _get_hub_if_exists
-from greenline.hub import sleep as _sleep
+from greenline._core.hub import get_hub_if_exists as _get_hub_if_exists
+from greenline._core.hub import sleep as _sleep
 from greenline.select import _wait_fd
 
 __all__ = list(_std.__all__)
@@ -212,7 +212,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
             # One pipe at most and no timeout: the stdlib's own path, a plain
             # write or read on that pipe, is cooperative with our file objects.
             return super().communicate(input)  # type: ignore[no-any-return]
-        from greenline.task import spawn
+        from greenline._core.task import spawn
 
         deadline = None if timeout is None else _monotonic() + timeout
         if not started:
@@ -227,7 +227,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         tasks = [t for t, _ in self._gl_drains.values()]
         if self._gl_feeder is not None:
             tasks.append(self._gl_feeder)
-        from greenline.task import joinall
+        from greenline._core.task import joinall
 
         done = joinall(tasks, timeout=None if deadline is None else max(0.0, deadline - _monotonic()))
         if len(done) < len(tasks):

@@ -1,7 +1,7 @@
 """asyncio ``Protocol`` (``loop.create_server``): callbacks, no coroutine per
 connection, the cheapest way to serve with asyncio.
 
-    python -m greenline.peers.asyncio_protocol --port 0
+    python -m greenline.tools.peers.asyncio_protocol --port 0
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from greenline.peers._common import bound_socket, listening, run_asyncio
+from greenline.tools.peers._common import bound_socket, listening, run_asyncio
 
 
 class Upper(asyncio.Protocol):

@@ -1,12 +1,12 @@
 """A serial blocking server: one client at a time, the next waits in the
 backlog until the first leaves.  Why any of this matters.
 
-    python -m greenline.peers.serial --port 0
+    python -m greenline.tools.peers.serial --port 0
 """
 
 from __future__ import annotations
 
-from greenline.peers._common import bound_socket, listening, parse_args, serve_upper
+from greenline.tools.peers._common import bound_socket, listening, parse_args, serve_upper
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,13 @@
 """asyncio streams (``asyncio.start_server``): a coroutine per connection.
 
-    python -m greenline.peers.asyncio_streams --port 0
+    python -m greenline.tools.peers.asyncio_streams --port 0
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from greenline.peers._common import RECV_SIZE, bound_socket, listening, run_asyncio
+from greenline.tools.peers._common import RECV_SIZE, bound_socket, listening, run_asyncio
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -23,8 +23,8 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline.hub import sleep
-from greenline.task import joinall, spawn
+from greenline._core.hub import sleep
+from greenline._core.task import joinall, spawn
 
 __all__ = [
     "add_parser",

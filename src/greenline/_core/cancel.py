@@ -1,7 +1,7 @@
 """Cancel scopes: deadlines and cancellation over any block of blocking calls.
 
 >>> import greenline
->>> from greenline.cancel import move_on_after
+>>> from greenline import move_on_after
 >>> with move_on_after(0.01) as scope:
 ...     greenline.sleep(1)
 >>> scope.cancelled_caught
@@ -43,7 +43,7 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline.hub import Hub, get_hub, get_hub_if_exists
+from greenline._core.hub import Hub, get_hub, get_hub_if_exists
 
 __all__ = [
     "Cancelled",
@@ -98,7 +98,7 @@ class CancelScope:
     ``deadline`` (a :func:`time.monotonic` time) passes.
 
     >>> import greenline
-    >>> from greenline.cancel import CancelScope
+    >>> from greenline import CancelScope
     >>> with CancelScope() as scope:
     ...     scope.cancel()
     ...     greenline.sleep(1)       # raises Cancelled at once
@@ -311,7 +311,7 @@ def move_on_after(seconds: float) -> CancelScope:
     """A scope cancelled ``seconds`` from now; the block is left quietly.
 
     >>> import greenline
-    >>> from greenline.cancel import move_on_after
+    >>> from greenline import move_on_after
     >>> with move_on_after(0.01) as scope:
     ...     greenline.sleep(1)
     >>> scope.cancelled_caught
@@ -335,7 +335,7 @@ def fail_after(seconds: float) -> CancelScope:
     :class:`TooSlowError` (a :class:`TimeoutError`) when it cuts the block.
 
     >>> import greenline
-    >>> from greenline.cancel import fail_after
+    >>> from greenline import fail_after
     >>> try:
     ...     with fail_after(0.01):
     ...         greenline.sleep(1)

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from greenlet import getcurrent
 
-from greenline import hub as _hub
-from greenline.hub import get_hub
+from greenline._core import hub as _hub
+from greenline._core.hub import get_hub
 
 __all__ = ["ThreadPool", "to_thread", "get_threadpool"]
 

@@ -40,9 +40,10 @@ from greenlet import getcurrent
 
 from greenline import socket as gsocket
 from greenline import ssl as gssl
-from greenline.hub import get_hub
-from greenline.hub import sleep as gsleep
-from greenline.report import (
+from greenline._core.hub import get_hub
+from greenline._core.hub import sleep as gsleep
+from greenline._core.task import Task, joinall, killall, spawn
+from greenline.tools.report import (
     BUCKET_BITS,
     HIGHEST_US,
     LoadResult,
@@ -52,7 +53,6 @@ from greenline.report import (
     new_histogram,
     record_counts,
 )
-from greenline.task import Task, joinall, killall, spawn
 
 __all__ = ["LoadConfig", "LoadError", "run_load", "add_parser", "main"]
 

@@ -20,7 +20,7 @@ from time import monotonic
 from typing import Any
 
 from greenline import socket as gsocket
-from greenline.load import LoadConfig, LoadError, Progress, progress_mode, run_load
+from greenline.tools.load import LoadConfig, LoadError, Progress, progress_mode, run_load
 
 __all__ = ["add_parser", "main", "start_server", "stop_server"]
 

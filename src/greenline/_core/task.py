@@ -15,8 +15,8 @@ from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from greenline.hub import Hub, get_hub
-from greenline.timeout import Timeout
+from greenline._core.hub import Hub, get_hub
+from greenline._core.timeout import Timeout
 
 __all__ = [
     "Task",

@@ -6,7 +6,7 @@ Monkey-patching installs these names in the stdlib's ``_thread`` and
 thread and every lock, condition and event built on ``_thread`` parks green
 threads instead of OS threads.
 
->>> from greenline import thread
+>>> from greenline.monkey import green_thread
 >>> import greenline
 >>> seen = []
 >>> ident = thread.start_new_thread(lambda: seen.append(thread.get_ident()), ())
@@ -31,11 +31,11 @@ from typing import Any
 from greenlet import GreenletExit
 from greenlet import getcurrent as _getcurrent
 
-from greenline.hub import get_hub as _get_hub
+from greenline._core.hub import get_hub as _get_hub
+from greenline._core.task import Task as _Task
 from greenline.local import local as _local
 from greenline.lock import Lock as LockType
 from greenline.lock import RLock
-from greenline.task import Task as _Task
 
 __all__ = [
     "LockType", "RLock", "TIMEOUT_MAX", "allocate", "allocate_lock", "error",
@@ -266,7 +266,7 @@ class _ThreadHandle:
         self._done.wait(timeout)
 
     def __repr__(self) -> str:
-        return f"<greenline.thread._ThreadHandle ident={self._ident} done={self.is_done()}>"
+        return f"<greenline.monkey.green_thread._ThreadHandle ident={self._ident} done={self.is_done()}>"
 
 
 # Handles of green threads that have not finished: the non-daemon ones are

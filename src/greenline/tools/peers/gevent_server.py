@@ -1,13 +1,13 @@
 """gevent's ``StreamServer``: a greenlet per connection, gevent's own socket.
 
-    python -m greenline.peers.gevent_server --port 0
+    python -m greenline.tools.peers.gevent_server --port 0
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from greenline.peers._common import bound_socket, listening, parse_args, serve_upper
+from greenline.tools.peers._common import bound_socket, listening, parse_args, serve_upper
 
 
 def handle(conn: Any, address: Any) -> None:

@@ -1,13 +1,13 @@
 """trio (``trio.serve_listeners``): a task per connection in a nursery.
 
-    python -m greenline.peers.trio_server --port 0
+    python -m greenline.tools.peers.trio_server --port 0
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from greenline.peers._common import RECV_SIZE, bound_socket, listening, parse_args
+from greenline.tools.peers._common import RECV_SIZE, bound_socket, listening, parse_args
 
 
 async def handle(stream: Any) -> None:

@@ -1,7 +1,7 @@
 """TaskGroup: green threads that cannot outlive their block nor fail silently.
 
 >>> import greenline
->>> from greenline.taskgroup import TaskGroup
+>>> from greenline import TaskGroup
 >>> with TaskGroup() as tg:
 ...     a = tg.spawn(lambda: 1)
 ...     b = tg.spawn(greenline.sleep, 0.01)
@@ -9,8 +9,8 @@
 1
 
 The ``with`` block waits for every child.  The first child that fails
-cancels the others (through the group's :class:`~greenline.cancel.CancelScope`,
-so they get :class:`~greenline.cancel.Cancelled` at their next blocking
+cancels the others (through the group's :class:`~greenline._core.cancel.CancelScope`,
+so they get :class:`~greenline._core.cancel.Cancelled` at their next blocking
 point) and the block raises an :class:`ExceptionGroup` holding every failure
 (the cancellations it caused are not failures).  An exception in the body of
 the block cancels the children as well and joins the group.
@@ -31,9 +31,9 @@ from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from greenline.cancel import Cancelled, CancelScope, _current
-from greenline.hub import Hub, get_hub
-from greenline.task import Task
+from greenline._core.cancel import Cancelled, CancelScope, _current
+from greenline._core.hub import Hub, get_hub
+from greenline._core.task import Task
 
 __all__ = ["TaskGroup"]
 
@@ -173,8 +173,8 @@ class TaskGroup:
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    from greenline.hub import LoopExit
-    from greenline.timeout import Timeout
+    from greenline._core.hub import LoopExit
+    from greenline._core.timeout import Timeout
 
     return isinstance(exc, (GreenletExit, Timeout, KeyboardInterrupt, SystemExit, LoopExit))
 

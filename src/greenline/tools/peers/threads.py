@@ -1,14 +1,14 @@
 """A thread per connection with plain blocking sockets: what green threads
 replace.
 
-    python -m greenline.peers.threads --port 0
+    python -m greenline.tools.peers.threads --port 0
 """
 
 from __future__ import annotations
 
 import threading
 
-from greenline.peers._common import bound_socket, listening, parse_args, serve_upper
+from greenline.tools.peers._common import bound_socket, listening, parse_args, serve_upper
 
 
 def main(argv: list[str] | None = None) -> int:

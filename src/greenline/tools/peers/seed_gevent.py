@@ -7,14 +7,14 @@ seed's ``listen(5)`` is the bench's common backlog; see ``_common.BACKLOG``)
 and prints the ``listening on`` line after ``listen``; the port comes from
 the command line.
 
-    python -m greenline.peers.seed_gevent --port 0
+    python -m greenline.tools.peers.seed_gevent --port 0
 """
 # 服务端
 from gevent import monkey;monkey.patch_all()
 import socket
 from gevent import spawn
 
-from greenline.peers._common import listening, parse_args
+from greenline.tools.peers._common import listening, parse_args
 
 
 def communication(conn):  # type: ignore[no-untyped-def]

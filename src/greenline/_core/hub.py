@@ -617,7 +617,7 @@ class Hub:
     def _other_threads(self) -> bool:
         # Another live OS thread may still release a lock or set an event we
         # wait on, so only a lone thread can be sure it is deadlocked.
-        from greenline import threadpool
+        from greenline._core import threadpool
 
         return _thread_count() > threadpool.idle_workers()
 

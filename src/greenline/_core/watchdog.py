@@ -6,13 +6,13 @@ of its OS thread for 200 ms: the seed's lesson that switching only pays
 around IO, seen from the other side.  Turn the detector on with the
 environment variable ``GREENLINE_BLOCK_WARN_MS`` (read at import) or::
 
-    import greenline.watchdog
+    import greenline
     greenline.watchdog.enable(100)   # warn after 100 ms without a switch
 
 A real OS thread (made from ``_thread``, so patching cannot make it green)
 samples which green thread each hub is running, and in which pass of its
 loop; when that has not changed for the threshold, it logs a warning on the
-``greenline.watchdog`` logger naming the green thread, with the stack it is
+``greenline._core.watchdog`` logger naming the green thread, with the stack it is
 running.  One warning per stall.  Cost when off: none; when on, the hub
 already keeps the two fields it reads.
 """
@@ -24,7 +24,7 @@ import os
 import sys
 from time import monotonic
 
-from greenline import hub as _hub
+from greenline._core import hub as _hub
 
 __all__ = ["enable", "disable", "threshold_ms"]
 

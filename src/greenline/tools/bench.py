@@ -1,7 +1,7 @@
 """``greenline bench``: greenline's server against every peer, side by side.
 
 Each server (``greenline serve upper`` and the peers of
-``greenline.peers``) runs in its own process, one at a time, and
+``greenline.tools.peers``) runs in its own process, one at a time, and
 ``greenline load`` (one client process) drives it.  Runs are interleaved
 (for each connection count: A B C ... A B C ...) so that the machine's
 drift hits every server alike; medians are reported, with ratios against
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from greenline.peers import PEERS
+from greenline.tools.peers import PEERS
 
 if TYPE_CHECKING:
     import psutil
@@ -76,7 +76,7 @@ def _greenline(name: str, procs: str, about: str) -> ServerSpec:
 
 def _peer(name: str, module: str, max_connections: int | None = None) -> ServerSpec:
     about, requires = PEERS[module]
-    return ServerSpec(name, (sys.executable, "-m", f"greenline.peers.{module}", "--host", "127.0.0.1"),
+    return ServerSpec(name, (sys.executable, "-m", f"greenline.tools.peers.{module}", "--host", "127.0.0.1"),
                       requires, about, max_connections)
 
 

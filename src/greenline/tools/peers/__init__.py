@@ -1,7 +1,7 @@
 """Peer servers for ``greenline bench``: the same echo-upper protocol served
 by other concurrency libraries, one module per server.
 
-Each runs as ``python -m greenline.peers.NAME --port P`` and prints
+Each runs as ``python -m greenline.tools.peers.NAME --port P`` and prints
 ``listening on HOST:PORT`` once it accepts.  Each imports its own library
 (gevent, uvloop, trio) inside itself only: nothing else in greenline imports
 them, and this package's ``__init__`` imports nothing.

@@ -3,7 +3,7 @@
 The same shape as gevent's ``StreamServer``, so a gevent server ports by
 changing the import::
 
-    from greenline.server import StreamServer
+    from greenline.servers.stream import StreamServer
 
     def handle(sock, address):
         while data := sock.recv(65536):
@@ -14,7 +14,7 @@ changing the import::
 One server belongs to the hub of the OS thread that starts it: its accept loop
 and every connection's green thread run there.  To use several threads or
 processes, run one server per thread on the same port (what ``greenline
-serve`` does; see :mod:`greenline.supervisor`).
+serve`` does; see :mod:`greenline.servers.supervisor`).
 
 The accept loop is written to survive what a real network throws at it:
 
@@ -38,10 +38,10 @@ from typing import Any
 from greenlet import getcurrent
 
 from greenline import socket as gsocket
-from greenline.hub import Hub, get_hub
-from greenline.task import Task
+from greenline._core.hub import Hub, get_hub
+from greenline._core.task import Task
 
-__all__ = ["StreamServer", "Handler", "parse_address", "add_parser", "DEFAULT_BACKLOG"]
+__all__ = ["StreamServer", "Handler", "parse_address", "DEFAULT_BACKLOG"]
 
 log = logging.getLogger("greenline.server")
 
@@ -148,7 +148,7 @@ class StreamServer:
             self.pool = spawn
         elif spawn not in ("default", None):
             raise TypeError("spawn must be 'default', a connection limit (int) or a Pool")
-        self.ssl_context = _make_ssl_context(ssl_context, ssl_args)
+        self.ssl_context = make_ssl_context(ssl_context, ssl_args)
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         if idle_timeout is not None and idle_timeout <= 0:
@@ -483,7 +483,7 @@ class StreamServer:
                     hub.wake(g)
 
 
-def _make_ssl_context(context: Any, ssl_args: dict[str, Any]) -> Any:
+def make_ssl_context(context: Any, ssl_args: dict[str, Any]) -> Any:
     """A server-side context from gevent's ``ssl_context`` or its
     ``keyfile``/``certfile`` keywords; None for plain TCP."""
     if context is not None:
@@ -526,10 +526,3 @@ def _peer(address: Any) -> str:
         host = address[0]
         return f"[{host}]:{address[1]}" if ":" in str(host) else f"{host}:{address[1]}"
     return str(address) or "peer"
-
-
-def add_parser(subparsers: Any) -> None:
-    """The ``greenline serve`` subcommand (run by :mod:`greenline.supervisor`)."""
-    from greenline import supervisor
-
-    supervisor.add_parser(subparsers)

@@ -2,7 +2,7 @@
 
 The supervisor (the process you start) binds the listening socket, then
 forks ``--procs`` workers.  Each worker runs ``--threads`` OS threads, each
-with its own hub, its own accept loop (a :class:`~greenline.server.StreamServer`
+with its own hub, its own accept loop (a :class:`~greenline.servers.stream.StreamServer`
 on a duplicate of the listening socket) and a green thread per connection.
 
 Why one inherited listening socket rather than one ``SO_REUSEPORT`` socket per
@@ -32,7 +32,6 @@ with the pid of the process it concerns.
 from __future__ import annotations
 
 import _thread
-import argparse
 import errno
 import logging
 import os
@@ -45,7 +44,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, NoReturn
 
-__all__ = ["ServeConfig", "Supervisor", "Worker", "add_parser", "run", "WORKER_BOOT_ERROR"]
+__all__ = ["ServeConfig", "Supervisor", "Worker", "WORKER_BOOT_ERROR"]
 
 log = logging.getLogger("greenline.serve")
 
@@ -119,7 +118,7 @@ def bind(cfg: ServeConfig) -> _stdsocket.socket:
     return _create_server((cfg.host, cfg.port), family=family, backlog=backlog)
 
 
-def _format_host(host: str) -> str:
+def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
@@ -179,9 +178,9 @@ class Worker:
         self._main_waiter: Any = None
 
     def run(self) -> int:
-        from greenline.hub import get_hub
+        from greenline._core.hub import get_hub
+        from greenline._core.task import Task
         from greenline.socket import wait_read
-        from greenline.task import Task
 
         hub = self._main_hub = get_hub()
         wake_r, wake_w = _nonblocking_pipe()
@@ -236,7 +235,7 @@ class Worker:
         return 0
 
     def _log_stats(self, interval: float) -> None:
-        from greenline.hub import sleep
+        from greenline._core.hub import sleep
 
         last = 0
         while not self._stopping:
@@ -259,8 +258,8 @@ class Worker:
 
     def _thread_main(self, index: int) -> None:
         from greenline import socket as gsocket
-        from greenline.hub import get_hub
-        from greenline.server import StreamServer
+        from greenline._core.hub import get_hub
+        from greenline.servers.stream import StreamServer
 
         if index:
             # Signals are the main thread's business: its wake-up descriptor
@@ -339,7 +338,7 @@ def _current() -> Any:
 
 def _spawn_stop(arg: tuple[Any, float]) -> None:
     # Runs in the server's own hub (a hub callback must not block, stop does).
-    from greenline.task import Task
+    from greenline._core.task import Task
 
     server, timeout = arg
     Task(server.stop, timeout).start()
@@ -453,7 +452,7 @@ class Supervisor:
         log.info("worker %d accepting", proc.pid)
         if not self.announced and sum(1 for p in self.procs.values() if p.ready) >= self.cfg.procs:
             self.announced = True
-            print(f"listening on {_format_host(self.cfg.host)}:{self.cfg.port}", file=self.out, flush=True)
+            print(f"listening on {format_host(self.cfg.host)}:{self.cfg.port}", file=self.out, flush=True)
         if self.reload_current is proc:
             old = self.procs.get(proc.replaces or -1)
             if old is not None:
@@ -545,7 +544,7 @@ class Supervisor:
         old_handlers = {sig: _set_handler(sig, _ignore_signal) for sig in _HANDLED_SIGNALS}
         try:
             log.info("serving %s on %s:%d%s with %d process(es) x %d thread(s)", self.cfg.app,
-                     _format_host(self.cfg.host), self.cfg.port, " (TLS)" if self.cfg.certfile else "",
+                     format_host(self.cfg.host), self.cfg.port, " (TLS)" if self.cfg.certfile else "",
                      self.cfg.procs, self.cfg.threads)
             for slot in range(self.cfg.procs):
                 self.spawn(slot)
@@ -610,126 +609,3 @@ class Supervisor:
 
 # ---------------------------------------------------------------------------
 # The command line
-
-
-def _procs(value: str) -> int:
-    if value == "auto":
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            return os.cpu_count() or 1
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, or auto")
-    return n
-
-
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return x
-
-
-def _non_negative_float(value: str) -> float:
-    x = float(value)
-    if not x >= 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return x
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve",
-        help="run a TCP server: processes x threads x green threads",
-        description="Serve TCP connections with APP, one green thread per connection, in "
-                    "PROCS pre-forked worker processes of THREADS threads each.  Prints "
-                    "'listening on HOST:PORT' once every worker accepts.",
-    )
-    p.add_argument("app", metavar="APP",
-                   help="upper (send back upper-cased), echo, or package.module:function "
-                        "(a handle(sock, address) of yours)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8080, help="port, 0 for any free one (default: %(default)s)")
-    p.add_argument("--procs", type=_procs, default=1, metavar="N|auto",
-                   help="worker processes; auto is one per core (default: 1)")
-    p.add_argument("--threads", type=_positive_int, default=1, metavar="T",
-                   help="threads per worker, each with its own hub and accept loop (default: 1)")
-    p.add_argument("--max-conns", type=_positive_int, default=None, metavar="N",
-                   help="connections handled at once by each thread; beyond it new ones wait "
-                        "in the backlog (default: no limit)")
-    p.add_argument("--idle-timeout", type=_positive_float, default=None, metavar="S",
-                   help="close a connection that makes no progress for S seconds (default: off)")
-    p.add_argument("--graceful-timeout", type=_non_negative_float, default=10.0, metavar="S",
-                   help="on SIGTERM/SIGINT, how long open connections may go on (default: %(default)s)")
-    p.add_argument("--backlog", type=_positive_int, default=2048, metavar="N",
-                   help="listen backlog, capped by net.core.somaxconn (default: %(default)s)")
-    p.add_argument("--certfile", metavar="PEM", default=None,
-                   help="serve TLS with this certificate (chain) file")
-    p.add_argument("--keyfile", metavar="PEM", default=None,
-                   help="the certificate's private key, if not in --certfile")
-    p.add_argument("--stats-interval", type=_positive_float, default=None, metavar="S",
-                   help="each worker logs its connection counts every S seconds (default: off)")
-    p.add_argument("--monkey-patch", action="store_true",
-                   help="call greenline.monkey.patch_all() before loading APP, so that the "
-                        "blocking calls it makes (time.sleep, other sockets, ...) switch green threads")
-    p.add_argument("--log-level", default="info", type=str.lower,
-                   choices=["debug", "info", "warning", "error", "critical"],
-                   help="(default: %(default)s)")
-    p.set_defaults(func=run)
-    return p
-
-
-LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-
-
-def run(args: argparse.Namespace) -> int:
-    """``greenline serve``: returns the exit code."""
-    from greenline.apps import AppError, load_app
-
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    cfg = ServeConfig(app=args.app, host=args.host, port=args.port, procs=args.procs,
-                      threads=args.threads, max_conns=args.max_conns, idle_timeout=args.idle_timeout,
-                      graceful_timeout=args.graceful_timeout, backlog=args.backlog,
-                      certfile=args.certfile, keyfile=args.keyfile,
-                      stats_interval=getattr(args, "stats_interval", None))
-    if cfg.keyfile and not cfg.certfile:
-        log.error("--keyfile needs --certfile")
-        return 2
-    if cfg.certfile:
-        # Load it once here so a bad file is an error now, not in every worker.
-        from greenline.server import _make_ssl_context
-
-        try:
-            _make_ssl_context(None, cfg.ssl_args())
-        except (OSError, ValueError) as e:
-            log.error("cannot load the TLS certificate: %s", e)
-            return 2
-    if getattr(args, "monkey_patch", False):
-        # Here, not in the app module: patching while importlib holds its
-        # module lock swaps the thread identity that lock is keyed on.
-        from greenline import monkey
-
-        monkey.patch_all()
-    try:
-        handler = load_app(args.app)
-    except AppError as e:
-        log.error("%s", e)
-        return 2
-    try:
-        listener = bind(cfg)
-    except OSError as e:
-        log.error("cannot listen on %s:%d: %s", _format_host(cfg.host), cfg.port, e.strerror or e)
-        return 1
-    cfg.port = listener.getsockname()[1]
-    try:
-        return Supervisor(cfg, handler, listener).run()
-    finally:
-        listener.close()

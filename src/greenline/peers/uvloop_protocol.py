@@ -1,9 +1,0 @@
-"""asyncio ``Protocol`` on uvloop.
-
-    python -m greenline.peers.uvloop_protocol --port 0
-"""
-
-from greenline.peers.asyncio_protocol import main
-
-if __name__ == "__main__":
-    raise SystemExit(main(use_uvloop=True))

@@ -1,9 +1,0 @@
-"""asyncio streams on uvloop.
-
-    python -m greenline.peers.uvloop_streams --port 0
-"""
-
-from greenline.peers.asyncio_streams import main
-
-if __name__ == "__main__":
-    raise SystemExit(main(use_uvloop=True))
