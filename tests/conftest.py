@@ -19,9 +19,9 @@ def _open_fds() -> set[int]:
 def fresh_hub():
     """Give each test its own hub; afterwards kill what it left running and
     close that hub, so no test can hang or disturb the next."""
-    _hub._state.hub = None
+    _hub.this_thread.hub = None
     yield
-    hub = _hub._state.hub
+    hub = _hub.this_thread.hub
     if hub is None:
         return
     leftovers = [g for g in list(hub.parked) if g is not hub.main]
@@ -35,7 +35,7 @@ def fresh_hub():
             _hub.sleep(0)
         except BaseException:
             break
-    _hub._state.hub = None
+    _hub.this_thread.hub = None
     hub.close()
 
 

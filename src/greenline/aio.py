@@ -65,11 +65,10 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from greenline._core.cancel import CancelScope
 from greenline._core.hub import FdState, Hub, get_hub
-from greenline._core.hub import _get_ident as _os_thread_ident
-from greenline._core.hub import _thread_count as _real_thread_count
+from greenline._core.hub import os_thread_ident as _os_thread_ident
+from greenline._core.hub import other_os_threads as _other_os_threads
 from greenline._core.task import Task
-from greenline._core.taskgroup import _QuietTask
-from greenline._core.threadpool import idle_workers
+from greenline._core.taskgroup import QuietTask
 
 __all__ = ["get_loop", "await_", "run_green", "close_loop", "GreenEventLoop"]
 
@@ -125,7 +124,7 @@ class _Bridge:
         # starts it again.
         return (self.owned and self.inflight == 0
                 and len(self.selector.get_map()) <= 1
-                and _real_thread_count() <= idle_workers()
+                and not _other_os_threads()
                 and not asyncio.all_tasks(self.loop))
 
 
@@ -434,7 +433,7 @@ async def run_green(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         wakeup()
 
     ctx = contextvars.copy_context()
-    task = _QuietTask(ctx.run, function, *args, **kwargs)
+    task = QuietTask(ctx.run, function, *args, **kwargs)
     task.rawlink(done)
     task.start()
     wakeup()

@@ -21,7 +21,7 @@ from typing import Any
 
 from greenline._core.hub import get_hub
 from greenline._core.timeout import Timeout
-from greenline.lock import _notify_all, _park, _Waiter
+from greenline._core.waiters import Waiter, notify_all, park
 
 __all__ = ["Event", "AsyncResult"]
 
@@ -45,7 +45,7 @@ class Event:
 
     def __init__(self) -> None:
         self._flag = False
-        self._waiters: list[_Waiter] = []
+        self._waiters: list[Waiter] = []
         self._links: list[Callable[[Any], object]] = []
         self._guard = _allocate_real_lock()
 
@@ -63,7 +63,7 @@ class Event:
         with self._guard:
             self._flag = True
             waiters, self._waiters = self._waiters, []
-            _notify_all(waiters)
+            notify_all(waiters)
         self._run_links()
 
     def clear(self) -> None:
@@ -81,13 +81,13 @@ class Event:
         return self._wait(timeout)
 
     def _wait(self, timeout: float | None) -> bool:
-        w = _Waiter()
+        w = Waiter()
         with self._guard:
             if self._flag:
                 return True
             self._waiters.append(w)
         try:
-            _park(w, timeout)
+            park(w, timeout)
         finally:
             if not w.fired:
                 with self._guard:

@@ -37,7 +37,8 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline._core.hub import Hub, LoopExit, get_hub, get_hub_if_exists
+from greenline._core.hub import LoopExit
+from greenline._core.waiters import Waiter, notify, notify_all, park
 
 __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
 
@@ -46,114 +47,6 @@ __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
 _allocate_real_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
 _TIMEOUT_MAX = _thread.TIMEOUT_MAX
-
-
-def _main_os_ident() -> int | None:
-    # greenline is imported before any patching, so this is the real one.
-    import threading
-
-    return threading.main_thread().ident
-
-
-_MAIN_IDENT = _main_os_ident()
-
-
-class _Waiter:
-    """One green thread's registration in a primitive's waiter list.
-
-    ``fired`` is set (under the primitive's guard) by whoever hands the
-    waiter what it waits for; ``expired`` by its own timer; ``waiting`` is
-    True only while the green thread is inside :func:`_park` for this
-    registration, so a wake arriving late from another OS thread cannot
-    resume it out of some later, unrelated wait.
-
-    A plain OS thread that has no hub (a thread-pool worker, a thread started
-    before patching) is not given one just to wait: it has no other green
-    threads to run meanwhile, so it blocks on a real lock of its own
-    (``os_lock``), exactly as with the stdlib, and needs no descriptors.  The
-    main thread always waits through its hub, so a wait nothing can end is
-    reported as :class:`LoopExit` rather than hanging.
-    """
-
-    __slots__ = ("g", "hub", "fired", "expired", "waiting", "os_lock")
-
-    def __init__(self) -> None:
-        hub = get_hub_if_exists()
-        self.os_lock: Any = None
-        if hub is None and _get_ident() != _MAIN_IDENT:
-            lock = _allocate_real_lock()
-            lock.acquire()
-            self.os_lock = lock
-        elif hub is None:
-            hub = get_hub()
-        self.hub: Hub | None = hub
-        self.g: greenlet = getcurrent()
-        self.fired = False
-        self.expired = False
-        self.waiting = False
-
-
-def _notify(w: _Waiter) -> None:
-    """Wake waiter ``w`` (its ``fired`` flag is already set).  Never blocks;
-    callable from any OS thread and from the hub."""
-    hub = w.hub
-    if hub is None:
-        w.os_lock.release()
-        return
-    if hub.thread_ident == _get_ident():
-        # Same thread: w is parked in _park right now (it is registered and
-        # nothing else in this thread runs concurrently), or already woken.
-        hub.wake(w.g)
-    else:
-        hub.call_threadsafe(_wake_if_waiting, w)
-
-
-def _wake_if_waiting(w: _Waiter) -> None:
-    # Runs in the waiter's own hub, so reading ``waiting`` cannot race.
-    if w.waiting:
-        w.hub.wake(w.g)  # type: ignore[union-attr]
-
-
-def _expire(w: _Waiter) -> None:
-    w.expired = True
-    w.hub.wake(w.g)  # type: ignore[union-attr]
-
-
-def _park(w: _Waiter, timeout: float | None) -> None:
-    """Block until ``w.fired`` or (with a timeout) ``w.expired``.
-
-    Raises whatever the hub raises at this blocking point (Timeout, kill,
-    LoopExit); the caller must then give up or pass on its registration.
-    """
-    hub = w.hub
-    if hub is None:
-        # A plain OS thread: block it on its own real lock, which _notify
-        # releases.  The hand-off may land just after the timeout; callers
-        # look at ``fired`` under the guard either way.
-        if not w.os_lock.acquire(True, -1 if timeout is None else min(timeout, _TIMEOUT_MAX)):
-            w.expired = True
-        return
-    w.waiting = True
-    try:
-        if timeout is None:
-            # A loop, not one block(): a stale wake must not end the wait.
-            while not w.fired:
-                hub.block()
-        else:
-            timer = hub.call_later(timeout, _expire, w)
-            try:
-                while not w.fired and not w.expired:
-                    hub.block()
-            finally:
-                hub.cancel_timer(timer)
-    finally:
-        w.waiting = False
-
-
-def _notify_all(waiters: list[_Waiter]) -> None:
-    for w in waiters:
-        w.fired = True
-        _notify(w)
 
 
 class Semaphore:
@@ -178,9 +71,9 @@ class Semaphore:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
         self.counter = value
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         # wait() callers: told when a permit is free, take none.
-        self._watchers: list[_Waiter] = []
+        self._watchers: list[Waiter] = []
         self._guard = _allocate_real_lock()
 
     def __repr__(self) -> str:
@@ -210,14 +103,14 @@ class Semaphore:
     def _acquire_slow(self, timeout: float | None) -> bool:
         guard = self._guard
         # Made outside the guard: the first wait in a thread creates its hub.
-        w = _Waiter()
+        w = Waiter()
         with guard:
             if self.counter > 0:
                 self.counter -= 1
                 return True
             self._waiters.append(w)
         try:
-            _park(w, timeout)
+            park(w, timeout)
         except BaseException:
             with guard:
                 if w.fired:
@@ -248,12 +141,12 @@ class Semaphore:
         if self._waiters:
             w = self._waiters.popleft()
             w.fired = True
-            _notify(w)
+            notify(w)
             return
         self.counter += 1
         if self._watchers:
             watchers, self._watchers = self._watchers, []
-            _notify_all(watchers)
+            notify_all(watchers)
 
     def release(self) -> int:
         """Give a permit back (from any green thread or OS thread); returns
@@ -275,13 +168,13 @@ class Semaphore:
         passes; return the counter."""
         if self.counter > 0 or (timeout is not None and timeout <= 0):
             return self.counter
-        w = _Waiter()
+        w = Waiter()
         with self._guard:
             if self.counter > 0:
                 return self.counter
             self._watchers.append(w)
         try:
-            _park(w, timeout)
+            park(w, timeout)
         finally:
             if not w.fired:
                 with self._guard:

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from time import monotonic
 from typing import Any
 
-from greenline.lock import _notify, _notify_all, _park, _Waiter
+from greenline._core.waiters import Waiter, notify, notify_all, park
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "Empty", "Full"]
 
@@ -68,10 +68,10 @@ class Queue:
         self.maxsize = maxsize if maxsize is not None and maxsize > 0 else 0
         self._init(self.maxsize)
         self._guard = _allocate_real_lock()
-        self._getters: deque[_Waiter] = deque()
-        self._putters: deque[_Waiter] = deque()
-        self._peekers: list[_Waiter] = []
-        self._joiners: list[_Waiter] = []
+        self._getters: deque[Waiter] = deque()
+        self._putters: deque[Waiter] = deque()
+        self._peekers: list[Waiter] = []
+        self._joiners: list[Waiter] = []
         # Items promised to woken getters, slots promised to woken putters.
         self._item_reserved = 0
         self._slot_reserved = 0
@@ -138,21 +138,21 @@ class Queue:
         self._grant_getter()
         if self._peekers:
             peekers, self._peekers = self._peekers, []
-            _notify_all(peekers)
+            notify_all(peekers)
 
     def _grant_getter(self) -> None:
         if self._getters and self._qsize() > self._item_reserved:
             w = self._getters.popleft()
             self._item_reserved += 1
             w.fired = True
-            _notify(w)
+            notify(w)
 
     def _grant_putter(self) -> None:
         if self._putters and self._has_slot():
             w = self._putters.popleft()
             self._slot_reserved += 1
             w.fired = True
-            _notify(w)
+            notify(w)
 
     # -- put -----------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class Queue:
                 return
         if not block or (timeout is not None and timeout <= 0):
             raise Full
-        w = _Waiter()
+        w = Waiter()
         with guard:
             if self._has_slot():
                 self._put(item)
@@ -179,7 +179,7 @@ class Queue:
                 return
             self._putters.append(w)
         try:
-            _park(w, timeout)
+            park(w, timeout)
         except BaseException:
             with guard:
                 if w.fired:
@@ -219,13 +219,13 @@ class Queue:
                 return item
         if not block or (timeout is not None and timeout <= 0):
             raise Empty
-        w = _Waiter()
+        w = Waiter()
         with guard:
             if self._qsize() > self._item_reserved:
                 return self._take()
             self._getters.append(w)
         try:
-            _park(w, timeout)
+            park(w, timeout)
         except BaseException:
             with guard:
                 if w.fired:
@@ -256,13 +256,13 @@ class Queue:
             remaining = None if deadline is None else deadline - monotonic()
             if not block or (remaining is not None and remaining <= 0):
                 raise Empty
-            w = _Waiter()
+            w = Waiter()
             with guard:
                 if self._qsize():
                     return self._peek()
                 self._peekers.append(w)
             try:
-                _park(w, remaining)
+                park(w, remaining)
             finally:
                 if not w.fired:
                     with guard:
@@ -284,7 +284,7 @@ class Queue:
             self.unfinished_tasks -= 1
             if self.unfinished_tasks == 0 and self._joiners:
                 joiners, self._joiners = self._joiners, []
-                _notify_all(joiners)
+                notify_all(joiners)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every item put has been marked done with
@@ -293,13 +293,13 @@ class Queue:
             return True
         if timeout is not None and timeout <= 0:
             return False
-        w = _Waiter()
+        w = Waiter()
         with self._guard:
             if self.unfinished_tasks == 0:
                 return True
             self._joiners.append(w)
         try:
-            _park(w, timeout)
+            park(w, timeout)
         finally:
             if not w.fired:
                 with self._guard:

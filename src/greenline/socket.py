@@ -33,14 +33,14 @@ import _thread
 import errno as _errno
 import io as _io
 import os as _os
-import select as _select
 import socket as _std
 from socket import *  # noqa: F403 - the module is a drop-in for the stdlib's
 from time import monotonic as _monotonic
 from typing import Any
 
-from greenline._core.hub import FdState, Hub, get_hub
-from greenline._core.hub import _state as _hub_local
+from greenline._core.fdio import wait_read, wait_write  # noqa: F401 - gevent.socket has them
+from greenline._core.hub import FdState, get_hub
+from greenline._core.hub import this_thread as _this_thread
 
 __all__ = list(_std.__all__)  # type: ignore[attr-defined]
 for _name in ("socket", "SocketType", "GreenSocket", "socketpair", "fromfd", "create_connection",
@@ -84,7 +84,6 @@ _STD_SOCKET = _std.socket
 # and the poll probe stays the kernel's.
 _std_create_server = _std.create_server
 _std_getfqdn = _std.getfqdn
-_select_poll = _select.poll
 _std_getaddrinfo = _socket.getaddrinfo
 _get_ident = _thread.get_ident
 _timeout_error = TimeoutError
@@ -96,18 +95,6 @@ def _timed_out() -> BaseException:
 
 def _closed_error() -> OSError:
     return OSError(_EBADF, "Bad file descriptor")
-
-
-def _budget_spent(hub: Hub) -> None:
-    # Rare path of the IO budget: this green thread did IO_BUDGET calls in a
-    # row without blocking (its descriptor always ready, or never even
-    # registered), so let the others run.  The descriptor may be
-    # registered with another OS thread's hub (a socket handed between
-    # threads): yield in our own.
-    if hub.thread_ident == _get_ident():
-        hub.yield_now()
-    else:
-        get_hub().yield_now()
 
 
 class GreenSocket(_STD_SOCKET):
@@ -167,6 +154,13 @@ class GreenSocket(_STD_SOCKET):
     def timeout(self) -> float | None:  # type: ignore[override]
         return self._gl_timeout
 
+    @property
+    def parked_reader(self) -> Any:
+        """The green thread parked waiting to read this socket, or None (a
+        server closing idle connections at shutdown asks this: a handler
+        parked reading has answered everything it read)."""
+        return self._gl_st.reader
+
     # -- waiting ---------------------------------------------------------
 
     def _wait(self, write: bool, deadline: float | None,
@@ -206,7 +200,7 @@ class GreenSocket(_STD_SOCKET):
             # The server's hot path: known drained, no deadline to keep, so
             # park first and make the call once the next edge says there is
             # something to read (the wake itself is the yield: no budget).
-            hub = _hub_local.hub or get_hub()
+            hub = _this_thread.hub or get_hub()
             while True:
                 hub.wait_fd(st, False)
                 try:
@@ -217,44 +211,17 @@ class GreenSocket(_STD_SOCKET):
                 if len(data) < bufsize and self._gl_stream and not st.hup:
                     st.readable = False
                 return data
-        if st.readable:
-            try:
-                data = _recv(self, bufsize, flags)
-            except BlockingIOError:
-                st.readable = False
-            else:
-                if len(data) < bufsize and self._gl_stream and not flags and not st.hup:
-                    # A short read drained the buffer.  Not at a known EOF
-                    # (the hub saw the hang-up: that stays readable), not for
-                    # datagrams, not for a peek (it drains nothing).  If the
-                    # descriptor is not registered yet, registering reports
-                    # what is there as a fresh edge, so nothing is lost.
-                    st.readable = False
-                hub = st.hub or get_hub()
-                hub.io_budget -= 1
-                if hub.io_budget <= 0:
-                    _budget_spent(hub)
-                return data
-        if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
-            return _recv(self, bufsize, flags)  # type: ignore[no-any-return]
-        deadline = self._deadline()
-        while True:
-            self._wait(False, deadline)
-            try:
-                data = _recv(self, bufsize, flags)
-            except BlockingIOError:
-                st.readable = False
-                continue
-            if len(data) < bufsize and self._gl_stream and not flags and not st.hup:
-                st.readable = False
-            return data
+        return self._receive(_recv, bufsize, flags, bufsize)  # type: ignore[no-any-return]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        # As recv.  len() of an exotic buffer counts items, not bytes: it can
-        # only understate the room, never fake a short read.
+        # As recv: the park-first loop is written in each of the two, as it
+        # is the path of every request a server reads (a shared helper would
+        # cost a Python call there); the rest is _receive.  len() of an
+        # exotic buffer counts items, not bytes: it can only understate the
+        # room, never fake a short read.
         st = self._gl_st
         if not st.readable and not flags and self._gl_timeout is None:
-            hub = _hub_local.hub or get_hub()
+            hub = _this_thread.hub or get_hub()
             while True:
                 hub.wait_fd(st, False)
                 try:
@@ -265,32 +232,46 @@ class GreenSocket(_STD_SOCKET):
                 if n < (nbytes or len(buffer)) and self._gl_stream and not st.hup:
                     st.readable = False
                 return n
+        return self._receive(_recv_into, nbytes or len(buffer), flags, buffer, nbytes)  # type: ignore[no-any-return]
+
+    def _receive(self, call: Any, want: int, flags: int, *args: Any) -> Any:
+        """recv or recv_into (``call``, asked for ``want`` bytes) when the
+        socket may be readable already, has flags or a timeout, or is
+        non-blocking."""
+        st = self._gl_st
         if st.readable:
             try:
-                n = _recv_into(self, buffer, nbytes, flags)
+                result = call(self, *args, flags)
             except BlockingIOError:
                 st.readable = False
             else:
-                if n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
+                got = result if type(result) is int else len(result)
+                if got < want and self._gl_stream and not flags and not st.hup:
+                    # A short read drained the buffer.  Not at a known EOF
+                    # (the hub saw the hang-up: that stays readable), not for
+                    # datagrams, not for a peek (it drains nothing).  If the
+                    # descriptor is not registered yet, registering reports
+                    # what is there as a fresh edge, so nothing is lost.
                     st.readable = False
                 hub = st.hub or get_hub()
                 hub.io_budget -= 1
                 if hub.io_budget <= 0:
-                    _budget_spent(hub)
-                return n
+                    hub.budget_spent()
+                return result
         if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
-            return _recv_into(self, buffer, nbytes, flags)  # type: ignore[no-any-return]
+            return call(self, *args, flags)
         deadline = self._deadline()
         while True:
             self._wait(False, deadline)
             try:
-                n = _recv_into(self, buffer, nbytes, flags)
+                result = call(self, *args, flags)
             except BlockingIOError:
                 st.readable = False
                 continue
-            if n < (nbytes or len(buffer)) and self._gl_stream and not flags and not st.hup:
+            got = result if type(result) is int else len(result)
+            if got < want and self._gl_stream and not flags and not st.hup:
                 st.readable = False
-            return n
+            return result
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         return self._retry(False, flags, _recvfrom, bufsize, flags)  # type: ignore[no-any-return]
@@ -321,7 +302,7 @@ class GreenSocket(_STD_SOCKET):
                 hub = st.hub or get_hub()
                 hub.io_budget -= 1
                 if hub.io_budget <= 0:
-                    _budget_spent(hub)
+                    hub.budget_spent()
                 return result
         deadline = self._deadline()
         while True:
@@ -344,7 +325,7 @@ class GreenSocket(_STD_SOCKET):
                 hub = st.hub or get_hub()
                 hub.io_budget -= 1
                 if hub.io_budget <= 0:
-                    _budget_spent(hub)
+                    hub.budget_spent()
                 return n
         if self._gl_timeout == 0.0 or flags & _MSG_DONTWAIT:
             return _send(self, data, flags)  # type: ignore[no-any-return]
@@ -369,7 +350,7 @@ class GreenSocket(_STD_SOCKET):
                     hub = st.hub or get_hub()
                     hub.io_budget -= 1
                     if hub.io_budget <= 0:
-                        _budget_spent(hub)
+                        hub.budget_spent()
                     return
                 self._send_rest(data, flags, n)
                 return
@@ -483,7 +464,7 @@ class GreenSocket(_STD_SOCKET):
             hub = st.hub or get_hub()
             hub.io_budget -= 1
             if hub.io_budget <= 0:
-                _budget_spent(hub)
+                hub.budget_spent()
             # As in the stdlib, the new socket gets the default timeout, not
             # the listener's.
             return GreenSocket(_c_family(self), _c_type(self), _c_proto(self), fd), addr
@@ -748,49 +729,3 @@ def create_connection(address: tuple[str, int], timeout: Any = _GLOBAL_DEFAULT_T
         finally:
             errors.clear()
     raise OSError("getaddrinfo returns an empty list")
-
-
-# -- raw descriptors -------------------------------------------------------------
-
-def wait_read(fd: int, timeout: float | None = None) -> None:
-    """Block the calling green thread until ``fd`` is readable.
-
-    For a descriptor that is not a greenline socket (a pipe, a device).  The
-    descriptor must stay open while waiting.
-    """
-    _wait_raw(fd, False, timeout)
-
-
-def wait_write(fd: int, timeout: float | None = None) -> None:
-    """Block the calling green thread until ``fd`` is writable."""
-    _wait_raw(fd, True, timeout)
-
-
-def _wait_raw(fd: int, write: bool, timeout: float | None) -> None:
-    hub = get_hub()
-    st = hub.fds.get(fd)
-    if st is not None and not st.temporary:
-        # A greenline socket on this descriptor is registered: share its
-        # state.  Its next edge may be long in coming if it is ready now (the
-        # edge was consumed), and its flags may be stale if the caller used
-        # the raw descriptor, so ask the kernel first: ready means return.
-        probe = _select_poll()
-        probe.register(fd, _select.POLLOUT if write else _select.POLLIN)
-        if probe.poll(0):
-            if write:
-                st.writable = True
-            else:
-                st.readable = True
-            return
-        hub.wait_fd(st, write, timeout)
-        return
-    # A raw descriptor may be closed and its number reused behind our back,
-    # so it stays registered only while someone waits on it.
-    if st is None:
-        st = FdState(fd)
-        st.temporary = True
-    try:
-        hub.wait_fd(st, write, timeout)
-    finally:
-        if st.reader is None and st.writer is None and st.hub is not None:
-            st.hub._unregister(st)

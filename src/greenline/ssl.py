@@ -197,7 +197,7 @@ class GreenSSLSocket(_gsocket.GreenSocket):
                 hub = self._gl_st.hub or _get_hub()
                 hub.io_budget -= 1
                 if hub.io_budget <= 0:
-                    _gsocket._budget_spent(hub)
+                    hub.budget_spent()
                 return result
             if first:
                 deadline = self._deadline()

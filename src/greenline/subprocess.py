@@ -33,19 +33,16 @@ from subprocess import *  # noqa: F403 - the module is a drop-in for the stdlib'
 from time import monotonic as _monotonic
 from typing import Any
 
+from greenline._core.fdio import read_when_ready as _read_when_ready
+from greenline._core.fdio import wait_ready as _wait_ready
+from greenline._core.fdio import write_all as _write_all
 from greenline._core.hub import get_hub_if_exists as _get_hub_if_exists
 from greenline._core.hub import sleep as _sleep
-from greenline.select import _wait_fd
 
 __all__ = list(_std.__all__)
 
-_PIPE_BUF = getattr(__import__("select"), "PIPE_BUF", 512)
 _pidfd_open = getattr(_os, "pidfd_open", None)
 _real_waitpid = _os.waitpid
-# Saved: monkey-patching makes os.read cooperative, which these calls, made
-# once the descriptor is known to be ready, do not need.
-_os_read = _os.read
-_os_write = _os.write
 _WNOHANG = _os.WNOHANG
 
 
@@ -87,8 +84,7 @@ class _GreenPipe(_io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0
-        _wait_fd(self._fd, False)
-        data = _os_read(self._fd, len(view))
+        data = _read_when_ready(self._fd, len(view))
         n = len(data)
         view[:n] = data
         return n
@@ -98,15 +94,9 @@ class _GreenPipe(_io.RawIOBase):
             raise ValueError("I/O operation on closed file")
         if not self.writable():
             raise _io.UnsupportedOperation("write")
-        view = memoryview(data).cast("B")
-        total = len(view)
-        done = 0
         # A raw write may be short; writing everything keeps the buffered
         # layer above from having to loop (and matches FileIO on a pipe).
-        while done < total:
-            _wait_fd(self._fd, True)
-            done += _os_write(self._fd, view[done:done + _PIPE_BUF])
-        return total
+        return _write_all(self._fd, data)
 
     def close(self) -> None:
         if self.closed:
@@ -192,7 +182,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
                         pidfd = -1  # not supported here (old kernel, seccomp)
                 if reaped_by_us and pidfd is not None and pidfd >= 0:
                     # Readable once the child has exited.
-                    _wait_fd(pidfd, False, remaining)
+                    _wait_ready(pidfd, False, remaining)
                 else:
                     # Someone else is reaping it right now, or no pidfd.
                     _sleep(delay if remaining is None else min(delay, remaining))
@@ -259,7 +249,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
     # objects, as the stdlib's communicate does: a green thread parked in a
     # buffered read would hold the buffer's lock, and closing the file from
     # another green thread (Popen.__exit__ after a timeout) would then fail
-    # with "reentrant call".  Parked in _wait_fd it holds nothing, and a
+    # with "reentrant call".  Parked in _read_when_ready it holds nothing, and a
     # close wakes it with EBADF.
 
     def _gl_feed(self, f: Any, data: Any) -> None:
@@ -270,13 +260,8 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         if data:
             if self.text_mode:  # type: ignore[attr-defined]
                 data = data.encode(f.encoding, f.errors)
-            view = memoryview(data).cast("B")
-            fd = f.fileno()
-            done = 0
             try:
-                while done < len(view):
-                    _wait_fd(fd, True)
-                    done += _os_write(fd, view[done:done + _PIPE_BUF])
+                _write_all(f.fileno(), data)
             except BrokenPipeError:
                 pass  # the child does not read its input: the stdlib ignores it too
             except OSError as e:
@@ -291,8 +276,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         fd = f.fileno()
         try:
             while True:
-                _wait_fd(fd, False)
-                chunk = _os_read(fd, 32768)
+                chunk = _read_when_ready(fd, 32768)
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -332,7 +316,7 @@ def waitpid(pid: int, options: int) -> tuple[int, int]:
     try:
         while True:
             if pidfd >= 0:
-                _wait_fd(pidfd, False)
+                _wait_ready(pidfd, False)
             else:
                 _sleep(delay)
                 delay = min(delay * 2, 0.05)

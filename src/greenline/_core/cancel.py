@@ -301,6 +301,11 @@ def current_cancel_scope() -> CancelScope | None:
     return _current.get(getcurrent())
 
 
+def cancel_scope_of(g: greenlet) -> CancelScope | None:
+    """The innermost cancel scope of green thread ``g``, if any."""
+    return _current.get(g)
+
+
 def move_on_at(deadline: float) -> CancelScope:
     """A scope cancelled at ``deadline`` (:func:`time.monotonic`); the block
     is left quietly, ``scope.cancelled_caught`` tells whether it was cut."""

@@ -31,14 +31,14 @@ from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from greenline._core.cancel import Cancelled, CancelScope, _current
+from greenline._core.cancel import Cancelled, CancelScope, cancel_scope_of
 from greenline._core.hub import Hub, get_hub
 from greenline._core.task import Task
 
 __all__ = ["TaskGroup"]
 
 
-class _QuietTask(Task):
+class QuietTask(Task):
     """A Task whose failure is delivered to someone (a group, an awaiting
     coroutine), so it is not also printed to stderr as an orphan's is."""
 
@@ -77,7 +77,7 @@ class TaskGroup:
         :class:`greenline.Task` (whose ``get()`` raises its own failure)."""
         if not self._open:
             raise RuntimeError("TaskGroup.spawn outside the group's with block")
-        task = _QuietTask(self._child, function, args, kwargs)
+        task = QuietTask(self._child, function, args, kwargs)
         self._live.add(task)
         task.rawlink(self._child_done)
         task.start()
@@ -98,7 +98,7 @@ class TaskGroup:
         try:
             return function(*args, **kwargs)
         finally:
-            if _current.get(getcurrent()) is root:
+            if cancel_scope_of(getcurrent()) is root:
                 root._leave()
 
     def _child_done(self, task: Task) -> None:
@@ -162,7 +162,7 @@ class TaskGroup:
         # The end of the block is a blocking point: a scope around that was
         # cancelled meanwhile (its children were cancelled with it) is
         # reported here, not after more of the code it cancelled has run.
-        scope = _current.get(self._owner)
+        scope = cancel_scope_of(self._owner)
         if scope is not None and scope._effectively_cancelled():
             raise Cancelled("cancelled by a cancel scope")
         return False

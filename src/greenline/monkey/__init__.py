@@ -31,6 +31,13 @@ made, or ``SSLContext`` imported by name elsewhere) warns with
 :class:`MonkeyPatchWarning`, naming the module.
 
 Patching never imports gevent or eventlet.
+
+The package, by concern: :mod:`.originals` (what was replaced, kept once),
+:mod:`.stdlib` (sockets, ssl, select, time, queue, subprocess, os),
+:mod:`.threads` with :mod:`.green_thread` (the cooperative ``_thread``),
+:mod:`.signals`, :mod:`.multiprocessing`; ``python -m greenline.monkey`` is
+:mod:`.__main__`.  May import: greenline's public modules and ``_core``;
+never the servers or the tools.
 """
 
 from __future__ import annotations

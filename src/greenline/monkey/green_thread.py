@@ -208,7 +208,15 @@ def _throw_interrupt(hub: Any) -> None:
 _main_hub: Any = None
 
 
-def _green_excepthook(args: Any) -> None:
+def set_main_hub(hub: Any) -> None:
+    """Record the main OS thread's hub, unless one is recorded already
+    (called by patching, in the main OS thread)."""
+    global _main_hub
+    if _main_hub is None:
+        _main_hub = hub
+
+
+def excepthook(args: Any) -> None:
     """``threading.excepthook``: the stdlib's report, naming a thread given
     by identity with its green identity (the C hook prints the OS thread's)."""
     if args.exc_type is SystemExit:

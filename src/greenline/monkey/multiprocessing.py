@@ -12,33 +12,12 @@ May import: :mod:`.originals`, greenline's public modules and ``_core``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from greenline.monkey.originals import get_original, patched, saved
+from greenline._core.fdio import read_when_ready, write_all
+from greenline.monkey.originals import patched, saved
 
 __all__ = ["patch_multiprocessing"]
-
-
-def _green_fd_read(handle: int, size: int) -> bytes:
-    from greenline.select import _wait_fd
-
-    _wait_fd(handle, False)
-    return _os_read(handle, size)
-
-
-def _green_fd_write(handle: int, buf: Any) -> int:
-    from greenline.select import _wait_fd
-    from greenline.subprocess import _PIPE_BUF
-
-    _wait_fd(handle, True)
-    # At most PIPE_BUF: a writable pipe takes that much at once, so the
-    # (blocking) descriptor never blocks; the caller loops over the rest.
-    return _os_write(handle, buf[:_PIPE_BUF])
-
-
-_os_read: Callable[[int, int], bytes]
-_os_write: Callable[[int, Any], int]
 
 
 def patch_multiprocessing() -> None:
@@ -46,13 +25,10 @@ def patch_multiprocessing() -> None:
     channels) read and write only when the hub reports the descriptor ready,
     so a green thread waiting for a message from another process (a Pool's
     result handler, a feeder thread) parks instead of blocking the hub."""
-    global _os_read, _os_write
     if sys.platform == "win32":  # pragma: no cover
         return
     import multiprocessing.connection as conn
 
-    _os_read = get_original("os", "read")
-    _os_write = get_original("os", "write")
     cls: Any = conn.Connection
     # Saved once, so patching again wraps the originals, not our wrappers.
     originals = saved.setdefault("multiprocessing.connection", {})
@@ -61,10 +37,10 @@ def patch_multiprocessing() -> None:
 
     # The stdlib's loops take the read/write calls as arguments: hand them
     # cooperative ones, keep its framing and EOF handling.
-    def _send(self: Any, buf: Any, write: Any = _green_fd_write) -> None:
+    def _send(self: Any, buf: Any, write: Any = write_all) -> None:
         send(self, buf, write)
 
-    def _recv(self: Any, size: int, read: Any = _green_fd_read) -> Any:
+    def _recv(self: Any, size: int, read: Any = read_when_ready) -> Any:
         return recv(self, size, read)
 
     cls._send = _send

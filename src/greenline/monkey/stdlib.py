@@ -245,9 +245,9 @@ def patch_os() -> None:
     import os
 
     from greenline import subprocess as gsub
-    from greenline.select import _cooperative_os_read, _cooperative_os_write
+    from greenline._core.fdio import cooperative_read, cooperative_write
 
     replace(os, "waitpid", builtin_like(gsub.waitpid, "os", "waitpid"))
-    replace(os, "read", builtin_like(_cooperative_os_read, "os", "read"))
-    replace(os, "write", builtin_like(_cooperative_os_write, "os", "write"))
+    replace(os, "read", builtin_like(cooperative_read, "os", "read"))
+    replace(os, "write", builtin_like(cooperative_write, "os", "write"))
     patched.add("os")

@@ -16,6 +16,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from greenline._core.hub import os_thread_ident
 from greenline.monkey.originals import get_original, is_object_patched, patched, replace, warn
 
 __all__ = ["patch_thread"]
@@ -55,15 +56,8 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
                   f"({', '.join(running[:5])}): they stay OS threads, and green locks, events and "
                   "queues shared with them can block the hub. Call greenline.monkey.patch_all() first.")
 
-    global _main_os_ident
-    if _main_os_ident is None:
-        # Still unpatched: the main Thread's ident is the OS thread's.
-        import threading as unpatched_threading
-
-        _main_os_ident = unpatched_threading.main_thread().ident
-    on_main_os_thread = gthread._real_get_ident() == _main_os_ident
-    if on_main_os_thread and gthread._main_hub is None:
-        gthread._main_hub = get_hub()
+    if _on_main_os_thread():
+        gthread.set_main_hub(get_hub())
 
     # _count only below: the hub may still ask it how many OS threads exist.
     for name in ("allocate_lock", "allocate", "start_new_thread", "start_new", "get_ident",
@@ -78,12 +72,9 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
     replace(_thread, "LockType", Lock)
     replace(_thread, "RLock", RLock)
     replace(_thread, "_local", glocal)
-    import greenline._core.hub
-
-    if getattr(greenline._core.hub, "_thread_count", None) is not None:
-        # The hub keeps the real count of OS threads for its deadlock check;
-        # the program's _thread._count() counts its (green) threads.
-        replace(_thread, "_count", gthread._count)
+    # The hub saved the real count of OS threads for its deadlock check;
+    # the program's _thread._count() counts its (green) threads.
+    replace(_thread, "_count", gthread._count)
     patched.add("thread")
 
     if _threading_local:
@@ -95,45 +86,77 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
         return
     import threading as std_threading
 
-    handles = hasattr(std_threading, "_start_joinable_thread")
-    if not handles and not hasattr(std_threading, "_set_sentinel"):  # pragma: no cover
+    if hasattr(std_threading, "_start_joinable_thread"):
+        copied = _names_copied_with_handles()
+    elif hasattr(std_threading, "_set_sentinel"):
+        copied = _names_copied_with_sentinels()
+    else:  # pragma: no cover
         warn("greenline does not know how to patch this Python's threading module; "
-              "threading stays real")
+             "threading stays real")
         return
-    # The names threading copied from _thread when it was imported.
-    copied: dict[str, Any] = {
-        "_allocate_lock": gthread.allocate_lock,
-        "get_ident": gthread.get_ident,
-        "Lock": gthread.allocate_lock,
-        "_CRLock": RLock,
-        "local": glocal,
-    }
-    if handles:
-        copied.update({
-            "_start_joinable_thread": gthread.start_joinable_thread,
-            "_ThreadHandle": gthread._ThreadHandle,
-            "_make_thread_handle": gthread._make_thread_handle,
-            "_get_main_thread_ident": gthread._get_main_thread_ident,
-            "_thread_shutdown": gthread._shutdown,
-            "_LockType": Lock,
-        })
-    else:
-        copied.update({
-            "_start_new_thread": gthread.start_new_thread,
-            "_set_sentinel": gthread._set_sentinel,
-        })
     for name, value in copied.items():
         replace(std_threading, name, value)
     if std_threading.excepthook is std_threading.__excepthook__:  # not replaced by the program
-        replace(std_threading, "excepthook", gthread._green_excepthook)
-        replace(std_threading, "__excepthook__", gthread._green_excepthook)
+        replace(std_threading, "excepthook", gthread.excepthook)
+        replace(std_threading, "__excepthook__", gthread.excepthook)
     patched.add("threading")
 
     if logging:
         _patch_logging_locks(RLock)
 
 
+def _common_names_copied() -> dict[str, Any]:
+    """The names every supported ``threading`` copied from ``_thread`` when it
+    was imported."""
+    from greenline.local import local as glocal
+    from greenline.lock import RLock
+    from greenline.monkey import green_thread as gthread
+
+    return {
+        "_allocate_lock": gthread.allocate_lock,
+        "get_ident": gthread.get_ident,
+        "Lock": gthread.allocate_lock,
+        "_CRLock": RLock,
+        "local": glocal,
+    }
+
+
+def _names_copied_with_sentinels() -> dict[str, Any]:
+    """Python 3.11 and 3.12: ``Thread.join`` waits on a per-thread sentinel
+    lock that ``_thread`` releases when the thread ends."""
+    from greenline.monkey import green_thread as gthread
+
+    return {**_common_names_copied(),
+            "_start_new_thread": gthread.start_new_thread,
+            "_set_sentinel": gthread._set_sentinel}
+
+
+def _names_copied_with_handles() -> dict[str, Any]:
+    """Python 3.13 and later: ``Thread.join`` waits on a thread handle, and
+    ``threading._shutdown`` on the handles of non-daemon threads."""
+    from greenline.lock import Lock
+    from greenline.monkey import green_thread as gthread
+
+    return {**_common_names_copied(),
+            "_start_joinable_thread": gthread.start_joinable_thread,
+            "_ThreadHandle": gthread._ThreadHandle,
+            "_make_thread_handle": gthread._make_thread_handle,
+            "_get_main_thread_ident": gthread._get_main_thread_ident,
+            "_thread_shutdown": gthread._shutdown,
+            "_LockType": Lock}
+
+
 _main_os_ident: int | None = None
+
+
+def _on_main_os_thread() -> bool:
+    global _main_os_ident
+    if _main_os_ident is None:
+        # Still unpatched: the main Thread's ident is the OS thread's.
+        import threading as unpatched_threading
+
+        _main_os_ident = unpatched_threading.main_thread().ident
+    return os_thread_ident() == _main_os_ident
 
 
 def _patch_logging_locks(rlock_class: type) -> None:

@@ -349,8 +349,7 @@ class StreamServer:
         deadline = monotonic() + CLOSE_GRACE
         while True:
             for task, sock in list(self._conns.items()):
-                st = getattr(sock, "_gl_st", None)
-                if st is not None and st.reader is task:
+                if getattr(sock, "parked_reader", None) is task:
                     _abort(sock)
             if not self._conns or monotonic() >= deadline:
                 return
@@ -409,7 +408,7 @@ class StreamServer:
                 # few calls that did not block; the listener gets a bigger
                 # share per pass (max_accept) so a burst of clients is taken
                 # in quickly even when busy connections fill every pass.
-                hub.io_budget = 1 << 30
+                hub.exempt_from_budget()
                 conn, address = accept()
             except OSError as e:
                 if self._closing:
