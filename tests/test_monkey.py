@@ -324,6 +324,53 @@ def test_interpreter_exit_waits_for_non_daemon_green_threads(tmp_path):
     assert proc.stderr == ""
 
 
+def test_a_green_thread_joining_the_main_thread_waits_cooperatively_until_main_ends(tmp_path):
+    # As with real threads: join() returns once the main thread's code is
+    # done (at interpreter exit, threading._shutdown marks it finished), and
+    # join(timeout) returns after the timeout while it runs.  Meanwhile the
+    # main green thread and the others go on.
+    proc = run(tmp_path, """
+        import threading, time
+        main = threading.main_thread()
+        log = []
+        def joiner():
+            main.join(0.05)
+            log.append(f"timed out, main alive: {main.is_alive()}")
+            main.join()
+            print("joined, main alive:", main.is_alive(), flush=True)
+        t = threading.Thread(target=joiner)
+        t.start()
+        time.sleep(0.3)
+        print(log, t.is_alive())
+        try:
+            main.join()
+        except RuntimeError as e:
+            print("RuntimeError:", e)
+        print("main done", flush=True)
+    """, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['timed out, main alive: True'] True", "RuntimeError: cannot join current thread",
+        "main done", "joined, main alive: False"]
+    assert proc.stderr == ""
+
+
+def test_main_thread_and_a_green_thread_joining_each_other_is_reported_not_hung(tmp_path):
+    # Real threads would hang forever; the hub sees the deadlock.
+    proc = run(tmp_path, """
+        import threading
+        from greenline import LoopExit
+        t = threading.Thread(target=threading.main_thread().join)
+        t.start()
+        try:
+            t.join()
+        except LoopExit:
+            print("LoopExit", flush=True)
+    """, timeout=20)
+    assert ok(proc) == ["LoopExit"]
+    assert proc.stderr == ""
+
+
 def test_patching_after_real_threads_started_warns(tmp_path):
     proc = run(tmp_path, """
         import threading, warnings

@@ -431,6 +431,7 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
         })
     for name, value in copied.items():
         _patch(std_threading, name, value)
+    _make_main_thread_joinable(std_threading)
     if std_threading.excepthook is std_threading.__excepthook__:  # not replaced by the program
         _patch(std_threading, "excepthook", gthread._green_excepthook)
         _patch(std_threading, "__excepthook__", gthread._green_excepthook)
@@ -441,6 +442,33 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
 
 
 _main_os_ident: int | None = None
+
+
+def _make_main_thread_joinable(threading: ModuleType) -> None:
+    # The main Thread got what Thread.join waits on when threading was
+    # imported, a real one: its _tstate_lock (3.11, 3.12) or its _handle
+    # (3.13+).  A green thread joining the main thread would block the whole
+    # OS thread on it, the main green thread included, which then never ends.
+    # Swap in a green one; threading._shutdown releases it (marks it done)
+    # once the main thread's code is done, as it does the real one.
+    from greenline import thread as gthread
+
+    main = threading.main_thread()
+    lock = getattr(main, "_tstate_lock", None)
+    if lock is not None and not isinstance(lock, gthread._StateLock) and lock.locked():
+        green = gthread._StateLock()
+        green.acquire()
+        with threading._shutdown_locks_lock:  # type: ignore[attr-defined]
+            # _shutdown also waits on the main thread's lock (as on every
+            # non-daemon thread's): the real one would not be released.
+            if lock in threading._shutdown_locks:  # type: ignore[attr-defined]
+                threading._shutdown_locks.discard(lock)  # type: ignore[attr-defined]
+                threading._shutdown_locks.add(green)  # type: ignore[attr-defined]
+            main._tstate_lock = green
+    handle = getattr(main, "_handle", None)
+    if (handle is not None and not isinstance(handle, gthread._ThreadHandle)
+            and not handle.is_done()):
+        main._handle = gthread._make_thread_handle(main.ident)  # type: ignore[arg-type]
 
 
 def _patch_logging_locks(rlock_class: type) -> None:

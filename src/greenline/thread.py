@@ -26,6 +26,7 @@ import os as _os
 import signal as _signal
 import sys
 from collections.abc import Callable
+from time import monotonic as _monotonic
 from typing import Any
 
 from greenlet import GreenletExit
@@ -149,6 +150,37 @@ def _set_sentinel() -> LockType:
     lock = LockType()
     _sentinels[_getcurrent()] = lock
     return lock
+
+
+class _StateLock(LockType):
+    """The lock ``threading`` joins the main thread by (its ``_tstate_lock``
+    on Python 3.11 and 3.12), made green by patching: held while the main
+    thread runs, released by ``threading._shutdown`` when its code is done;
+    each joiner then takes and releases it.
+
+    Unlike :class:`~greenline.lock.Lock`, a release does not hand the lock
+    to the first waiter (``threading`` asserts it is unlocked right after
+    releasing it): it is left free and the waiters are told, and they take
+    it as they would a real lock."""
+
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:  # type: ignore[override]
+        if not blocking or timeout == 0:
+            return super().acquire(False)
+        deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
+        while not super().acquire(False):
+            if deadline is None:
+                self.wait()
+            else:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                self.wait(left)
+        return True
+
+    acquire_lock = acquire
+
+    def __enter__(self) -> bool:
+        return self.acquire()
 
 
 def _count() -> int:
