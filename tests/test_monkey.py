@@ -408,6 +408,38 @@ def test_patching_after_ssl_was_used_warns(tmp_path):
     assert ok(proc) == ["1 True True"]
 
 
+def test_patching_after_ssl_was_imported_copes_with_module_proxies_in_sys_modules(tmp_path):
+    # Lazy-module proxies sit in sys.modules; their __dict__ need not be a
+    # dict, and looking at their attributes may run code that fails.
+    proc = run(tmp_path, """
+        import sys, warnings
+        class LazyProxy:
+            @property
+            def __dict__(self):
+                return None
+            @property
+            def __class__(self):
+                raise ImportError("not loaded")
+            def __getattr__(self, name):
+                raise ImportError("not loaded")
+        sys.modules["lazy_thing"] = proxy = LazyProxy()
+        # and a lazy module (importlib's), which must not be loaded by looking
+        import importlib.util
+        spec = importlib.util.find_spec("wave")
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        lazy = sys.modules["wave"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(lazy)
+        import ssl, types
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            from greenline import monkey
+            monkey.patch_all()
+        print(ssl.SSLContext.__module__, type(lazy) is types.ModuleType)
+    """, patch=False)
+    assert ok(proc) == ["greenline.ssl False"]
+    assert proc.stderr == ""
+
+
 def test_patching_early_does_not_warn(tmp_path):
     proc = run(tmp_path, """
         import warnings
