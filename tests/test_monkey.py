@@ -636,6 +636,35 @@ def test_logging_locks_become_green(tmp_path):
     assert out == ["True True", "True", "12"]
 
 
+def test_locks_taken_by_finalizers_at_interpreter_exit_work(tmp_path):
+    # Once the interpreter finalizes, greenlet refuses getcurrent(); objects
+    # collected then may still take patched locks: logging's weakref callback
+    # _removeHandlerRef takes its module lock, a __del__ its own RLock.
+    proc = run(tmp_path, """
+        import gc, io, logging, threading
+        gc.disable()   # the cycles below are collected only at exit
+        h = logging.StreamHandler(io.StringIO())
+        h.cycle = h
+        logging.getLogger("t").addHandler(h)
+        logging.getLogger("t").removeHandler(h)
+        del h
+        class Finalized:
+            def __init__(self):
+                self.lock = threading.RLock()
+                self.cond = threading.Condition(self.lock)
+                self.cycle = self
+            def __del__(self):
+                with self.lock, self.lock, self.cond:
+                    self.cond.notify_all()
+                    print("finalized in", threading.current_thread().name,
+                          threading.get_ident() == threading.main_thread().ident, flush=True)
+        Finalized()
+        print("main done", flush=True)
+    """, timeout=20)
+    assert proc.stderr == ""
+    assert ok(proc) == ["main done", "finalized in MainThread True"]
+
+
 def test_signal_handler_exception_interrupts_the_main_thread(tmp_path):
     # As CPython's own test_socket.test_sendall_interrupted: an alarm whose
     # handler raises interrupts a sendall blocked on a full socket.

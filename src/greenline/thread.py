@@ -73,9 +73,14 @@ def get_ident() -> int:
     patching, and the main thread, are found under the same identity after
     it; every other green thread is identified by its greenlet.  (The two
     cannot collide: thread identities are addresses of thread control
-    blocks, greenlets live on the Python heap.)
+    blocks, greenlets live on the Python heap.)  While the interpreter
+    finalizes, when greenlet refuses ``getcurrent()``, only the main green
+    thread can be running.
     """
-    g = _getcurrent()
+    try:
+        g = _getcurrent()
+    except RuntimeError:
+        return _real_get_ident()
     return _real_get_ident() if g.parent is None else id(g)
 
 
