@@ -225,6 +225,25 @@ def test_cancelled_timers_do_not_pile_up():
     b.close()
 
 
+@pytest.mark.timeout(10)
+def test_a_finished_timeout_does_not_delay_deadlock_detection():
+    with greenline.Timeout(3):
+        pass  # its timer is cancelled, 3 s before its deadline
+    start = time.monotonic()
+    with pytest.raises(LoopExit):
+        greenline.Event().wait()  # nobody will ever set it
+    assert time.monotonic() - start < 1
+
+
+def test_cancelled_timers_do_not_wake_an_idle_hub():
+    hub = get_hub()
+    for i in range(20):
+        greenline.Timeout.start_new(0.01 + i * 0.005).cancel()
+    loops = hub.loops
+    greenline.sleep(0.2)
+    assert hub.loops - loops <= 3
+
+
 def test_error_in_raw_greenlet_is_reported_and_hub_goes_on(capsys):
     hub = get_hub()
 

@@ -324,6 +324,53 @@ def test_interpreter_exit_waits_for_non_daemon_green_threads(tmp_path):
     assert proc.stderr == ""
 
 
+def test_a_green_thread_joining_the_main_thread_waits_cooperatively_until_main_ends(tmp_path):
+    # As with real threads: join() returns once the main thread's code is
+    # done (at interpreter exit, threading._shutdown marks it finished), and
+    # join(timeout) returns after the timeout while it runs.  Meanwhile the
+    # main green thread and the others go on.
+    proc = run(tmp_path, """
+        import threading, time
+        main = threading.main_thread()
+        log = []
+        def joiner():
+            main.join(0.05)
+            log.append(f"timed out, main alive: {main.is_alive()}")
+            main.join()
+            print("joined, main alive:", main.is_alive(), flush=True)
+        t = threading.Thread(target=joiner)
+        t.start()
+        time.sleep(0.3)
+        print(log, t.is_alive())
+        try:
+            main.join()
+        except RuntimeError as e:
+            print("RuntimeError:", e)
+        print("main done", flush=True)
+    """, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['timed out, main alive: True'] True", "RuntimeError: cannot join current thread",
+        "main done", "joined, main alive: False"]
+    assert proc.stderr == ""
+
+
+def test_main_thread_and_a_green_thread_joining_each_other_is_reported_not_hung(tmp_path):
+    # Real threads would hang forever; the hub sees the deadlock.
+    proc = run(tmp_path, """
+        import threading
+        from greenline import LoopExit
+        t = threading.Thread(target=threading.main_thread().join)
+        t.start()
+        try:
+            t.join()
+        except LoopExit:
+            print("LoopExit", flush=True)
+    """, timeout=20)
+    assert ok(proc) == ["LoopExit"]
+    assert proc.stderr == ""
+
+
 def test_patching_after_real_threads_started_warns(tmp_path):
     proc = run(tmp_path, """
         import threading, warnings
@@ -359,6 +406,38 @@ def test_patching_after_ssl_was_used_warns(tmp_path):
         print(len(msgs), "ssl" in msgs[0], "SSLContext" in msgs[0])
     """, patch=False)
     assert ok(proc) == ["1 True True"]
+
+
+def test_patching_after_ssl_was_imported_copes_with_module_proxies_in_sys_modules(tmp_path):
+    # Lazy-module proxies sit in sys.modules; their __dict__ need not be a
+    # dict, and looking at their attributes may run code that fails.
+    proc = run(tmp_path, """
+        import sys, warnings
+        class LazyProxy:
+            @property
+            def __dict__(self):
+                return None
+            @property
+            def __class__(self):
+                raise ImportError("not loaded")
+            def __getattr__(self, name):
+                raise ImportError("not loaded")
+        sys.modules["lazy_thing"] = proxy = LazyProxy()
+        # and a lazy module (importlib's), which must not be loaded by looking
+        import importlib.util
+        spec = importlib.util.find_spec("wave")
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        lazy = sys.modules["wave"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(lazy)
+        import ssl, types
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            from greenline import monkey
+            monkey.patch_all()
+        print(ssl.SSLContext.__module__, type(lazy) is types.ModuleType)
+    """, patch=False)
+    assert ok(proc) == ["greenline.ssl False"]
+    assert proc.stderr == ""
 
 
 def test_patching_early_does_not_warn(tmp_path):
@@ -555,6 +634,35 @@ def test_logging_locks_become_green(tmp_path):
         print(len(h.stream.getvalue().splitlines()))
     """, patch=False))
     assert out == ["True True", "True", "12"]
+
+
+def test_locks_taken_by_finalizers_at_interpreter_exit_work(tmp_path):
+    # Once the interpreter finalizes, greenlet refuses getcurrent(); objects
+    # collected then may still take patched locks: logging's weakref callback
+    # _removeHandlerRef takes its module lock, a __del__ its own RLock.
+    proc = run(tmp_path, """
+        import gc, io, logging, threading
+        gc.disable()   # the cycles below are collected only at exit
+        h = logging.StreamHandler(io.StringIO())
+        h.cycle = h
+        logging.getLogger("t").addHandler(h)
+        logging.getLogger("t").removeHandler(h)
+        del h
+        class Finalized:
+            def __init__(self):
+                self.lock = threading.RLock()
+                self.cond = threading.Condition(self.lock)
+                self.cycle = self
+            def __del__(self):
+                with self.lock, self.lock, self.cond:
+                    self.cond.notify_all()
+                    print("finalized in", threading.current_thread().name,
+                          threading.get_ident() == threading.main_thread().ident, flush=True)
+        Finalized()
+        print("main done", flush=True)
+    """, timeout=20)
+    assert proc.stderr == ""
+    assert ok(proc) == ["main done", "finalized in MainThread True"]
 
 
 def test_signal_handler_exception_interrupts_the_main_thread(tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 import greenline
 from greenline import GreenletExit, Task, socket
+from greenline._core.hub import close_thread_hub
 
 
 def test_spawn_get_returns_the_value():
@@ -135,6 +137,46 @@ def test_joinall_timeout_and_count():
     assert greenline.joinall(tasks, count=1) == [tasks[0]]
     greenline.killall(tasks)
     assert all(t.dead for t in tasks)
+
+
+def _spawned_in_another_os_thread(fn, *args):
+    """Spawn ``fn(*args)`` in the hub of a new OS thread, which waits for it
+    there; return the task and that thread."""
+    box = []
+    spawned = threading.Event()
+
+    def other():
+        try:
+            box.append(greenline.spawn(fn, *args))
+            spawned.set()
+            box[0].join()
+        finally:
+            spawned.set()
+            close_thread_hub()
+
+    th = threading.Thread(target=other)
+    th.start()
+    assert spawned.wait(5) and box
+    return box[0], th
+
+
+@pytest.mark.timeout(10)
+def test_joinall_wakes_when_a_task_of_another_os_thread_finishes():
+    t, th = _spawned_in_another_os_thread(greenline.sleep, 0.2)
+    start = time.monotonic()
+    done = greenline.joinall([t], timeout=2)
+    assert done == [t]
+    assert time.monotonic() - start < 1
+    th.join(5)
+
+
+@pytest.mark.timeout(10)
+def test_joinall_without_timeout_returns_when_a_task_of_another_os_thread_finishes():
+    t, th = _spawned_in_another_os_thread(greenline.sleep, 0.2)
+    other = greenline.spawn(greenline.sleep, 0.05)  # this hub has work of its own too
+    assert greenline.joinall([t, other]) in ([other, t], [t, other])
+    assert t.successful()
+    th.join(5)
 
 
 def test_killall_waits():

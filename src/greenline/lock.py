@@ -37,7 +37,7 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline._core.hub import LoopExit
+from greenline._core.hub import LoopExit, get_hub_if_exists
 from greenline._core.waiters import Waiter, notify, notify_all, park
 
 __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
@@ -47,6 +47,27 @@ __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
 _allocate_real_lock = _thread.allocate_lock
 _get_ident = _thread.get_ident
 _TIMEOUT_MAX = _thread.TIMEOUT_MAX
+
+
+# The owner of an RLock taken while the interpreter finalizes, in a thread
+# without a hub (see _current).
+_FINALIZING: Any = object()
+
+
+def _current() -> Any:
+    """``getcurrent()``, also while the interpreter finalizes.
+
+    Then greenlet refuses ``getcurrent()`` (RuntimeError), yet finalizers and
+    weakref callbacks (logging's ``_removeHandlerRef``) still take locks.  No
+    green thread switches any more: what runs is the main green thread, which
+    ended the program.  A lock free then is taken as usual; one held by a
+    green thread that can no longer run raises (a real thread would hang).
+    """
+    try:
+        return getcurrent()
+    except RuntimeError:
+        hub = get_hub_if_exists()
+        return hub.main if hub is not None else _FINALIZING
 
 
 class Semaphore:
@@ -376,7 +397,10 @@ class RLock:
                 f"owner={self._owner!r} count={self._count} at {id(self):#x}>")
 
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
-        me = getcurrent()
+        try:
+            me = getcurrent()
+        except RuntimeError:  # the interpreter finalizes
+            me = _current()
         if self._owner is me:
             self._count += 1
             return True
@@ -402,7 +426,11 @@ class RLock:
         return self.acquire()
 
     def release(self) -> None:
-        if self._owner is not getcurrent():
+        try:
+            me = getcurrent()
+        except RuntimeError:  # the interpreter finalizes
+            me = _current()
+        if self._owner is not me:
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
         if not self._count:
@@ -418,13 +446,13 @@ class RLock:
     # -- the private protocol threading.Condition uses --------------------
 
     def _is_owned(self) -> bool:
-        return self._owner is getcurrent()
+        return self._owner is _current()
 
     def _recursion_count(self) -> int:
-        return self._count if self._owner is getcurrent() else 0
+        return self._count if self._owner is _current() else 0
 
     def _release_save(self) -> tuple[int, greenlet | None]:
-        if self._owner is not getcurrent():
+        if self._owner is not _current():
             raise RuntimeError("cannot release un-acquired lock")
         state = (self._count, self._owner)
         self._count = 0

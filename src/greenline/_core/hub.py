@@ -30,6 +30,13 @@ Invariants (each is kept by the code right below the place it is written):
   the loop and for :meth:`Hub.wait_fd`, which hands over to the next one
   directly): a green thread that keeps yielding cannot keep the hub from
   polling, and so cannot starve the ones waiting for IO.
+* A cancelled timer stays in the heap, its callback set to None, until it
+  comes to the head (or :meth:`Hub.cancel_timer` compacts the heap);
+  ``Hub._cancelled_timers`` counts those entries.  It never keeps the hub
+  waiting: before the loop sleeps it pops cancelled timers off the head, so
+  it sleeps until the first live timer, and a heap of cancelled timers only
+  is no timer at all (a deadlock is reported at once).  Timers that are not
+  cancelled pay nothing for this: only an idle loop looks, at the head only.
 * Readiness is edge-triggered: a descriptor is registered once, for both
   directions, the first time a call on it would block.  ``FdState.readable``
   and ``writable`` remember what the last edge or the last call said, so a
@@ -320,6 +327,15 @@ class Hub:
                 heapq.heapify(self.timers)
                 self._cancelled_timers = 0
 
+    def _drop_cancelled_timers(self) -> bool:
+        """Pop the cancelled timers at the head of the heap (the loop does,
+        before it sleeps); True if a live timer is left."""
+        timers = self.timers
+        while timers and timers[0][2] is None:
+            heapq.heappop(timers)
+            self._cancelled_timers -= 1
+        return bool(timers)
+
     def _expire(self, g: greenlet) -> None:
         self.throw(g, _Expired)
 
@@ -545,7 +561,7 @@ class Hub:
             self._polling = True
             if ready or self._xcalls:
                 timeout: float = 0
-            elif timers:
+            elif timers and (timers[0][2] is not None or self._drop_cancelled_timers()):
                 timeout = max(0.0, timers[0][0] - monotonic())
             elif self.io_waiters or self.refs or self._other_threads():
                 timeout = -1

@@ -205,20 +205,18 @@ class Task(greenlet):
             return
         if getcurrent() is self:
             raise RuntimeError("a task cannot join itself")
-        hub = get_hub()
-        wake = _waker(self._hub, hub, getcurrent())
-        self.rawlink(wake)
+        joiner = _Joiner([self])
         t = Timeout.start_new(timeout, False) if timeout is not None else None
         try:
             while not self._finished:
-                hub.block()
+                joiner.hub.block()
         except Timeout as e:
             if e is not t:
                 raise
         finally:
             if t is not None:
                 t.cancel()
-            self.unlink(wake)
+            joiner.close()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Return the task's value, or raise its exception.  Raises
@@ -309,11 +307,52 @@ class _SpawnedLink:
         return hash(self.callback)
 
 
-def _waker(task_hub: Hub, hub: Hub, g: greenlet) -> Callable[[Task], None]:
-    # A joiner may sit in another OS thread: wake it through its own hub.
-    if hub is task_hub:
-        return lambda _t: hub.wake(g)
-    return lambda _t: hub.call_threadsafe(hub.wake, g)
+class _Joiner:
+    """The calling green thread's wait for ``tasks`` to finish, for
+    :meth:`Task.join` and :func:`joinall`: linked to each task that has not
+    finished yet, it notes in ``finished`` (in order) each one that finishes
+    and wakes the waiter.  :meth:`close` (in the waiter's ``finally``) ends
+    the registration.
+
+    A task's links run in its own hub's OS thread, which may not be the
+    waiter's: then the wake goes through the waiter's hub
+    (``call_threadsafe``), and is dropped there if the wait is already over,
+    so it cannot resume the waiter out of a later, unrelated wait.
+    """
+
+    __slots__ = ("hub", "g", "finished", "linked", "waiting")
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self.hub: Hub = get_hub()
+        self.g = getcurrent()
+        self.finished: list[Task] = []
+        self.linked: list[Task] = []
+        self.waiting = True
+        for t in tasks:
+            if t.ready():
+                self.finished.append(t)
+            else:
+                self.linked.append(t)
+                t.rawlink(self)
+
+    def __call__(self, task: Task) -> None:
+        # In the hub of the task's OS thread.
+        self.finished.append(task)
+        hub = self.hub
+        if task._hub is hub:
+            hub.wake(self.g)
+        else:
+            hub.call_threadsafe(self._wake_if_waiting)
+
+    def _wake_if_waiting(self, _arg: object = None) -> None:
+        # In the waiter's hub, like close(): reading ``waiting`` cannot race.
+        if self.waiting:
+            self.hub.wake(self.g)
+
+    def close(self) -> None:
+        self.waiting = False
+        for t in self.linked:
+            t.unlink(self)
 
 
 def spawn(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
@@ -356,22 +395,10 @@ def joinall(tasks: Iterable[Task], timeout: float | None = None, raise_error: bo
     done: list[Task] = []
     if not tasks:
         return done
-    hub = get_hub()
-    me = getcurrent()
     want = len(tasks) if count is None else min(count, len(tasks))
-    finished: list[Task] = []
-
-    def on_done(t: Task) -> None:
-        finished.append(t)
-        hub.wake(me)
-
-    pending_tasks = []
-    for t in tasks:
-        if t.ready():
-            finished.append(t)
-        else:
-            pending_tasks.append(t)
-            t.rawlink(on_done)
+    joiner = _Joiner(tasks)
+    hub = joiner.hub
+    finished = joiner.finished
     timer = Timeout.start_new(timeout, False) if timeout is not None else None
     try:
         while True:
@@ -389,8 +416,7 @@ def joinall(tasks: Iterable[Task], timeout: float | None = None, raise_error: bo
     finally:
         if timer is not None:
             timer.cancel()
-        for t in pending_tasks:
-            t.unlink(on_done)
+        joiner.close()
     return done
 
 

@@ -26,6 +26,7 @@ import os as _os
 import signal as _signal
 import sys
 from collections.abc import Callable
+from time import monotonic as _monotonic
 from typing import Any
 
 from greenlet import GreenletExit
@@ -72,9 +73,14 @@ def get_ident() -> int:
     patching, and the main thread, are found under the same identity after
     it; every other green thread is identified by its greenlet.  (The two
     cannot collide: thread identities are addresses of thread control
-    blocks, greenlets live on the Python heap.)
+    blocks, greenlets live on the Python heap.)  While the interpreter
+    finalizes, when greenlet refuses ``getcurrent()``, only the main green
+    thread can be running.
     """
-    g = _getcurrent()
+    try:
+        g = _getcurrent()
+    except RuntimeError:
+        return _real_get_ident()
     return _real_get_ident() if g.parent is None else id(g)
 
 
@@ -149,6 +155,37 @@ def _set_sentinel() -> LockType:
     lock = LockType()
     _sentinels[_getcurrent()] = lock
     return lock
+
+
+class StateLock(LockType):
+    """The lock ``threading`` joins the main thread by (its ``_tstate_lock``
+    on Python 3.11 and 3.12), made green by patching: held while the main
+    thread runs, released by ``threading._shutdown`` when its code is done;
+    each joiner then takes and releases it.
+
+    Unlike :class:`~greenline.lock.Lock`, a release does not hand the lock
+    to the first waiter (``threading`` asserts it is unlocked right after
+    releasing it): it is left free and the waiters are told, and they take
+    it as they would a real lock."""
+
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:  # type: ignore[override]
+        if not blocking or timeout == 0:
+            return super().acquire(False)
+        deadline = None if timeout is None or timeout < 0 else _monotonic() + timeout
+        while not super().acquire(False):
+            if deadline is None:
+                self.wait()
+            else:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                self.wait(left)
+        return True
+
+    acquire_lock = acquire
+
+    def __enter__(self) -> bool:
+        return self.acquire()
 
 
 def _count() -> int:

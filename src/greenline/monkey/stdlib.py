@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Mapping
 from typing import Any
 
 from greenline.monkey.originals import MISSING, builtin_like, is_module_patched, patched, replace, warn
@@ -81,6 +82,18 @@ def patch_dns() -> None:
 _SSL_NAMES = ("SSLContext", "SSLSocket", "wrap_socket", "create_default_context", "get_server_certificate")
 
 
+def _namespace(mod: object) -> Mapping[str, Any]:
+    # The globals of a module in sys.modules, read without running its code:
+    # a lazy module loads itself on attribute access, and what a program put
+    # in sys.modules need not be a module at all (a lazy-module proxy may
+    # have a __dict__ that is no dict, or one that raises).
+    try:
+        namespace = object.__getattribute__(mod, "__dict__")
+    except Exception:
+        return {}
+    return namespace if isinstance(namespace, (dict, types.MappingProxyType)) else {}
+
+
 def _ssl_already_used() -> str | None:
     std_ssl = sys.modules.get("ssl")
     if std_ssl is None or is_module_patched("ssl"):
@@ -89,11 +102,13 @@ def _ssl_already_used() -> str | None:
     holders = sorted(
         name for name, mod in list(sys.modules.items())
         if mod is not None and name not in ("ssl", "greenline.monkey") and not name.startswith("greenline")
-        and getattr(mod, "__dict__", {}).get("SSLContext") is original
+        and _namespace(mod).get("SSLContext") is original
     )
     import gc
 
-    made = sum(1 for o in gc.get_objects() if isinstance(o, original))
+    # By type: isinstance() would ask a proxy for its __class__, which may
+    # run its code (and raise).
+    made = sum(1 for o in gc.get_objects() if issubclass(type(o), original))
     parts = []
     if made:
         parts.append(f"{made} ssl.SSLContext object(s) already exist and will keep making blocking sockets")

@@ -96,6 +96,7 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
         return
     for name, value in copied.items():
         replace(std_threading, name, value)
+    _make_main_thread_joinable(std_threading)
     if std_threading.excepthook is std_threading.__excepthook__:  # not replaced by the program
         replace(std_threading, "excepthook", gthread.excepthook)
         replace(std_threading, "__excepthook__", gthread.excepthook)
@@ -147,6 +148,33 @@ def _names_copied_with_handles() -> dict[str, Any]:
 
 
 _main_os_ident: int | None = None
+
+
+def _make_main_thread_joinable(threading: ModuleType) -> None:
+    # The main Thread got what Thread.join waits on when threading was
+    # imported, a real one: its _tstate_lock (3.11, 3.12) or its _handle
+    # (3.13+).  A green thread joining the main thread would block the whole
+    # OS thread on it, the main green thread included, which then never ends.
+    # Swap in a green one; threading._shutdown releases it (marks it done)
+    # once the main thread's code is done, as it does the real one.
+    from greenline.monkey import green_thread as gthread
+
+    main = threading.main_thread()
+    lock = getattr(main, "_tstate_lock", None)
+    if lock is not None and not isinstance(lock, gthread.StateLock) and lock.locked():
+        green = gthread.StateLock()
+        green.acquire()
+        with threading._shutdown_locks_lock:  # type: ignore[attr-defined]
+            # _shutdown also waits on the main thread's lock (as on every
+            # non-daemon thread's): the real one would not be released.
+            if lock in threading._shutdown_locks:  # type: ignore[attr-defined]
+                threading._shutdown_locks.discard(lock)  # type: ignore[attr-defined]
+                threading._shutdown_locks.add(green)  # type: ignore[attr-defined]
+            main._tstate_lock = green
+    handle = getattr(main, "_handle", None)
+    if (handle is not None and not isinstance(handle, gthread._ThreadHandle)
+            and not handle.is_done()):
+        main._handle = gthread._make_thread_handle(main.ident)  # type: ignore[arg-type]
 
 
 def _on_main_os_thread() -> bool:
