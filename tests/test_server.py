@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket as stdsocket
 import time
 
@@ -21,24 +20,13 @@ from greenline.servers.stream import StreamServer, parse_address
 from serve_helpers import recv_exactly
 
 
-def open_fds() -> set[int]:
-    greenline.get_hub()  # the hub's own descriptors are not a leak
-    return set(map(int, os.listdir("/proc/self/fd")))
-
-
-def assert_no_fd_leak(before: set[int]) -> None:
-    leaked = {fd for fd in open_fds() - before if os.path.exists(f"/proc/self/fd/{fd}")}
-    assert not leaked, f"descriptors leaked: {sorted(leaked)}"
-
-
 def connect(server: StreamServer) -> socket.socket:
     s = socket.create_connection(server.address)
     s.settimeout(5)
     return s
 
 
-def test_port_zero_address_and_round_trip():
-    fds = open_fds()
+def test_port_zero_address_and_round_trip(fd_count):
     server = StreamServer(("127.0.0.1", 0), upper)
     server.start()
     try:
@@ -52,7 +40,7 @@ def test_port_zero_address_and_round_trip():
     finally:
         server.stop()
     assert server.closed and not server.started
-    assert_no_fd_leak(fds)
+    fd_count()
 
 
 def test_parse_address_forms():
@@ -150,8 +138,7 @@ def test_stop_lets_in_flight_handlers_finish():
         socket.create_connection(server.address, timeout=1).recv(1)
 
 
-def test_stop_closes_handlers_still_running_after_the_timeout():
-    fds = open_fds()
+def test_stop_closes_handlers_still_running_after_the_timeout(fd_count):
     server = StreamServer(("127.0.0.1", 0), upper)
     server.start()
     clients = [connect(server) for _ in range(5)]
@@ -166,7 +153,7 @@ def test_stop_closes_handlers_still_running_after_the_timeout():
     for c in clients:
         assert c.recv(10) == b""  # closed by the server, cleanly
         c.close()
-    assert_no_fd_leak(fds)
+    fd_count()
 
 
 def test_at_the_deadline_a_handler_holding_a_request_still_answers_it():

@@ -19,22 +19,6 @@ from greenline import socket
 from greenline._core.hub import IO_BUDGET, get_hub
 
 
-@pytest.fixture
-def fd_count():
-    """Call the returned function to assert that no descriptor leaked since
-    the test began (the hub's own poller and wake-up descriptor are made
-    first, so they do not count)."""
-    get_hub()
-    before = set(os.listdir("/proc/self/fd"))
-
-    def check() -> None:
-        leaked = set(os.listdir("/proc/self/fd")) - before
-        leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
-        assert not leaked, f"descriptors leaked: {sorted(leaked)}"
-
-    return check
-
-
 def _echo_server(backlog: int = 128):
     """A listener and the task accepting on it; each connection is echoed by
     its own green thread."""

@@ -15,7 +15,6 @@ import trustme
 
 import greenline
 from greenline import socket, ssl
-from greenline._core.hub import get_hub
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +39,6 @@ def client_ctx(ca):
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
     return ctx
-
-
-@pytest.fixture
-def fd_count():
-    """Assert no descriptor leaked (the hub's own are made beforehand)."""
-    get_hub()
-    before = set(os.listdir("/proc/self/fd"))
-
-    def check() -> None:
-        leaked = set(os.listdir("/proc/self/fd")) - before
-        leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
-        assert not leaked, f"descriptors leaked: {sorted(leaked)}"
-
-    return check
 
 
 class TLSEchoServer:

@@ -335,11 +335,8 @@ class Engine:
                 if sock is None:
                     return
                 try:
-                    if self.cfg.rate is None:
-                        n = self._closed_loop(slot, sock, n)
-                    else:
-                        n = self._open_loop(slot, sock, n)
-                    # A loop returns only when this connection's work is done
+                    n = self._requests(slot, sock, n)
+                    # It returns only when this connection's work is done
                     # (the run is stopping, the budget or the schedule is out).
                     return
                 except _Broken as e:
@@ -359,15 +356,31 @@ class Engine:
             if self.active == 0 and self._waiter is not None:
                 get_hub().wake(self._waiter)
 
-    def _closed_loop(self, slot: int, sock: gsocket.socket, n: int) -> int:
-        # Everything the loop touches is a local: this is the client's
-        # per-request cost, which the CPU benchmark holds against the server's.
+    def _requests(self, slot: int, sock: gsocket.socket, n: int) -> int:
+        """Send, receive, check and time requests on ``sock`` until this
+        connection's work is done; return the request counter.  One loop for
+        both modes: open loop (``--rate``) only adds the ``if paced`` steps."""
+        # Inlined on purpose: this is the client's per-request cost, which the
+        # CPU benchmark holds against the server's.  Hence one loop with
+        # branches on a local (cheaper than a helper called per request), and
+        # only locals inside it.
+        cfg = self.cfg
         index = self.first + slot
-        size = self.cfg.size
-        upper = self.cfg.protocol == "upper"
+        size = cfg.size
+        upper = cfg.protocol == "upper"
         digits = len(str(n + 1))
         fmt = message_format(index, digits, size)
         next_width = 10 ** digits
+        paced = cfg.rate is not None
+        period = intended = 0.0
+        deadline = math.inf
+        if cfg.rate is not None:
+            # Each connection sends every `period` seconds, the connections
+            # evenly staggered, so all together they send `rate` per second.
+            period = cfg.connections / cfg.rate
+            intended = self.t0 + period * (index / cfg.connections) + n * period
+            if cfg.duration is not None:
+                deadline = self.t0 + cfg.duration
         rbuf = bytearray(max(4096, 2 * size + 64))
         rview = memoryview(rbuf)
         sendall = sock.sendall
@@ -379,6 +392,8 @@ class Engine:
         tally_get = tally.get
         try:
             while not self.stopping:
+                if paced and intended >= deadline:
+                    break  # nothing more is due before the end
                 if budgeted:
                     if self.remaining <= 0:
                         break
@@ -388,11 +403,15 @@ class Engine:
                     digits += 1
                     next_width *= 10
                     fmt = message_format(index, digits, size)
+                if paced:
+                    now = monotonic()
+                    if intended > now:
+                        gsleep(intended - now)
                 msg = fmt % n
                 expect = msg.upper() if upper else msg
                 want = len(msg)
-                t_send = monotonic()
-                inflight[slot] = t_send
+                start = monotonic()
+                inflight[slot] = start
                 sendall(msg)
                 # The buffer is larger than any reply, so a whole reply is a
                 # short read and the socket knows not to try again before the
@@ -409,75 +428,20 @@ class Engine:
                     self.verified += 1
                 else:
                     self.mismatches += 1
+                if paced:
+                    # Timed from the intended send time: a late send counts
+                    # against the server.
+                    start = intended
+                    intended += period
                 if first:
                     first = False
-                    self._first_reply(slot, t_reply - t_send)
+                    self._first_reply(slot, t_reply - start)
                 else:
-                    us = int((t_reply - t_send) * 1e6)
+                    us = int((t_reply - start) * 1e6)
                     if us >> BUCKET_BITS:
                         shift = us.bit_length() - BUCKET_BITS
                         us = us >> shift << shift
                     tally[us] = tally_get(us, 0) + 1
-        except _BREAKS as e:
-            raise _Broken(e, n) from e
-        return n
-
-    def _open_loop(self, slot: int, sock: gsocket.socket, n: int) -> int:
-        index = self.first + slot
-        size = self.cfg.size
-        upper = self.cfg.protocol == "upper"
-        assert self.cfg.rate is not None
-        # Each connection sends every `period` seconds, the connections
-        # evenly staggered, so all together they send `rate` per second.
-        period = self.cfg.connections / self.cfg.rate
-        intended = self.t0 + period * (index / self.cfg.connections) + n * period
-        deadline = math.inf if self.cfg.duration is None else self.t0 + self.cfg.duration
-        rbuf = bytearray(max(4096, 2 * size + 64))
-        rview = memoryview(rbuf)
-        inflight = self.inflight
-        first = True
-        tally = self.tally
-        try:
-            while not self.stopping:
-                if intended >= deadline:
-                    break  # nothing more is due before the end
-                if self.budgeted:
-                    if self.remaining <= 0:
-                        break
-                    self.remaining -= 1
-                n += 1
-                now = monotonic()
-                if intended > now:
-                    gsleep(intended - now)
-                msg = message_format(index, len(str(n)), size) % n
-                expect = msg.upper() if upper else msg
-                want = len(msg)
-                inflight[slot] = monotonic()
-                sock.sendall(msg)
-                got = sock.recv_into(rbuf)
-                while got < want:
-                    if got == 0 or (more := sock.recv_into(rview[got:])) == 0:
-                        raise _ClosedEarly
-                    got += more
-                t_reply = monotonic()
-                inflight[slot] = 0.0
-                self.requests += 1
-                if got == want and rbuf.startswith(expect):
-                    self.verified += 1
-                else:
-                    self.mismatches += 1
-                # From the intended send time: a late send counts against the server.
-                lat = t_reply - intended
-                intended += period
-                if first:
-                    first = False
-                    self._first_reply(slot, lat)
-                else:
-                    us = int(lat * 1e6)
-                    if us >> BUCKET_BITS:
-                        shift = us.bit_length() - BUCKET_BITS
-                        us = us >> shift << shift
-                    tally[us] = tally.get(us, 0) + 1
         except _BREAKS as e:
             raise _Broken(e, n) from e
         return n
@@ -545,7 +509,7 @@ class Engine:
         self.latency.add(self.interval)
         self.interval.reset()
 
-    def run(self, addr: Any, family: int) -> dict[str, Any]:
+    def run(self, addr: Any, family: int) -> LoadResult:
         """Run the connections to the end; return this part's results."""
         self.addr = addr
         self.family = family
@@ -589,31 +553,17 @@ class Engine:
             interrupted.restore()
         self._fold()
         elapsed = max(1e-9, end - self.t0)
-        replies = self.verified + self.mismatches
-        return {
-            "target": self.cfg.target,
-            "connections": self.count,
-            "protocol": self.cfg.protocol,
-            "size": self.cfg.size,
-            "mode": self.cfg.mode,
-            "elapsed": elapsed,
-            "replies_per_s": replies / elapsed,
-            "opened": self.opened,
-            "failed": self.failed,
-            "gave_up": self.gave_up,
-            "requests": self.requests,
-            "verified": self.verified,
-            "mismatches": self.mismatches,
-            "unfinished": self.unfinished,
-            "errors": dict(self.errors),
-            "error_samples": dict(self.error_samples),
-            "security": self.cfg.security,
-            "first_reply": None if self.first_reply_at is None else self.first_reply_at - self.t0,
-            "first_replied": self.first_replied,
-            "histogram": encode_histogram(self.latency),
-            "first_histogram": encode_histogram(self.first_latency),
-            "interrupted": interrupted.hit,
-        }
+        return LoadResult(
+            target=self.cfg.target, connections=self.count, protocol=self.cfg.protocol,
+            size=self.cfg.size, mode=self.cfg.mode, interrupted=interrupted.hit,
+            elapsed=elapsed, replies_per_s=(self.verified + self.mismatches) / elapsed,
+            opened=self.opened, failed=self.failed, gave_up=self.gave_up,
+            requests=self.requests, verified=self.verified, mismatches=self.mismatches,
+            unfinished=self.unfinished, errors=dict(self.errors),
+            error_samples=dict(self.error_samples), security=self.cfg.security,
+            first_reply=None if self.first_reply_at is None else self.first_reply_at - self.t0,
+            first_replied=self.first_replied, latency=self.latency, first_latency=self.first_latency,
+        )
 
 
 class _Interrupt:
@@ -745,7 +695,7 @@ def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float | No
     t0 = monotonic()
     if procs == 1:
         engine = Engine(cfg, 0, cfg.connections, t0, cfg.total, tick, on_tick)
-        return LoadResult.from_part(engine.run(addr, family))
+        return engine.run(addr, family)
     return _run_forked(cfg, procs, addr, family, t0, tick, progress)
 
 
@@ -788,7 +738,7 @@ def _child(cfg: LoadConfig, first: int, count: int, t0: float, budget: int | Non
         send({"tick": snap, "histogram": encode_histogram(interval)})
 
     engine = Engine(cfg, first, count, t0, budget, tick, on_tick)
-    send({"final": engine.run(addr, family)})
+    send({"final": engine.run(addr, family).to_dict()})
     os.close(w)
     return 0
 

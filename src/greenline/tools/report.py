@@ -10,7 +10,8 @@ approximated from percentiles.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -92,41 +93,124 @@ def format_us(us: float | None) -> str:
     return f"{us / 1_000_000:.3f} s"
 
 
+# -- the schema ------------------------------------------------------------
+#
+# Each field of LoadResult says, next to its type and default, everything the
+# rest of this module needs to know about it: its JSON key, how to read it
+# back, whether a part must have it, and how the parts of a run add up.  The
+# JSON output, reading it back and merging all go over ``fields(LoadResult)``,
+# so a new figure is added in one place (and filled in by the Engine in
+# greenline.tools.load, which measures it).
+
+
+def _f(default: Any = None, *, merge: Callable[[list[Any]], Any] | None, load: Callable[[Any], Any],
+       factory: Callable[[], Any] | None = None, required: bool = False, key: str | None = None,
+       dump: Callable[[Any], Any] | None = None, last: bool = False) -> Any:
+    """A LoadResult field.  ``merge`` makes the merged value from the parts'
+    values (None: derived, computed by :meth:`LoadResult.merge` itself);
+    ``load`` converts the value read from JSON, where a ``required`` key must
+    be present; ``key`` is the JSON key (default: the field's name), ``dump``
+    converts the value for JSON (default: as it is), and ``last`` fields go
+    at the end of the file, after the figures people read."""
+    meta = {"merge": merge, "load": load, "required": required, "key": key, "dump": dump, "last": last}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _histogram(key: str) -> Any:
+    """A latency histogram field: HDR-encoded in the JSON, at the end."""
+    return _f(factory=new_histogram, merge=_add_histograms, load=decode_histogram, key=key,
+              dump=encode_histogram, last=True)
+
+
+def _joined(sep: str, skip_empty: bool = False) -> Callable[[list[str]], str]:
+    return lambda values: sep.join(sorted({v for v in values if v or not skip_empty}))
+
+
+def _add_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for kind, n in c.items():
+            out[kind] = out.get(kind, 0) + n
+    return out
+
+
+def _first_seen(samples: list[dict[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for s in samples:
+        for kind, text in s.items():
+            out.setdefault(kind, text)
+    return out
+
+
+def _latest_unless_missing(firsts: list[float | None]) -> float | None:
+    return None if any(f is None for f in firsts) else max(f for f in firsts if f is not None)
+
+
+def _add_histograms(hs: list[HdrHistogram]) -> HdrHistogram:
+    out = new_histogram()
+    for h in hs:
+        out.add(h)
+    return out
+
+
+def _sorted_errors(errors: dict[str, int]) -> list[tuple[str, int]]:
+    known = [(k, errors.get(k, 0)) for k in ERROR_KINDS]
+    others = sorted((k, n) for k, n in errors.items() if k not in ERROR_KINDS)
+    return known + others
+
+
+def _optional_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _str_ints(d: dict[Any, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in d.items()}
+
+
+def _str_strs(d: dict[Any, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in d.items()}
+
+
 @dataclass
 class LoadResult:
     """Counters and histograms of a run, or of several merged runs."""
 
-    target: str = ""
-    connections: int = 0
-    protocol: str = "upper"
-    size: int = 0
-    mode: str = "closed loop"
+    target: str = _f("", merge=_joined(", "), load=str)
+    connections: int = _f(0, merge=sum, load=int, required=True)
+    protocol: str = _f("upper", merge=_joined("/"), load=str)
+    size: int = _f(0, merge=max, load=int)
+    mode: str = _f("closed loop", merge=_joined("/"), load=str)
+    parts: int = _f(1, merge=sum, load=int)
+    # Stopped early by Ctrl-C or SIGTERM: the figures cover the time it ran.
+    interrupted: bool = _f(False, merge=any, load=bool)
     # Wall-clock length of the run (the longest part, when parts ran side by
-    # side) and the replies per second over it.
-    elapsed: float = 0.0
-    replies_per_s: float = 0.0
-    opened: int = 0
-    failed: int = 0
-    gave_up: int = 0
-    requests: int = 0
-    verified: int = 0
-    mismatches: int = 0
-    unfinished: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
+    # side: they started together, so this is the wall clock) and the replies
+    # per second over it.
+    elapsed: float = _f(0.0, merge=max, load=float, required=True)
+    replies_per_s: float = _f(0.0, merge=None, load=float)
+    opened: int = _f(0, merge=sum, load=int, required=True)
+    failed: int = _f(0, merge=sum, load=int, required=True)
+    gave_up: int = _f(0, merge=sum, load=int)
+    requests: int = _f(0, merge=sum, load=int, required=True)
+    verified: int = _f(0, merge=sum, load=int, required=True)
+    mismatches: int = _f(0, merge=sum, load=int, required=True)
+    unfinished: int = _f(0, merge=sum, load=int)
+    # Written with every kind the report always lists, zeros included.
+    errors: dict[str, int] = _f(factory=dict, merge=_add_counts, load=_str_ints,
+                                dump=lambda e: dict(_sorted_errors(e)))
     # The first message seen for each error kind: the report's "why".
-    error_samples: dict[str, str] = field(default_factory=dict)
+    error_samples: dict[str, str] = _f(factory=dict, merge=_first_seen, load=_str_strs, dump=dict)
     # "" for plain TCP, else how the connections were secured (TLS, and
     # whether the certificate was verified).
-    security: str = ""
+    security: str = _f("", merge=_joined("; ", skip_empty=True), load=str)
     # Seconds from the start until every connection had its first reply;
     # None if some connection never got one.
-    first_reply: float | None = None
-    first_replied: int = 0
-    latency: HdrHistogram = field(default_factory=new_histogram)
-    first_latency: HdrHistogram = field(default_factory=new_histogram)
-    parts: int = 1
-    # Stopped early by Ctrl-C or SIGTERM: the figures cover the time it ran.
-    interrupted: bool = False
+    first_reply: float | None = _f(None, merge=_latest_unless_missing, load=_optional_float)
+    first_replied: int = _f(0, merge=sum, load=int)
+    latency: HdrHistogram = _histogram("histogram")
+    first_latency: HdrHistogram = _histogram("first_histogram")
 
     # -- building ------------------------------------------------------
 
@@ -135,31 +219,12 @@ class LoadResult:
         """A result from one part's plain dictionary (see :meth:`to_dict`)."""
         if part.get("format") not in (None, FORMAT_VERSION):
             raise ValueError(f"unknown result format {part.get('format')!r}")
-        r = cls(
-            target=part.get("target", ""),
-            connections=int(part["connections"]),
-            protocol=part.get("protocol", "upper"),
-            size=int(part.get("size", 0)),
-            mode=part.get("mode", "closed loop"),
-            elapsed=float(part["elapsed"]),
-            replies_per_s=float(part.get("replies_per_s", 0.0)),
-            opened=int(part["opened"]),
-            failed=int(part["failed"]),
-            gave_up=int(part.get("gave_up", 0)),
-            requests=int(part["requests"]),
-            verified=int(part["verified"]),
-            mismatches=int(part["mismatches"]),
-            unfinished=int(part.get("unfinished", 0)),
-            errors={str(k): int(v) for k, v in part.get("errors", {}).items()},
-            error_samples={str(k): str(v) for k, v in part.get("error_samples", {}).items()},
-            security=str(part.get("security", "")),
-            first_reply=None if part.get("first_reply") is None else float(part["first_reply"]),
-            first_replied=int(part.get("first_replied", 0)),
-            latency=decode_histogram(part.get("histogram", "")),
-            first_latency=decode_histogram(part.get("first_histogram", "")),
-            parts=int(part.get("parts", 1)),
-            interrupted=bool(part.get("interrupted", False)),
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f.metadata["key"] or f.name
+            if f.metadata["required"] or key in part:
+                values[f.name] = f.metadata["load"](part[key])
+        r = cls(**values)
         if not r.replies_per_s and r.elapsed > 0:
             r.replies_per_s = (r.verified + r.mismatches) / r.elapsed
         return r
@@ -169,37 +234,9 @@ class LoadResult:
         """Add up runs that went on side by side (processes or hosts)."""
         if not results:
             raise ValueError("nothing to merge")
-        out = cls()
-        targets = sorted({r.target for r in results})
-        out.target = ", ".join(targets)
-        out.protocol = "/".join(sorted({r.protocol for r in results}))
-        out.mode = "/".join(sorted({r.mode for r in results}))
-        out.security = "; ".join(sorted({r.security for r in results if r.security}))
-        out.size = max(r.size for r in results)
-        out.elapsed = max(r.elapsed for r in results)
-        out.parts = sum(r.parts for r in results)
-        out.interrupted = any(r.interrupted for r in results)
-        for r in results:
-            out.connections += r.connections
-            out.opened += r.opened
-            out.failed += r.failed
-            out.gave_up += r.gave_up
-            out.requests += r.requests
-            out.verified += r.verified
-            out.mismatches += r.mismatches
-            out.unfinished += r.unfinished
-            out.first_replied += r.first_replied
-            for kind, n in r.errors.items():
-                out.errors[kind] = out.errors.get(kind, 0) + n
-            for kind, text in r.error_samples.items():
-                out.error_samples.setdefault(kind, text)
-            out.latency.add(r.latency)
-            out.first_latency.add(r.first_latency)
-        # Over the longest part: the parts started together (one run's
-        # processes, or hosts started at once), so this is the wall clock.
+        out = cls(**{f.name: f.metadata["merge"]([getattr(r, f.name) for r in results])
+                     for f in fields(cls) if f.metadata["merge"] is not None})
         out.replies_per_s = (out.verified + out.mismatches) / out.elapsed if out.elapsed > 0 else 0.0
-        firsts = [r.first_reply for r in results]
-        out.first_reply = None if any(f is None for f in firsts) else max(f for f in firsts if f is not None)
         return out
 
     # -- verdict -------------------------------------------------------
@@ -227,9 +264,7 @@ class LoadResult:
         return not self.problems()
 
     def _sorted_errors(self) -> list[tuple[str, int]]:
-        known = [(k, self.errors.get(k, 0)) for k in ERROR_KINDS]
-        others = sorted((k, n) for k, n in self.errors.items() if k not in ERROR_KINDS)
-        return known + others
+        return _sorted_errors(self.errors)
 
     def percentiles(self) -> dict[str, int | None]:
         h = self.latency
@@ -249,36 +284,21 @@ class LoadResult:
                 "p50": int(self.first_latency.get_value_at_percentile(50.0)),
                 "max": int(self.first_latency.get_max_value()),
             }
+        figures: dict[str, Any] = {"format": FORMAT_VERSION}
+        encoded: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            dump = f.metadata["dump"]
+            (encoded if f.metadata["last"] else figures)[f.metadata["key"] or f.name] = (
+                value if dump is None else dump(value))
         return {
-            "format": FORMAT_VERSION,
-            "target": self.target,
-            "connections": self.connections,
-            "protocol": self.protocol,
-            "size": self.size,
-            "mode": self.mode,
-            "parts": self.parts,
-            "interrupted": self.interrupted,
-            "elapsed": self.elapsed,
-            "replies_per_s": self.replies_per_s,
-            "opened": self.opened,
-            "failed": self.failed,
-            "gave_up": self.gave_up,
-            "requests": self.requests,
-            "verified": self.verified,
-            "mismatches": self.mismatches,
-            "unfinished": self.unfinished,
-            "errors": {k: n for k, n in self._sorted_errors()},
-            "error_samples": dict(self.error_samples),
-            "security": self.security,
-            "first_reply": self.first_reply,
-            "first_replied": self.first_replied,
+            **figures,
             "latency_us": self.percentiles(),
             "latency_count": self.latency.get_total_count(),
             "first_exchange_us": first_pct,
             "ok": self.ok,
             "problems": self.problems(),
-            "histogram": encode_histogram(self.latency),
-            "first_histogram": encode_histogram(self.first_latency),
+            **encoded,
         }
 
     def write_json(self, path: str) -> None:
