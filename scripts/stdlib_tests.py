@@ -22,7 +22,7 @@ costs one test, not the rest of the module.
     python scripts/stdlib_tests.py --write-docs         # table into docs/compatibility.md
 
 Exit status 1 if a test fails under greenline that is neither in
-``tests/known_failures.txt`` nor failing unpatched too, or if a module hangs
+``tests/monkey/known_failures.txt`` nor failing unpatched too, or if a module hangs
 or crashes under greenline.
 """
 
@@ -127,7 +127,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KNOWN = ROOT / "tests" / "known_failures.txt"
+KNOWN = ROOT / "tests" / "monkey" / "known_failures.txt"
 DOC = ROOT / "docs" / "compatibility.md"
 BEGIN, END = "<!-- stdlib-table:begin -->", "<!-- stdlib-table:end -->"
 

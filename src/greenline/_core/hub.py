@@ -100,7 +100,7 @@ if _HAVE_EPOLL:
     _REGISTER_MASK = (
         select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
     )
-else:  # macOS/BSD; on Linux, tests/test_hub.py::test_the_selectors_path_for_platforms_without_epoll
+else:  # macOS/BSD; on Linux, tests/_core/test_hub.py::test_the_selectors_path_for_platforms_without_epoll
     _READ_MASK = 1
     _WRITE_MASK = 4
     _HUP_MASK = 1  # no hang-up bit from selectors: every read edge may be one

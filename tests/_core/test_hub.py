@@ -413,8 +413,8 @@ def test_a_signal_handler_that_raises_while_the_hub_sleeps_reaches_main_and_the_
 # for platforms without epoll.  Not select.py's or aio.py's: without epoll
 # they need the selector's own pollable kernel object (kqueue's, on macOS
 # and the BSDs), which Linux's poll-based stand-in has not.
-_NO_EPOLL_MODULES = ["test_hub", "test_socket", "test_server", "test_timeout", "test_ssl",
-                     "test_event", "test_lock", "test_threadpool"]
+_NO_EPOLL_MODULES = ["_core/test_hub", "test_socket", "servers/test_stream", "_core/test_timeout", "test_ssl",
+                     "test_event", "test_lock", "_core/test_threadpool"]
 
 
 @pytest.mark.slow
@@ -428,7 +428,7 @@ def test_the_selectors_path_for_platforms_without_epoll():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     code = (
         "import select, sys\n"
         "del select.epoll\n"

@@ -1,5 +1,5 @@
 """Running ``greenline serve`` as a user runs it, for the tests that drive it
-(tests/test_supervisor.py, tests/test_faults.py): a subprocess on port 0, its
+(tests/servers/test_supervisor.py, tests/servers/test_faults.py): a subprocess on port 0, its
 port read from the ``listening on`` line, its log kept in a file, and clients
 as green threads of the test.  A plain module, imported by those tests."""
 
@@ -21,7 +21,7 @@ import psutil
 import greenline
 from greenline import socket
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 MiB = 1 << 20
 
 

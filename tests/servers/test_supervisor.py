@@ -389,7 +389,7 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path):
 def test_the_seeds_server_as_a_module_function_app(serve):
     # examples/apps/seed_app.py: the seed's communication() under serve, its
     # blocking time.sleep made cooperative by --monkey-patch.
-    apps = str(Path(__file__).resolve().parents[1] / "examples" / "apps")
+    apps = str(Path(__file__).resolve().parents[2] / "examples" / "apps")
     os.environ["SEED_THINK_SECONDS"] = "0.3"
     try:
         srv = serve("seed_app:communication", "--monkey-patch", "--threads", "2", pythonpath=apps)

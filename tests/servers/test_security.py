@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 # As the `greenline` console script runs: its own directory first on the

@@ -4,7 +4,7 @@ clients as green threads here.  Each test asserts that nothing was lost and
 that nothing leaked: the server's descriptor count (``/proc/PID/fd``) is back
 to where it was.
 
-Complements tests/test_supervisor.py (the serve helper's tests: one SIGKILL,
+Complements tests/servers/test_supervisor.py (the serve helper's tests: one SIGKILL,
 one SIGTERM, 5,000 idle connections, one-thread descriptor exhaustion, 50
 resets) with the edges those leave out: resets while the server is writing,
 half-closes of large requests, 1 MiB in one write, arbitrary bytes as a

@@ -4,7 +4,7 @@ in docs/compatibility.md, with gevent beside greenline).
 
 Each module runs twice in child processes, unpatched and patched, on this
 interpreter.  A test that fails patched must fail unpatched too (this
-machine lacks something it needs) or be in tests/known_failures.txt with its
+machine lacks something it needs) or be in tests/monkey/known_failures.txt with its
 reason; no module may hang or crash.  These take a while (slow); they belong
 under a ``stdlib`` marker too once conftest registers one.
 """
@@ -21,7 +21,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.stdlib]
 
 _spec = importlib.util.spec_from_file_location(
-    "stdlib_tests", Path(__file__).resolve().parents[1] / "scripts" / "stdlib_tests.py")
+    "stdlib_tests", Path(__file__).resolve().parents[2] / "scripts" / "stdlib_tests.py")
 assert _spec is not None and _spec.loader is not None
 runner = importlib.util.module_from_spec(_spec)
 sys.modules["stdlib_tests"] = runner  # dataclasses look their module up by name
@@ -44,7 +44,7 @@ def test_module_under_greenline(module: str, tmp_path: Path) -> None:
     assert not unexplained, {t: green.details.get(t, "")[-600:] for t in unexplained}
     stale = sorted(t for t in known if t.startswith(f"test.{module}.") and t in green.results
                    and t not in green.bad)
-    assert not stale, f"passing now, take them out of tests/known_failures.txt: {stale}"
+    assert not stale, f"passing now, take them out of tests/monkey/known_failures.txt: {stale}"
 
 
 @pytest.mark.timeout(120)
