@@ -188,11 +188,9 @@ _date_cache: list[Any] = [0, "", ""]
 def format_date() -> str:
     """``Date: ...\\r\\n`` for now, formatted at most once a second."""
     now = int(_time())
-    cache = _date_cache
-    if now != cache[0]:
-        cache[1] = f"Date: {formatdate(now, usegmt=True)}\r\n"
-        cache[0] = now
-    return cache[1]  # type: ignore[no-any-return]
+    if now != _date_cache[0]:
+        _refresh_date(now)
+    return _date_cache[1]  # type: ignore[no-any-return]
 
 
 def _error_response(status: int, detail: str = "") -> bytes:
@@ -200,6 +198,67 @@ def _error_response(status: int, detail: str = "") -> bytes:
     body = f"{status} {reason}\n".encode("latin-1")
     return (f"HTTP/1.1 {status} {reason}\r\n{format_date()}Content-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1") + body
+
+
+# Response heads by (status, *headers): the validated status line and
+# header lines (with Date and Server), the status code, the application's
+# Content-Length, and whether it asked to close.  Emptied every second, when
+# the Date changes; bounded, so applications whose headers differ on every
+# response (cookies, ETags) only pay for building theirs.
+_heads: dict[Any, tuple[bytes, int, int | None, bool]] = {}
+_HEAD_CACHE_MAX = 512
+
+
+def _refresh_date(now: int) -> None:
+    _date_cache[1] = f"Date: {formatdate(now, usegmt=True)}\r\n"
+    _date_cache[0] = now
+    _heads.clear()
+
+
+def _head_entry(status: Any, headers: Any, server_line: str) -> tuple[bytes, int, int | None, bool]:
+    """Validate and format a status and application headers (the slow path
+    of :meth:`HTTPConnection._head`)."""
+    code = _status_codes.get(status) or _status_code(status)
+    if type(headers) is not list:
+        raise TypeError(f"headers must be a list, not {type(headers).__name__}")
+    # Every item of ``lines`` ends with the one CRLF it is allowed.
+    lines = [f"HTTP/1.1 {status}\r\n"]
+    app_length: int | None = None
+    special = 0  # a bit per kind of header seen
+    close = False
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise TypeError(f"a header must be a (name, value) tuple, not {item!r}")
+        name, value = item
+        kind = _name_kinds.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        if type(value) is not str:
+            raise TypeError(f"value of header {name!r} must be str, not {type(value).__name__}")
+        if kind:
+            special |= 1 << kind
+            if kind == _CONTENT_LENGTH:
+                if not value.isdigit() or not value.isascii():
+                    raise ValueError(f"invalid Content-Length {value!r}")
+                app_length = int(value)
+            elif kind == _CONNECTION:
+                if "close" in value.lower():
+                    close = True
+                continue  # the server writes its own
+            elif kind == _FORBIDDEN:
+                raise ValueError(f"hop-by-hop header {name!r} is the server's to send")
+        lines.append(f"{name}: {value}\r\n")
+    if not special & (1 << _DATE):
+        lines.append(format_date())
+    if not special & (1 << _SERVER) and server_line:
+        lines.append(server_line)
+    head = "".join(lines)
+    # The only line breaks are ours: none came from a name, a value or the
+    # status (a header injection), and no NUL either.
+    n = len(lines)
+    if head.count("\n") != n or head.count("\r") != n or "\0" in head:
+        raise ValueError("CR, LF or NUL in the response status or headers")
+    return head.encode("latin-1"), code, app_length, close
 
 
 # -- requests ------------------------------------------------------------
@@ -363,7 +422,6 @@ class HTTPConnection:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._in_head = False
         self._parser: Any = HttpRequestParser(self)
 
     def close(self) -> None:
@@ -374,13 +432,8 @@ class HTTPConnection:
 
     # -- parser callbacks (llhttp calls them from feed_data) -----------------
 
-    def on_message_begin(self) -> None:
-        if len(self._pending) >= self.limits.max_pipeline:
-            raise _PipelineFull
-        self._url = b""
-        self._headers = []
-        self._head_size = 0
-        self._in_head = True
+    # No on_message_begin (a callback less per request): the state of a
+    # head is reset when the head is complete.
 
     def on_url(self, url: bytes) -> None:
         url = self._url + url if self._url else url
@@ -402,7 +455,8 @@ class HTTPConnection:
             raise HTTPError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        if len(self._pending) >= self.limits.max_pipeline:
+            raise _PipelineFull
         parser = self._parser
         req = self._request_class(self)
         version = parser.get_http_version()
@@ -413,6 +467,9 @@ class HTTPConnection:
         req.method = _METHODS.get(method) or method.decode("latin-1")
         req.target = self._url
         req.headers = headers = self._headers
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
         req.keep_alive = parser.should_keep_alive()
         hosts = 0
         for name, value in headers:
@@ -610,38 +667,25 @@ class HTTPConnection:
         status = req.status
         if status is None:
             raise RuntimeError("the response was started before its status was given")
-        code = _status_codes.get(status) or _status_code(status)
+        out = req.out_headers
+        now = int(_time())
+        if now != _date_cache[0]:
+            _refresh_date(now)
+        try:
+            key: Any = (status, *out)
+            entry = _heads.get(key)
+        except TypeError:  # an unhashable header (a list): no caching
+            key = None
+            entry = None
+        if entry is None:
+            entry = _head_entry(status, out, self._server_line)
+            if key is not None and len(_heads) < _HEAD_CACHE_MAX:
+                _heads[key] = entry
+        prefix, code, app_length, close = entry
         req.code = code
-        # Every item of ``lines`` ends with the one CRLF it is allowed.
-        lines = [f"HTTP/1.1 {status}\r\n"]
-        kinds = _name_kinds
-        app_length: int | None = None
-        special = 0  # a bit per kind of header seen
-        close = req.close or self.closing or not req.keep_alive
-        for name, value in req.out_headers:
-            kind = kinds.get(name)
-            if kind is None:
-                kind = _name_kind(name)
-            if type(value) is not str:
-                raise TypeError(f"value of header {name!r} must be str, not {type(value).__name__}")
-            if kind:
-                special |= 1 << kind
-                if kind == _CONTENT_LENGTH:
-                    if not value.isdigit() or not value.isascii():
-                        raise ValueError(f"invalid Content-Length {value!r}")
-                    app_length = int(value)
-                elif kind == _CONNECTION:
-                    if "close" in value.lower():
-                        close = True
-                    continue  # the server writes its own
-                elif kind == _FORBIDDEN:
-                    raise ValueError(f"hop-by-hop header {name!r} is the server's to send")
-            lines.append(f"{name}: {value}\r\n")
-        if not special & (1 << _DATE):
-            lines.append(format_date())
-        if not special & (1 << _SERVER) and self._server_line:
-            lines.append(self._server_line)
+        close = close or req.close or self.closing or not req.keep_alive
         # The body's framing.
+        tail = ""
         if req.method == "HEAD" or code == 204 or code == 304:
             req.framing = _NONE
         elif app_length is not None:
@@ -650,10 +694,10 @@ class HTTPConnection:
         elif length is not None:
             req.framing = _LENGTH
             req.remaining = length
-            lines.append(f"Content-Length: {length}\r\n")
+            tail = f"Content-Length: {length}\r\n"
         elif req.version == "1.1":
             req.framing = _CHUNKED
-            lines.append("Transfer-Encoding: chunked\r\n")
+            tail = "Transfer-Encoding: chunked\r\n"
         else:
             req.framing = _UNTIL_CLOSE
             close = True
@@ -666,18 +710,13 @@ class HTTPConnection:
                     req.content_length - req.received + len(req._body) > self.limits.max_drain:
                 close = True
         if close:
-            lines.append("Connection: close\r\n")
             req.close = True
-        elif req.version == "1.0":
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        nlines = len(lines)
-        head = "".join(lines)
-        # The only line breaks are ours: none came from a name, a value or
-        # the status (a header injection), and no NUL either.
-        if head.count("\n") != nlines or head.count("\r") != nlines or "\0" in head:
-            raise ValueError("CR, LF or NUL in the response status or headers")
-        return head.encode("latin-1")
+            return prefix + (tail + "Connection: close\r\n\r\n").encode()
+        if req.version == "1.0":
+            return prefix + (tail + "Connection: keep-alive\r\n\r\n").encode()
+        if tail:
+            return prefix + (tail + "\r\n").encode()
+        return prefix + b"\r\n"
 
     def send_all(self, req: Request, body: bytes) -> None:
         """Send the whole response: head and ``body`` in one write when small."""
