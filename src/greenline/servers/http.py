@@ -485,7 +485,10 @@ class HTTPConnection:
                     # llhttp has checked it: digits only, and only one.
                     req.content_length = int(value)
                 elif kind == _R_TE:
-                    # llhttp refuses a request whose last coding is not chunked.
+                    # Without chunked last the body has no end (RFC 9112
+                    # 6.3); llhttp says so only after this callback.
+                    if value.rpartition(b",")[2].strip().lower() != b"chunked":
+                        raise HTTPError(400, "Transfer-Encoding must end with chunked")
                     req.chunked = True
                 elif kind == _R_EXPECT:
                     if value.lower() != b"100-continue":
@@ -496,11 +499,6 @@ class HTTPConnection:
         max_body = self.limits.max_body_size
         if max_body is not None and req.content_length is not None and req.content_length > max_body:
             raise HTTPError(413)
-        if parser.should_upgrade():
-            # Not something WSGI can do: answer it as a plain request, then
-            # close, since what follows is not HTTP/1.1 anymore.
-            req.upgrade = True
-            req.keep_alive = False
         self._current = req
         self._pending.append(req)
 
@@ -525,20 +523,28 @@ class HTTPConnection:
         belongs to the request being parsed, answered in its turn)."""
         try:
             self._parser.feed_data(data)
-        except HttpParserUpgrade:
-            self._done = True
-        except HttpParserCallbackError as e:
+        except Exception as e:
+            self._parse_failed(e)
+
+    def _parse_failed(self, e: Exception) -> None:
+        self._done = True
+        if isinstance(e, HttpParserUpgrade):
+            # The request is complete and what follows is another protocol:
+            # answer the request as a plain one, then close.
+            req = self._current
+            if req is not None:
+                req.upgrade = True
+                req.keep_alive = False
+            return
+        if isinstance(e, HttpParserCallbackError):
             ctx = e.__context__
             if isinstance(ctx, _PipelineFull):
-                self._done = True
-            elif isinstance(ctx, HTTPError):
-                self._error = ctx
-            else:
-                self._error = HTTPError(400, str(e))
-        except HttpParserError as e:
+                return
+            self._error = ctx if isinstance(ctx, HTTPError) else HTTPError(400, str(e))
+        elif isinstance(e, HttpParserError):
             self._error = HTTPError(400, str(e))
-        if self._error is not None:
-            self._done = True
+        else:
+            raise e
 
     def next_request(self) -> Request | None:
         """The next request, once its head is complete; None to close."""
@@ -553,12 +559,12 @@ class HTTPConnection:
         limits = self.limits
         sock = self.sock
         buf = self._buf
+        feed = self._parser.feed_data
         # Nothing of the next request yet: the keep-alive timeout runs.
         self.idle = True
-        deadline = _monotonic() + limits.keepalive_timeout
+        self.deadline = _monotonic() + limits.keepalive_timeout
         received = 0
         while True:
-            self.deadline = deadline
             try:
                 n = sock.recv_into(buf)
             except RequestTimeout:
@@ -571,10 +577,11 @@ class HTTPConnection:
                 self.deadline = 0.0
             if not n:
                 return None
-            if self.idle:
-                self.idle = False
-                deadline = _monotonic() + limits.header_timeout
-            self._feed(buf[:n])
+            self.idle = False
+            try:
+                feed(buf[:n])
+            except Exception as e:
+                self._parse_failed(e)
             if pending:
                 return pending.popleft()
             if self._error is not None:
@@ -588,6 +595,10 @@ class HTTPConnection:
                 # no head is this large.
                 self._answer_error(431)
                 return None
+            if received == n:
+                # The head has begun: from now on the header timeout runs.
+                deadline = _monotonic() + limits.header_timeout
+            self.deadline = deadline
 
     def fill(self, req: Request) -> None:
         """Read more of ``req``'s body (the request being parsed)."""
@@ -735,7 +746,11 @@ class HTTPConnection:
                 req.close = True
         req.sent = len(body)
         if len(body) <= 65536:
-            self._sendall(head + body)
+            try:
+                self.sock.sendall(head + body)
+            except OSError:
+                self.broken = True
+                raise
         else:
             self._sendall(head)
             self._sendall(body)
