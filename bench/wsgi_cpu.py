@@ -183,7 +183,7 @@ def main() -> None:
     procs = {name: start(name) for name in servers}
     results: dict[str, list[float]] = {name: [] for name in servers}
     try:
-        for name, (_, port) in procs.items():
+        for _, port in procs.values():
             wrk(port, 1, args.connections)  # warm-up
         for r in range(args.rounds):
             for name, (proc, port) in procs.items():

@@ -15,11 +15,6 @@ import time
 from typing import Any
 
 import pytest
-
-import greenline
-from greenline import socket
-from greenline.servers.http import Limits
-from greenline.servers.wsgi import WSGIServer
 from http_helpers import (
     closed_after,
     connect,
@@ -31,6 +26,11 @@ from http_helpers import (
     serving,
     status_of,
 )
+
+import greenline
+from greenline import socket
+from greenline.servers.http import Limits
+from greenline.servers.wsgi import WSGIServer
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 

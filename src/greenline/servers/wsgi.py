@@ -248,6 +248,8 @@ class WSGIServer(StreamServer):
 
     def start(self) -> None:
         super().start()
+        # The real port, still known after stop() (pywsgi's server_port is).
+        self._address = self.address
         self._env = self.get_environ()
         self._watchdog = Task(self._watch)
         self._watchdog.name = f"http-timeouts-{self.server_port}"
