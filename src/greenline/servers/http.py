@@ -271,6 +271,7 @@ _R_PLAIN, _R_HOST, _R_CL, _R_TE, _R_EXPECT = range(5)
 _R_SPECIAL = {b"host": _R_HOST, b"content-length": _R_CL, b"transfer-encoding": _R_TE,
               b"expect": _R_EXPECT}
 _request_kinds: dict[bytes, int] = {}
+_NO_HEADERS: list[tuple[str, str]] = []
 
 
 class Request:
@@ -290,30 +291,31 @@ class Request:
         "continue_sent", "code",
     )
 
-    def __init__(self, conn: HTTPConnection) -> None:
+    def __init__(self, conn: HTTPConnection, method: str, target: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
         self.conn = conn
-        self._body = bytearray()
-        self.complete = False
-        self.received = 0
-        self.status: str | None = None
-        self.out_headers: list[tuple[str, str]] = []
-        self.head_sent = False
-        self.sent = 0
-        self.close = False
-        self.continue_sent = False
-        self.code = 0
-        # Filled in by the parser when the head is complete:
-        self.method = ""
-        self.target = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = False
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
         self.content_length: int | None = None
         self.chunked = False
         self.expect_continue = False
         self.upgrade = False
+        self._body = bytearray()
+        self.complete = False
+        self.received = 0
+        # The response:
+        self.status: str | None = None
+        self.out_headers: list[tuple[str, str]] = _NO_HEADERS
+        self.head_sent = False
         self.framing = _LENGTH
         self.remaining = 0
+        self.sent = 0
+        self.close = False
+        self.continue_sent = False
+        self.code = 0
 
     # -- the body, as a file ----------------------------------------------
 
@@ -458,19 +460,16 @@ class HTTPConnection:
         if len(self._pending) >= self.limits.max_pipeline:
             raise _PipelineFull
         parser = self._parser
-        req = self._request_class(self)
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HTTPError(505)
-        req.version = version
         method = parser.get_method()
-        req.method = _METHODS.get(method) or method.decode("latin-1")
-        req.target = self._url
-        req.headers = headers = self._headers
+        headers = self._headers
+        req = self._request_class(self, _METHODS.get(method) or method.decode("latin-1"), self._url,
+                                  version, headers, parser.should_keep_alive())
         self._url = b""
         self._headers = []
         self._head_size = 0
-        req.keep_alive = parser.should_keep_alive()
         hosts = 0
         for name, value in headers:
             kind = _request_kinds.get(name)

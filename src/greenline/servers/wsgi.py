@@ -327,9 +327,12 @@ class WSGIServer(StreamServer):
         live[conn] = getcurrent()
         cgi_keys = _cgi_keys
         app = self.application
+        access = self.log
         try:
             while True:
-                req = conn.next_request()
+                # An _Exchange (the connection makes them): typed loosely for
+                # the calls below.
+                req: Any = conn.next_request()
                 if req is None:
                     return
                 environ = env.copy()
@@ -354,26 +357,34 @@ class WSGIServer(StreamServer):
                         environ[key] = environ[key] + sep + value.decode("latin-1")
                     else:
                         environ[key] = value.decode("latin-1")
-                self._run(conn, req, environ, app)  # type: ignore[arg-type]
-                if self.log is not None:
+                try:
+                    result = app(environ, req.start_response)  # type: ignore[misc]
+                except Exception as e:
+                    self._failed(conn, req, e)
+                else:
+                    # The common case, kept short: one bytes in a list (which
+                    # has no close() to call).
+                    if type(result) is list and len(result) == 1 and type(result[0]) is bytes \
+                            and req.status is not None and not req.head_sent:
+                        try:
+                            conn.send_all(req, result[0])
+                        except Exception as e:
+                            self._failed(conn, req, e)
+                    else:
+                        self._respond(conn, req, result)
+                if access is not None:
                     self._access(req, environ)
-                if not conn.finish(req):
-                    return
+                if req.close or not req.complete or not req.keep_alive or conn.closing or conn.broken:
+                    if not conn.finish(req):
+                        return
         finally:
             del live[conn]
             conn.close()
 
-    def _run(self, conn: HTTPConnection, req: _Exchange, environ: dict[str, Any], app: WSGIApp) -> None:
+    def _respond(self, conn: HTTPConnection, req: _Exchange, result: Iterable[bytes]) -> None:
+        """Send what the application returned, then close() it."""
         try:
-            result = app(environ, req.start_response)
-        except Exception as e:
-            self._failed(conn, req, e)
-            return
-        try:
-            if type(result) is list and len(result) == 1 and type(result[0]) is bytes and \
-                    req.status is not None and not req.head_sent:
-                conn.send_all(req, result[0])
-            elif type(result) is FileWrapper and req.status is not None and not req.head_sent and \
+            if type(result) is FileWrapper and req.status is not None and not req.head_sent and \
                     (where := _regular_file(result)) is not None:
                 conn.send_file(req, result.filelike, *where)
             else:
