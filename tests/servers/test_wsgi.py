@@ -533,3 +533,11 @@ def test_limits_are_checked():
         Limits(header_timeout=0)
     with pytest.raises(ValueError):
         Limits(max_pipeline=0)
+
+
+def test_two_servers_with_different_server_headers_do_not_share_heads():
+    with serving(server_header="one") as a, serving(server_header="") as b:
+        (ra,) = request(a, GET)
+        (rb,) = request(b, GET)
+        (ra2,) = request(a, GET)
+    assert ra.header("Server") == "one" and rb.header("Server") is None and ra2.header("Server") == "one"

@@ -200,7 +200,7 @@ def _error_response(status: int, detail: str = "") -> bytes:
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("latin-1") + body
 
 
-# Response heads by (status, *headers): the validated status line and
+# Response heads by (Server line, status, *headers): the validated status line and
 # header lines (with Date and Server), the status code, the application's
 # Content-Length, and whether it asked to close.  Emptied every second, when
 # the Date changes; bounded, so applications whose headers differ on every
@@ -379,9 +379,6 @@ class Request:
 
     def readable(self) -> bool:
         return True
-
-    def close_input(self) -> None:
-        """Nothing to close: the connection owns the socket."""
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target!r} HTTP/{self.version}>"
@@ -682,7 +679,7 @@ class HTTPConnection:
         if now != _date_cache[0]:
             _refresh_date(now)
         try:
-            key: Any = (status, *out)
+            key: Any = (self._server_line, status, *out)
             entry = _heads.get(key)
         except TypeError:  # an unhashable header (a list): no caching
             key = None

@@ -33,7 +33,7 @@ response:
 * An access log in the common log format, off unless ``log`` is given.
 
 May import: :mod:`greenline.servers.http` and the stream server (with the
-hub it runs on).
+hub and tasks it runs on).
 """
 
 from __future__ import annotations
