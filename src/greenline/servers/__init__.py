@@ -8,6 +8,9 @@
 * :mod:`.apps` — finding an app by ``module:attribute``, and the built-in
   protocols (``upper``, ``echo``).
 
+The HTTP server, built on :mod:`.stream`, is its own package,
+:mod:`greenline.wsgi`.
+
 May import: the library (``greenline``'s public modules and ``_core``), and
 ``greenline.monkey`` for a worker asked to patch.  Never ``greenline.tools``:
 the command line is built on the servers, not the other way round.

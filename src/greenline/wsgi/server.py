@@ -1,0 +1,457 @@
+"""WSGIServer: a WSGI application (PEP 3333) served over HTTP/1.1, one green
+thread per connection, with gevent.pywsgi's names::
+
+    from greenline.wsgi import WSGIServer
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"Hello, world\\n"]
+
+    WSGIServer(("127.0.0.1", 8080), app).serve_forever()
+
+The application runs in the connection's green thread, so it may block on
+anything cooperative (greenline's sockets, or the stdlib's after
+``monkey.patch_all()``) without holding up the other clients.
+
+What happens on the wire is :mod:`greenline.wsgi.http`'s business; this
+module maps a request to an ``environ`` and the application's answer to a
+response:
+
+* ``environ`` has every key PEP 3333 requires (``PATH_INFO`` percent-decoded
+  and carried as latin-1), ``HTTP_*`` for each header (repeated headers
+  joined with ", ", Cookie with "; "; names with an underscore dropped, since
+  ``X_Y`` and ``X-Y`` would be the same key), ``wsgi.input`` streaming the
+  body within its framing, ``wsgi.input_terminated`` (reading to ``b""`` is
+  safe), ``wsgi.file_wrapper`` (``sendfile(2)`` for regular files), and
+  ``RAW_URI``.
+* ``start_response`` with ``exc_info``, the ``write()`` callable, and the
+  iterable's ``close()`` called whatever happens.
+* An application that raises, misuses ``start_response`` or yields something
+  that is not bytes gets a 500 if nothing was sent yet, else its connection
+  is closed; the error is logged once with its traceback, and the server
+  goes on.
+* An access log in the common log format, off unless ``log`` is given.
+
+May import: :mod:`greenline.wsgi.http`, the stream server, and the hub and
+tasks it runs on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from greenlet import getcurrent
+
+from greenline import socket as gsocket
+from greenline._core.hub import get_hub
+from greenline._core.task import Task
+from greenline.servers.stream import StreamServer
+from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout
+
+__all__ = ["WSGIServer", "FileWrapper", "Limits"]
+
+logger = logging.getLogger("greenline.wsgi")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# Bytes read from a socket in one call; the buffer is shared by all the
+# connections of a server, so its size costs nothing per connection.
+RECV_SIZE = 65536
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: the server sends a regular file with
+    ``sendfile(2)``; anything else is read in blocks."""
+
+    __slots__ = ("filelike", "blksize")
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self) -> Any:
+        read = self.filelike.read
+        while data := read(self.blksize):
+            yield data
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+def _regular_file(wrapper: FileWrapper) -> tuple[int, int] | None:
+    """``(offset, size left)`` if the wrapped file can go by sendfile."""
+    f = wrapper.filelike
+    try:
+        fd = f.fileno()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        offset = f.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return offset, max(st.st_size - offset, 0)
+
+
+class _Exchange(Request):
+    """A request with PEP 3333's callables: ``start_response`` and ``write``.
+    Also ``wsgi.input``, so a request costs one object."""
+
+    __slots__ = ()
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info:
+            try:
+                if self.head_sent:
+                    # Too late to change the response: the application's
+                    # error goes on up (PEP 3333), and the connection closes.
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if type(status) is not str:
+            raise TypeError(f"status must be str, not {type(status).__name__}")
+        if type(headers) is not list:
+            raise TypeError(f"headers must be a list, not {type(headers).__name__}")
+        self.status = status
+        self.out_headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+            data = bytes(data)
+        self.conn.send_part(self, data)
+
+
+def _native(b: bytes) -> str:
+    return b.decode("latin-1")
+
+
+# Request header name (as sent) -> environ key; None: not passed on.
+_cgi_keys: dict[bytes, str | None] = {}
+_CGI_CACHE_MAX = 1024
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+def _cgi_key(name: bytes) -> str | None:
+    key: str | None
+    if b"_" in name:
+        key = None
+    else:
+        upper = name.decode("latin-1").upper().replace("-", "_")
+        key = upper if upper in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + upper
+    if len(_cgi_keys) < _CGI_CACHE_MAX:
+        _cgi_keys[name] = key
+    return key
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    """``(path, query)`` of a request target in any of its forms."""
+    path, _, query = target.partition(b"?")
+    if path[:1] != b"/":
+        if path == b"*":
+            return b"*", query
+        # absolute-form (a proxy request): the path starts after the authority.
+        _, sep, rest = path.partition(b"://")
+        if sep:
+            slash = rest.find(b"/")
+            path = rest[slash:] if slash >= 0 else b"/"
+        path = path.split(b"#", 1)[0]
+    return path, query
+
+
+class _Log:
+    """Where a message goes: a logger, or anything with ``write``."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def write(self, line: str) -> None:
+        t = self.target
+        if isinstance(t, logging.Logger):
+            t.info(line.rstrip("\n"))
+        else:
+            t.write(line)
+            flush = getattr(t, "flush", None)
+            if flush is not None:
+                flush()
+
+
+class WSGIServer(StreamServer):
+    """Serve a WSGI ``application`` on ``listener`` (an address or a
+    listening socket), gevent.pywsgi's signature.
+
+    ``log``: the access log (common log format), a file-like object or a
+    :class:`logging.Logger`; None (the default) logs no requests.
+    ``error_log``: where application errors go, with their traceback; None
+    (the default) is the ``greenline.wsgi`` logger; also ``wsgi.errors``
+    when it has a ``write`` method (else ``sys.stderr``).
+    ``environ``: extra keys for every request's environ.
+    ``limits``: sizes and timeouts, see :class:`Limits`.
+    ``server_header``: the ``Server`` header's value ("" for none).
+    ``multiprocess``/``multithread``: what ``wsgi.multiprocess`` and
+    ``wsgi.multithread`` say (the supervisor sets them when it runs
+    several processes or threads).
+    """
+
+    base_env: dict[str, Any] = {
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "greenline",
+        "SCRIPT_NAME": "",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+
+    def __init__(self, listener: Any, application: WSGIApp | None = None, backlog: int | None = None,
+                 spawn: Any = "default", log: Any = None, error_log: Any = None,
+                 handler_class: Any = None, environ: dict[str, Any] | None = None, *,
+                 limits: Limits | None = None, server_header: str = "greenline",
+                 multiprocess: bool = False, multithread: bool = False, **ssl_args: Any) -> None:
+        super().__init__(listener, None, backlog=backlog, spawn=spawn, **ssl_args)
+        if handler_class is not None:
+            raise TypeError("handler_class is gevent.pywsgi's; greenline's WSGIServer has none")
+        self.application = application
+        self.limits = limits or Limits()
+        self.server_header = server_header
+        self.log = None if log is None else _Log(log)
+        self.error_log = error_log
+        self.environ: dict[str, Any] = dict(environ or {})
+        self.multiprocess = multiprocess
+        self.multithread = multithread
+        self._rbuf = memoryview(bytearray(RECV_SIZE))
+        self._live: dict[HTTPConnection, Any] = {}
+        self._watchdog: Task | None = None
+        self._env: dict[str, Any] | None = None
+        #: Application failures so far (each logged once).
+        self.app_errors = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        # The real port, still known after stop() (pywsgi's server_port is).
+        self._address = self.address
+        self._env = self.get_environ()
+        self._watchdog = Task(self._watch)
+        self._watchdog.name = f"http-timeouts-{self.server_port}"
+        self._watchdog.start()
+
+    def get_environ(self) -> dict[str, Any]:
+        """The keys every request's environ starts with."""
+        env = dict(self.base_env)
+        host, port = self.address[:2]
+        env["SERVER_NAME"] = host
+        env["SERVER_PORT"] = str(port)
+        env["wsgi.url_scheme"] = "https" if self.ssl_context is not None else "http"
+        env["wsgi.multiprocess"] = self.multiprocess
+        env["wsgi.multithread"] = self.multithread
+        errors = self.error_log
+        env["wsgi.errors"] = errors if hasattr(errors, "write") and not isinstance(
+            errors, logging.Logger) else sys.stderr
+        env.update(self.environ)
+        return env
+
+    def close(self) -> None:
+        """Stop accepting; connections waiting for a new request close now,
+        the others after the response in flight."""
+        if self.closed:
+            return
+        super().close()
+        wd = self._watchdog
+        if wd is not None and not wd.dead and wd is not getcurrent():
+            wd.kill(block=False)
+        hub = get_hub()
+        for conn, g in list(self._live.items()):
+            conn.closing = True
+            if conn.idle and g in hub.parked:
+                hub.throw(g, RequestTimeout("server stopping"))
+
+    def _watch(self) -> None:
+        """Throw RequestTimeout into connections parked past their deadline:
+        one green thread for all of them instead of a timer per request."""
+        hub = get_hub()
+        lim = self.limits
+        interval = min(lim.header_timeout, lim.keepalive_timeout, lim.body_timeout, 4.0) / 4
+        live = self._live
+        parked = hub.parked
+        while True:
+            hub.sleep(interval)
+            now = time.monotonic()
+            for conn, g in list(live.items()):
+                d = conn.deadline
+                if d and d < now and g in parked:
+                    conn.deadline = 0.0
+                    hub.throw(g, RequestTimeout())
+
+    # -- one connection -----------------------------------------------------
+
+    def handle(self, sock: gsocket.socket, address: Any) -> None:  # type: ignore[override]
+        try:
+            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a Unix socket)
+        conn = HTTPConnection(sock, self.limits, self._rbuf, _Exchange, self.server_header,
+                              tls=self.ssl_context is not None)
+        if self.closed:
+            conn.closing = True
+        env = self._env
+        if env is None:
+            env = self._env = self.get_environ()
+        env = env.copy()
+        if isinstance(address, tuple) and len(address) >= 2:
+            env["REMOTE_ADDR"] = str(address[0])
+            env["REMOTE_PORT"] = str(address[1])
+        else:
+            env["REMOTE_ADDR"] = str(address or "")
+            env["REMOTE_PORT"] = ""
+        live = self._live
+        live[conn] = getcurrent()
+        cgi_keys = _cgi_keys
+        app = self.application
+        access = self.log
+        try:
+            while True:
+                # An _Exchange (the connection makes them): typed loosely for
+                # the calls below.
+                req: Any = conn.next_request()
+                if req is None:
+                    return
+                environ = env.copy()
+                environ["REQUEST_METHOD"] = req.method
+                target = req.target
+                path, _, query = target.partition(b"?")
+                if path[:1] != b"/":
+                    path, query = _split_target(target)
+                environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+                environ["QUERY_STRING"] = query.decode("latin-1")
+                environ["RAW_URI"] = target.decode("latin-1")
+                environ["SERVER_PROTOCOL"] = _VERSIONS[req.version]
+                environ["wsgi.input"] = req
+                for name, value in req.headers:
+                    key = cgi_keys.get(name, "")
+                    if key == "":
+                        key = _cgi_key(name)
+                    if key is None:
+                        continue
+                    if key in environ:
+                        sep = "; " if key == "HTTP_COOKIE" else ", "
+                        environ[key] = environ[key] + sep + value.decode("latin-1")
+                    else:
+                        environ[key] = value.decode("latin-1")
+                try:
+                    result = app(environ, req.start_response)  # type: ignore[misc]
+                except Exception as e:
+                    self._failed(conn, req, e)
+                else:
+                    # The common case, kept short: one bytes in a list (which
+                    # has no close() to call).
+                    if type(result) is list and len(result) == 1 and type(result[0]) is bytes \
+                            and req.status is not None and not req.head_sent:
+                        try:
+                            conn.send_all(req, result[0])
+                        except Exception as e:
+                            self._failed(conn, req, e)
+                    else:
+                        self._respond(conn, req, result)
+                if access is not None:
+                    self._access(req, environ)
+                if req.close or not req.complete or not req.keep_alive or conn.closing or conn.broken:
+                    if not conn.finish(req):
+                        return
+        finally:
+            del live[conn]
+            conn.close()
+
+    def _respond(self, conn: HTTPConnection, req: _Exchange, result: Iterable[bytes]) -> None:
+        """Send what the application returned, then close() it."""
+        try:
+            if type(result) is FileWrapper and req.status is not None and not req.head_sent and \
+                    (where := _regular_file(result)) is not None:
+                conn.send_file(req, result.filelike, *where)
+            else:
+                head_only = req.method == "HEAD"
+                for data in result:
+                    if type(data) is not bytes:
+                        raise TypeError(f"the application yielded {type(data).__name__}, not bytes")
+                    if data:
+                        if req.status is None:
+                            raise AssertionError("the application yielded a body before start_response()")
+                        conn.send_part(req, data)
+                        if head_only:
+                            break
+                if req.status is None:
+                    raise AssertionError("the application never called start_response()")
+                conn.send_end(req)
+        except Exception as e:
+            self._failed(conn, req, e)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as e:
+                    self._failed(conn, req, e)
+
+    def _failed(self, conn: HTTPConnection, req: _Exchange, exc: Exception) -> None:
+        """The application (or its client) failed this request: answer 500,
+        or the client's error, if nothing was sent; else close."""
+        req.close = True
+        if conn.broken:
+            return  # the client went away; nothing to tell anyone
+        if isinstance(exc, HTTPError):
+            # A bad body, too large, cut short or too slow: the client's fault.
+            logger.debug("%s %r: %s", environ_peer(req), req, exc)
+            status = exc.status
+        else:
+            self.app_errors += 1
+            self._log_error(req, exc)
+            status = 500
+        if not req.head_sent:
+            try:
+                conn.send_error(req, status)
+            except OSError:
+                pass
+
+    def _log_error(self, req: Request, exc: BaseException) -> None:
+        where = f"{environ_peer(req)} {req.method} {req.target.decode('latin-1')}"
+        target = self.error_log
+        if target is None or isinstance(target, logging.Logger):
+            (target or logger).error("application error on %s", where, exc_info=exc)
+        else:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            target.write(f"application error on {where}\n{text}")
+
+    def _access(self, req: Request, environ: dict[str, Any]) -> None:
+        assert self.log is not None
+        when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
+        size = str(req.sent) if req.sent else "-"
+        self.log.write(f'{environ.get("REMOTE_ADDR") or "-"} - - [{when}] '
+                       f'"{req.method} {environ["RAW_URI"]} HTTP/{req.version}" '
+                       f'{req.code or "-"} {size}\n')
+
+
+def environ_peer(req: Request) -> str:
+    try:
+        host, port = req.conn.sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except (OSError, ValueError, TypeError):
+        return "peer"
