@@ -24,10 +24,10 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serve_helpers import MiB, Serve, ask, fds, owners, recv_all, serving
 
 import greenline
 from greenline import socket
-from serve_helpers import MiB, Serve, ask, fds, owners, recv_all, serving
 
 
 @pytest.fixture

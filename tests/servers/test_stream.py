@@ -12,12 +12,12 @@ import socket as stdsocket
 import time
 
 import pytest
+from serve_helpers import recv_exactly
 
 import greenline
 from greenline import socket
 from greenline.servers.apps import echo, upper
 from greenline.servers.stream import StreamServer, parse_address
-from serve_helpers import recv_exactly
 
 
 def connect(server: StreamServer) -> socket.socket:

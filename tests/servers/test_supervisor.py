@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from serve_helpers import SRC, Serve, ask, owners, recv_exactly, serving
 
 import greenline
 from greenline import socket
-from serve_helpers import SRC, Serve, ask, owners, recv_exactly, serving
 
 
 @pytest.fixture
