@@ -83,3 +83,104 @@ def test_a_thread_back_in_plain_code_with_nothing_waiting_is_not_reported(detect
     t.start()
     t.join()
     assert not [r for r in caplog.records if r.name == "greenline.watchdog"]
+
+
+# -- after fork, and in `greenline serve` workers (issue 15, item 1) ------------
+
+FORKED_HOG = """
+import logging, os, sys, time
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+import greenline
+
+def hog_in_the_child():
+    deadline = time.monotonic() + 0.4
+    while time.monotonic() < deadline:   # never yields
+        pass
+
+pid = os.fork()
+if pid == 0:
+    sleeper = greenline.spawn(greenline.sleep, 1.0)   # waits on a timer: held up
+    greenline.sleep(0)
+    greenline.spawn(hog_in_the_child).join()
+    sleeper.kill()
+    sys.stderr.flush()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+def _run_script(tmp_path, code, env_extra, timeout=30):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "prog.py"
+    script.write_text(code)
+    env = dict(os.environ, **env_extra)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=timeout, cwd=tmp_path, env=env)
+
+
+def test_the_detector_reports_a_hog_in_a_forked_child(tmp_path):
+    proc = _run_script(tmp_path, FORKED_HOG, {"GREENLINE_BLOCK_WARN_MS": "100"})
+    assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
+    assert "without yielding" in proc.stderr, proc.stderr
+    assert "hog_in_the_child" in proc.stderr
+
+
+def test_a_detector_turned_off_before_fork_stays_off_in_the_child(tmp_path):
+    code = FORKED_HOG.replace("import greenline\n", "import greenline\ngreenline.watchdog.disable()\n")
+    proc = _run_script(tmp_path, code, {"GREENLINE_BLOCK_WARN_MS": "100"})
+    assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
+    assert "without yielding" not in proc.stderr, proc.stderr
+
+
+HOG_APP = """
+import time
+
+def handle(sock, address):
+    sock.recv(100)
+    time.sleep(0.4)   # the real one: no --monkey-patch, so it stops the hub
+    sock.sendall(b"done")
+"""
+
+
+@pytest.mark.slow
+def test_the_detector_reports_a_hog_inside_a_serve_worker(tmp_path):
+    import os
+    import select
+    import socket as stdsocket
+    import subprocess
+    import sys
+
+    (tmp_path / "hogapp.py").write_text(HOG_APP)
+    log_path = tmp_path / "serve.log"
+    env = dict(os.environ, GREENLINE_BLOCK_WARN_MS="100", PYTHONPATH=str(tmp_path))
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "greenline", "serve", "hogapp:handle",
+                                 "--port", "0", "--procs", "1"],
+                                stdout=subprocess.PIPE, stderr=log, env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline().decode() if ready else ""
+        assert line.startswith("listening on 127.0.0.1:"), line + log_path.read_text()
+        port = int(line.rsplit(":", 1)[1])
+        with stdsocket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"go")
+            assert c.recv(100) == b"done"
+        # The warning is written (logging flushes each record) while the
+        # handler still sleeps, so before the reply: it is in the log now.
+        logs = log_path.read_text()
+        assert "without yielding" in logs, logs
+        assert "hogapp.py" in logs  # the stack names the app's line
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -14,7 +14,9 @@ samples which green thread each hub is running, and in which pass of its
 loop; when that has not changed for the threshold, it logs a warning on the
 ``greenline._core.watchdog`` logger naming the green thread, with the stack it is
 running.  One warning per stall.  Cost when off: none; when on, the hub
-already keeps the two fields it reads.
+already keeps the two fields it reads.  A child made by ``fork()`` (a
+``greenline serve`` worker, say) starts a watcher of its own if the parent
+had the detector on.
 """
 
 from __future__ import annotations
@@ -112,6 +114,22 @@ def _report(hub: _hub.Hub, current: object, elapsed: float) -> None:
         "every other green thread of this OS thread waits meanwhile:\n%s",
         current, elapsed * 1000, threshold_ms, stack,
     )
+
+
+def _after_fork_in_child() -> None:
+    # The watching thread does not survive fork (no thread but the forking
+    # one does), and the parent's lock may be in any state: a child of a
+    # process that had the detector on gets a watcher of its own, with the
+    # same threshold.  That is every `greenline serve` worker, and every
+    # multiprocessing child started by fork.
+    global _stop, _running
+    _stop = _allocate_lock()
+    if _running and threshold_ms is not None:
+        _running = False
+        enable(threshold_ms)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _env = os.environ.get("GREENLINE_BLOCK_WARN_MS")
