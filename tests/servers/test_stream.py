@@ -255,6 +255,165 @@ def test_a_raising_handler_is_logged_with_its_peer_and_disturbs_no_one(caplog):
     del port
 
 
+# -- SystemExit and KeyboardInterrupt from a handler (issue 15, item 6) --------
+
+def _exit_or_upper(sock, address):
+    first = sock.recv(100)
+    if first == b"exit":
+        raise SystemExit(3)
+    if first == b"interrupt":
+        raise KeyboardInterrupt
+    sock.sendall(first.upper())
+    upper(sock, address)
+
+
+def _fifty_then_one_bad(address, bad_word):
+    good = [socket.create_connection(address, timeout=10) for _ in range(50)]
+    for c in good:
+        c.sendall(b"ok")
+        assert recv_exactly(c, 2) == b"OK"
+    bad = socket.create_connection(address, timeout=10)
+    bad.sendall(bad_word)
+    assert bad.recv(10) == b""  # its own connection is closed
+    bad.close()
+    for i, c in enumerate(good):  # the others go on
+        msg = b"still %d" % i
+        c.sendall(msg)
+        assert recv_exactly(c, len(msg)) == msg.upper()
+        c.close()
+
+
+def test_a_handler_raising_system_exit_loses_only_its_own_connection(caplog):
+    server = StreamServer(("127.0.0.1", 0), _exit_or_upper)
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    try:
+        _fifty_then_one_bad(server.address, b"exit")
+        greenline.sleep(0)  # a SystemExit sent on to this (the main) green thread would land here
+        assert server.started
+        c = connect(server)  # and it still accepts
+        c.sendall(b"after")
+        assert recv_exactly(c, 5) == b"AFTER"
+        c.close()
+    finally:
+        server.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert "SystemExit" in errors[0].getMessage() and "127.0.0.1:" in errors[0].getMessage()
+    assert server.failed == 1
+
+
+def test_a_handler_raising_keyboard_interrupt_loses_only_its_own_connection(caplog):
+    # In an OS thread of its own, as in every `greenline serve` thread (whose
+    # SIGINT is the supervisor's business): no Ctrl-C can come from there, so
+    # a KeyboardInterrupt is the handler's own doing.
+    import threading
+
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    servers = []
+    ready = threading.Event()
+    done = threading.Event()
+
+    def run_server():
+        server = StreamServer(("127.0.0.1", 0), _exit_or_upper)
+        server.start()
+        servers.append(server)
+        ready.set()
+        try:
+            server.serve_forever()
+        except BaseException as e:
+            servers.append(e)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run_server, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    server = servers[0]
+    try:
+        _fifty_then_one_bad(server.address, b"interrupt")
+        assert server.started and not done.is_set()
+    finally:
+        server._hub.call_threadsafe(lambda _a: greenline.spawn(server.stop), None)
+        assert done.wait(10)
+        t.join(10)
+    assert servers[1:] == []  # serve_forever returned normally, by stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "KeyboardInterrupt" in errors[0].getMessage()
+
+
+def test_in_greenline_serve_a_handler_raising_system_exit_or_keyboard_interrupt_loses_only_its_connection(tmp_path):
+    from serve_helpers import Serve
+
+    (tmp_path / "exitapp.py").write_text(
+        "from greenline.servers.stream import StreamServer\n"
+        "def handle(sock, address):\n"
+        "    first = sock.recv(100)\n"
+        "    if first == b'exit':\n"
+        "        raise SystemExit(3)\n"
+        "    if first == b'interrupt':\n"
+        "        raise KeyboardInterrupt\n"
+        "    sock.sendall(first.upper())\n"
+        "    while data := sock.recv(65536):\n"
+        "        sock.sendall(data.upper())\n")
+    serve = Serve(tmp_path, "exitapp:handle", pythonpath=str(tmp_path))
+    try:
+        [worker] = serve.wait_workers(1)
+        _fifty_then_one_bad(serve.address, b"exit")
+        _fifty_then_one_bad(serve.address, b"interrupt")
+        assert [w.pid for w in serve.workers()] == [worker]  # the same worker, never restarted
+        assert serve.terminate() == 0
+        logs = serve.logs()
+    finally:
+        serve.close()
+    assert "handler raised SystemExit; closing this connection only" in logs, logs
+    assert "handler raised KeyboardInterrupt; closing this connection only" in logs, logs
+    assert "Traceback" in logs  # each with its traceback
+    assert "worker thread" not in logs and "restarting" not in logs
+
+
+CTRL_C_IN_A_HANDLER = """
+import os, signal, socket as stdsocket, sys, threading
+import greenline
+from greenline.servers.stream import StreamServer
+
+def handle(sock, address):
+    sock.recv(10)
+    os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C, landing in this handler
+    n = 0
+    for _ in range(10_000_000):   # the signal is handled between these bytecodes
+        n += 1
+    sock.sendall(b"not interrupted")
+
+server = StreamServer(("127.0.0.1", 0), handle)
+server.start()
+
+def client():
+    c = stdsocket.create_connection(server.address)
+    c.sendall(b"go")
+    c.recv(100)
+
+threading.Thread(target=client, daemon=True).start()
+try:
+    server.serve_forever(stop_timeout=0.1)
+except KeyboardInterrupt:
+    print("stopped by Ctrl-C")
+    sys.exit(0)
+print("serve_forever returned")
+"""
+
+
+def test_ctrl_c_landing_in_a_handler_still_stops_a_server_in_the_main_thread(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_IN_A_HANDLER)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    assert proc.stdout.strip() == "stopped by Ctrl-C", proc.stdout + proc.stderr
+    assert proc.returncode == 0
+
+
 def test_a_client_reset_is_a_debug_line_not_an_error(caplog):
     reset_seen = []
 

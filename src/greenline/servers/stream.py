@@ -38,7 +38,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from greenline import socket as gsocket
-from greenline._core.hub import Hub, get_hub
+from greenline._core.hub import Hub, get_hub, os_thread_ident
 from greenline._core.task import Task
 
 __all__ = ["StreamServer", "Handler", "parse_address", "DEFAULT_BACKLOG"]
@@ -468,6 +468,18 @@ class StreamServer:
         except Exception:
             self.failed += 1
             log.exception("%s: handler failed", _peer(address))
+        except (SystemExit, KeyboardInterrupt) as e:
+            # A handler is a connection's thread: sys.exit() in it ends that
+            # connection, not the server (a plain task would send it on to
+            # the main green thread, which here is serve_forever).  Except
+            # Ctrl-C: in the main OS thread under Python's own SIGINT handler
+            # a KeyboardInterrupt may be the user's, landing in whichever
+            # handler runs; it must still stop the program.
+            if isinstance(e, KeyboardInterrupt) and _sigint_raises_here():
+                raise
+            self.failed += 1
+            log.error("%s: handler raised %s; closing this connection only",
+                      _peer(address), type(e).__name__, exc_info=True)
         finally:
             me = getcurrent()
             current = self._conns.pop(me, None)  # type: ignore[call-overload]
@@ -508,6 +520,18 @@ def make_ssl_context(context: Any, ssl_args: dict[str, Any]) -> Any:
     if ssl_args.get("ciphers"):
         ctx.set_ciphers(ssl_args["ciphers"])
     return ctx
+
+
+def _sigint_raises_here() -> bool:
+    """Could a Ctrl-C raise KeyboardInterrupt in this OS thread?  Only in the
+    main thread, and only under Python's own SIGINT handler (which patch_all
+    wraps, and ``signal.getsignal`` still gives back)."""
+    import signal
+    import threading
+
+    if os_thread_ident() != threading.main_thread().ident:
+        return False
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _abort(sock: gsocket.socket) -> None:
