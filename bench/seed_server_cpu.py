@@ -18,6 +18,8 @@ This is a benchmark, not a test: run it on a quiet machine.
 
     python bench/seed_server_cpu.py
     python bench/seed_server_cpu.py --rounds 5 --seconds 5
+    git worktree add /tmp/before <commit>
+    python bench/seed_server_cpu.py --baseline /tmp/before   # before/after a change
 """
 
 from __future__ import annotations
@@ -159,10 +161,10 @@ def run_client(port: int, connections: int, size: int, warmup: float, seconds: f
 # The benchmark
 
 class Server:
-    def __init__(self, name: str, argv: list[str], port: int) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.port = port
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         try:
             wait_listening(port, self.proc)
         except BaseException:
@@ -247,6 +249,14 @@ def bench(args: argparse.Namespace) -> int:
         port = free_port()
         servers.append(Server("greenline", [sys.executable, str(GREENLINE_SERVER), "--port", str(port),
                                                    "--backlog", "5"], port))
+        if args.baseline:
+            # The same seed server on another checkout of greenline (an
+            # earlier commit): before/after a change, in the same rounds.
+            base = Path(args.baseline).resolve()
+            port = free_port()
+            env = dict(os.environ, PYTHONPATH=str(base / "src"))
+            servers.append(Server("baseline", [sys.executable, str(base / "examples" / "seed" / "server.py"),
+                                               "--port", str(port), "--backlog", "5"], port, env))
         if have_gevent:
             port = free_port()
             # The seed's text under gevent, as greenline bench runs it, with
@@ -280,6 +290,9 @@ def bench(args: argparse.Namespace) -> int:
                   f"(user {statistics.median(users[name]):.2f} + system {statistics.median(systems[name]):.2f}; "
                   f"runs {min(values):.2f} to {max(values):.2f}; {statistics.median(rates[name]):.0f} req/s)")
         print(f"load average (1, 5, 15 min) at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.baseline:
+            ratio = statistics.median(results["greenline"]) / statistics.median(results["baseline"])
+            print(f"ratio greenline/baseline: {ratio:.3f}  (this checkout against {args.baseline})")
         if have_gevent:
             ratio = statistics.median(results["greenline"]) / statistics.median(results["gevent"])
             print(f"ratio greenline/gevent: {ratio:.3f}  "
@@ -305,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--warmup", type=float, default=1.0, help="seconds before the window opens (default 1)")
         p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run (default 3)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per server (default 5)")
+    parser.add_argument("--baseline", metavar="DIR", default=None,
+                        help="also run the seed server of another greenline checkout (e.g. a git worktree "
+                             "of an earlier commit) in the same interleaved rounds")
     client.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     if args.size < 1 or args.size > 1024 or args.connections < 1:
