@@ -33,6 +33,16 @@ only maps requests and responses to and from PEP 3333.
   (:attr:`HTTPConnection.deadline`, 0 when none) while it waits for a head or
   a body, and its server's watchdog throws :class:`RequestTimeout` into a
   green thread parked past it.
+* Closing without losing a request: when the server stops, a connection
+  waiting for its next request is not cut at once (a request already on its
+  way would be lost, or answered by a reset): it gets a last call
+  (:attr:`HTTPConnection.last_call`), and a request arriving by then is
+  answered with ``Connection: close``.  Whenever the server, not the client,
+  ends a connection it closes it lingering (:meth:`HTTPConnection.linger`):
+  our FIN first, then what the client still sends is read and dropped until
+  it closes too, so that a late request meets a clean end of file rather
+  than a reset that could also destroy the last response in the client's
+  receive buffer.
 
 May import: the standard library, ``httptools`` and :mod:`greenline.socket`.
 """
@@ -84,17 +94,27 @@ class Limits:
     max_pipeline: int = 64
     #: From the first byte of a request to the end of its head (slowloris).
     header_timeout: float = 10.0
-    #: Idle time allowed between requests on a kept-alive connection.
+    #: Idle time allowed between requests on a kept-alive connection (and
+    #: before the first one).  0: no keep-alive, every response closes its
+    #: connection (the wait for the first request is then header_timeout).
     keepalive_timeout: float = 5.0
     #: Longest wait for the next bytes of a request body.
     body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout", "keepalive_timeout", "body_timeout"):
-            if getattr(self, name) <= 0:
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_pipeline < 1:
-            raise ValueError("max_pipeline must be at least 1")
+        if not self.keepalive_timeout >= 0:
+            raise ValueError("keepalive_timeout must not be negative")
+        for name in ("max_request_line", "max_field_size", "max_fields", "max_head_size",
+                     "max_pipeline"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_body_size is not None and self.max_body_size < 0:
+            raise ValueError("max_body_size must not be negative")
+        if self.max_drain < 0:
+            raise ValueError("max_drain must not be negative")
 
 
 REASONS: dict[int, str] = {
@@ -411,8 +431,20 @@ class HTTPConnection:
         self.idle = False
         #: Set by the server when it stops: answer what was read, then close.
         self.closing = False
+        #: While closing, until when (monotonic) a request that has not begun
+        #: may still come: it is answered, with ``Connection: close``; 0 when
+        #: closing means none may.
+        self.last_call = 0.0
         #: A send failed: the connection is unusable.
         self.broken = False
+        #: The client closed its side (we read end of file).
+        self.peer_closed = False
+        #: The last request said it was the client's last (Connection:
+        #: close, or HTTP/1.0 without keep-alive).
+        self.client_done = False
+        #: The client was too slow to send a request: no lingering for it.
+        self.timed_out = False
+        self._keep_alive = limits.keepalive_timeout > 0
         self._pending: deque[Request] = deque()
         self._error: HTTPError | None = None
         self._done = False  # parse nothing more (upgrade, pipeline full)
@@ -462,8 +494,10 @@ class HTTPConnection:
             raise HTTPError(505)
         method = parser.get_method()
         headers = self._headers
+        keep_alive = parser.should_keep_alive()
+        self.client_done = not keep_alive
         req = self._request_class(self, _METHODS.get(method) or method.decode("latin-1"), self._url,
-                                  version, headers, parser.should_keep_alive())
+                                  version, headers, keep_alive and self._keep_alive)
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -550,15 +584,19 @@ class HTTPConnection:
         if self._error is not None:
             self._answer_error(self._error.status)
             return None
-        if self._done or self.closing or self._parser is None:
+        if self._done or self._parser is None or (self.closing and not self.last_call):
             return None
         limits = self.limits
         sock = self.sock
         buf = self._buf
         feed = self._parser.feed_data
-        # Nothing of the next request yet: the keep-alive timeout runs.
+        # Nothing of the next request yet: the keep-alive timeout runs (or
+        # the last call, if sooner).
         self.idle = True
-        self.deadline = _monotonic() + limits.keepalive_timeout
+        deadline = _monotonic() + (limits.keepalive_timeout or limits.header_timeout)
+        if self.closing and self.last_call < deadline:
+            deadline = self.last_call
+        self.deadline = deadline
         received = 0
         while True:
             try:
@@ -568,10 +606,12 @@ class HTTPConnection:
                     self._answer_error(408)
                 return None
             except ConnectionError:
+                self.broken = True
                 return None
             finally:
                 self.deadline = 0.0
             if not n:
+                self.peer_closed = True
                 return None
             self.idle = False
             try:
@@ -612,6 +652,7 @@ class HTTPConnection:
         finally:
             self.deadline = 0.0
         if not n:
+            self.peer_closed = True
             self._error = HTTPError(400, "the client closed the connection before the end of the body")
             self._done = True
             raise self._error
@@ -641,6 +682,38 @@ class HTTPConnection:
                 return False
         return True
 
+    def linger(self, timeout: float) -> None:
+        """Close our side first, when the server ends the connection: send
+        FIN, then read and drop what the client still sends (at most
+        :attr:`Limits.max_drain` bytes, for at most ``timeout`` seconds) until
+        it closes too.  Closing with unread data would send a reset instead,
+        and a reset makes the client's system drop whatever it had received
+        and not yet read (our last response, say).  Nothing to do when the
+        client closed first, said it was done and sent it all, timed out,
+        or the connection is broken."""
+        cur = self._current
+        if self.peer_closed or self.broken or self.timed_out or \
+                (self.client_done and (cur is None or cur.complete)):
+            return
+        sock = self.sock
+        try:
+            sock.shutdown(gsocket.SHUT_WR)
+        except OSError:
+            return
+        left = self.limits.max_drain
+        buf = self._buf
+        self.deadline = _monotonic() + timeout
+        try:
+            while left > 0:
+                n = sock.recv_into(buf)
+                if not n:
+                    return
+                left -= n
+        except (OSError, HTTPError):
+            pass
+        finally:
+            self.deadline = 0.0
+
     # -- writing ----------------------------------------------------------
 
     def _sendall(self, data: bytes) -> None:
@@ -651,13 +724,16 @@ class HTTPConnection:
             raise
 
     def _answer_error(self, status: int) -> None:
-        """Answer a request the protocol refused, then the connection closes."""
+        """Answer a request the protocol refused, then the connection closes
+        (lingering: the client may still be sending what we refused)."""
+        self._done = True
+        if status == 408:
+            self.timed_out = True
         try:
             self.sock.settimeout(1.0)  # a client that does not read must not keep us
             self.sock.sendall(_error_response(status))
         except OSError:
-            pass
-        self.broken = True
+            self.broken = True
 
     def send_error(self, req: Request, status: int) -> None:
         """Answer ``req`` with an error status (nothing must have been sent)

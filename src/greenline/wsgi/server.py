@@ -30,7 +30,15 @@ response:
   that is not bytes gets a 500 if nothing was sent yet, else its connection
   is closed; the error is logged once with its traceback, and the server
   goes on.
-* An access log in the common log format, off unless ``log`` is given.
+* An access log in the common log format, off unless ``log`` is given
+  (:meth:`WSGIServer.log_request` writes a line; override it for another
+  format).
+* Stopping loses no request: ``close()`` stops accepting, a request being
+  answered gets ``Connection: close``, and a connection waiting for its next
+  request gets a last call of :data:`LAST_CALL` seconds, in which a request
+  that was already on its way is still answered (with ``Connection:
+  close``); then the connection closes, our side first
+  (:meth:`~greenline.wsgi.http.HTTPConnection.linger`).
 
 May import: :mod:`greenline.wsgi.http`, the stream server, and the hub and
 tasks it runs on.
@@ -56,7 +64,7 @@ from greenline._core.task import Task
 from greenline.servers.stream import StreamServer
 from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout
 
-__all__ = ["WSGIServer", "FileWrapper", "Limits"]
+__all__ = ["WSGIServer", "FileWrapper", "Limits", "LAST_CALL", "LINGER"]
 
 logger = logging.getLogger("greenline.wsgi")
 
@@ -65,6 +73,15 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Bytes read from a socket in one call; the buffer is shared by all the
 # connections of a server, so its size costs nothing per connection.
 RECV_SIZE = 65536
+
+#: When the server stops, how long a connection waiting for its next request
+#: may still send one (answered with Connection: close).  A client that was
+#: sending just then gets its answer instead of a closed connection; one
+#: silent for this long is not in the middle of anything.
+LAST_CALL = 1.0
+#: When the server ends a connection the client may still be sending on,
+#: how long it reads and drops what comes, waiting for the client's close.
+LINGER = 1.0
 
 
 class FileWrapper:
@@ -240,6 +257,8 @@ class WSGIServer(StreamServer):
         self._rbuf = memoryview(bytearray(RECV_SIZE))
         self._live: dict[HTTPConnection, Any] = {}
         self._watchdog: Task | None = None
+        self._last_call = 0.0
+        self._last_call_timer: Any = None
         self._env: dict[str, Any] | None = None
         #: Application failures so far (each logged once).
         self.app_errors = 0
@@ -271,29 +290,48 @@ class WSGIServer(StreamServer):
         return env
 
     def close(self) -> None:
-        """Stop accepting; connections waiting for a new request close now,
-        the others after the response in flight."""
+        """Stop accepting.  A response in flight goes out with
+        ``Connection: close``; a connection waiting for its next request may
+        still send one for :data:`LAST_CALL` seconds, then it is closed."""
         if self.closed:
             return
         super().close()
+        self._last_call = time.monotonic() + LAST_CALL
+        for conn in self._live:
+            conn.closing = True
+            conn.last_call = self._last_call
+        if self._started:
+            hub = get_hub()
+            self._last_call_timer = hub.call_later(LAST_CALL, self._end_last_call)
+
+    def _end_last_call(self, _arg: Any = None) -> None:
+        # A hub callback: it must not block, and throwing does not.
+        self._last_call_timer = None
+        hub = get_hub()
+        for conn, g in list(self._live.items()):
+            if conn.idle and g in hub.parked:
+                hub.throw(g, RequestTimeout("server stopping"))
+
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(timeout)
+        hub = get_hub()
+        if self._last_call_timer is not None:
+            hub.cancel_timer(self._last_call_timer)
+            self._last_call_timer = None
         wd = self._watchdog
         if wd is not None and not wd.dead and wd is not getcurrent():
             wd.kill(block=False)
-        hub = get_hub()
-        for conn, g in list(self._live.items()):
-            conn.closing = True
-            if conn.idle and g in hub.parked:
-                hub.throw(g, RequestTimeout("server stopping"))
 
     def _watch(self) -> None:
         """Throw RequestTimeout into connections parked past their deadline:
         one green thread for all of them instead of a timer per request."""
         hub = get_hub()
         lim = self.limits
-        interval = min(lim.header_timeout, lim.keepalive_timeout, lim.body_timeout, 4.0) / 4
+        interval = min(t for t in (lim.header_timeout, lim.keepalive_timeout, lim.body_timeout,
+                                   LINGER, 4.0) if t > 0) / 4
         live = self._live
         parked = hub.parked
-        while True:
+        while live or not self.closed:
             hub.sleep(interval)
             now = time.monotonic()
             for conn, g in list(live.items()):
@@ -312,7 +350,10 @@ class WSGIServer(StreamServer):
         conn = HTTPConnection(sock, self.limits, self._rbuf, _Exchange, self.server_header,
                               tls=self.ssl_context is not None)
         if self.closed:
+            # Accepted just before the server closed: it may still make its
+            # request, within the last call.
             conn.closing = True
+            conn.last_call = self._last_call
         env = self._env
         if env is None:
             env = self._env = self.get_environ()
@@ -334,7 +375,7 @@ class WSGIServer(StreamServer):
                 # the calls below.
                 req: Any = conn.next_request()
                 if req is None:
-                    return
+                    break
                 environ = env.copy()
                 environ["REQUEST_METHOD"] = req.method
                 target = req.target
@@ -357,6 +398,8 @@ class WSGIServer(StreamServer):
                         environ[key] = environ[key] + sep + value.decode("latin-1")
                     else:
                         environ[key] = value.decode("latin-1")
+                if access is not None:
+                    started = time.monotonic()
                 try:
                     result = app(environ, req.start_response)  # type: ignore[misc]
                 except Exception as e:
@@ -373,10 +416,12 @@ class WSGIServer(StreamServer):
                     else:
                         self._respond(conn, req, result)
                 if access is not None:
-                    self._access(req, environ)
+                    self.log_request(req, environ, time.monotonic() - started)
                 if req.close or not req.complete or not req.keep_alive or conn.closing or conn.broken:
                     if not conn.finish(req):
-                        return
+                        break
+            # We end it (not an error, not the client): our side first.
+            conn.linger(LINGER)
         finally:
             del live[conn]
             conn.close()
@@ -440,13 +485,21 @@ class WSGIServer(StreamServer):
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             target.write(f"application error on {where}\n{text}")
 
-    def _access(self, req: Request, environ: dict[str, Any]) -> None:
-        assert self.log is not None
+    def log_request(self, request: Request, environ: dict[str, Any], duration: float) -> None:
+        """Write one access-log line for an answered request (called only
+        when ``log`` was given).  The common log format; override for
+        another.  ``request`` has ``method``, ``target`` (bytes), ``version``
+        ("1.1"), ``headers`` (bytes pairs), ``code`` (the status code sent,
+        0 if none), ``status`` (the application's status line),
+        ``out_headers`` and ``sent`` (body bytes); ``duration`` is the
+        seconds from calling the application to the end of the response."""
+        if self.log is None:
+            return
         when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
-        size = str(req.sent) if req.sent else "-"
+        size = str(request.sent) if request.sent else "-"
         self.log.write(f'{environ.get("REMOTE_ADDR") or "-"} - - [{when}] '
-                       f'"{req.method} {environ["RAW_URI"]} HTTP/{req.version}" '
-                       f'{req.code or "-"} {size}\n')
+                       f'"{request.method} {environ["RAW_URI"]} HTTP/{request.version}" '
+                       f'{request.code or "-"} {size}\n')
 
 
 def environ_peer(req: Request) -> str:
