@@ -101,7 +101,7 @@ class GreenSocket(_STD_SOCKET):
     """A socket whose blocking calls switch green threads instead of blocking
     the OS thread.  Same constructor and methods as :class:`socket.socket`."""
 
-    __slots__ = ("_gl_timeout", "_gl_st", "_gl_stream")
+    __slots__ = ("_gl_timeout", "_gl_st", "_gl_stream", "_gl_idle")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
         # What the stdlib's __init__ does, minus a Python frame (this runs
@@ -117,6 +117,7 @@ class GreenSocket(_STD_SOCKET):
         self._io_refs = 0
         self._closed = False
         self._gl_timeout: float | None = _socket.getdefaulttimeout()
+        self._gl_idle = False
         if type != -1 and type & _SOCK_NONBLOCK:
             self._gl_timeout = 0.0  # asked for non-blocking, as the stdlib honours
         _c_settimeout(self, 0.0)
@@ -137,15 +138,35 @@ class GreenSocket(_STD_SOCKET):
             if value != value or value < 0.0:
                 raise ValueError("Timeout value out of range")
         self._gl_timeout = value
+        self._gl_idle = False
 
     def gettimeout(self) -> float | None:
         return self._gl_timeout
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """greenline's own: like ``settimeout(seconds)``, except that the
+        timeout bounds each wait for the peer, not a whole call.  A
+        ``sendall`` (or ``sendfile``, or a TLS read or write) that keeps
+        making progress goes on for as long as it takes; one that makes none
+        for ``seconds`` raises ``TimeoutError``.  What a server's idle
+        timeout means (:class:`~greenline.servers.stream.StreamServer`'s
+        ``idle_timeout``).  ``settimeout`` and ``setblocking`` go back to the
+        standard library's semantics, where since Python 3.5 the timeout
+        bounds the whole of ``sendall``."""
+        self.settimeout(seconds)
+        self._gl_idle = seconds is not None and seconds > 0.0
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """The timeout set by :meth:`set_idle_timeout`, or None."""
+        return self._gl_timeout if self._gl_idle else None
 
     def setblocking(self, flag: bool) -> None:
         # The descriptor stays non-blocking whatever the flag, but the call
         # is still made, so a closed socket raises EBADF as the stdlib's does.
         _c_settimeout(self, 0.0)
         self._gl_timeout = None if flag else 0.0
+        self._gl_idle = False
 
     def getblocking(self) -> bool:
         return self._gl_timeout != 0.0
@@ -373,7 +394,10 @@ class GreenSocket(_STD_SOCKET):
                 # A partial send: the buffer is full (the kernel flagged it,
                 # so an edge will come when there is room).
                 st.writable = False
-            deadline = self._deadline()  # for the whole call, as in the stdlib
+            # For the whole call, as in the stdlib; from the last progress
+            # under an idle timeout.
+            deadline = self._deadline()
+            idle = self._gl_idle
             while n < total:
                 if not st.writable:
                     self._wait(True, deadline)
@@ -384,6 +408,8 @@ class GreenSocket(_STD_SOCKET):
                     continue
                 if n < total:
                     st.writable = False
+                    if idle:
+                        deadline = self._deadline()
 
     def sendto(self, data: Any, *args: Any) -> int:
         # sendto(data, address) or sendto(data, flags, address): by count,
@@ -436,6 +462,8 @@ class GreenSocket(_STD_SOCKET):
                     break  # end of file
                 offset += sent
                 total += sent
+                if self._gl_idle:
+                    deadline = self._deadline()
             return total
         finally:
             if total > 0 and hasattr(file, "seek"):

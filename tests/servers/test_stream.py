@@ -467,6 +467,95 @@ def test_idle_timeout_closes_silent_connections_only():
         server.stop()
 
 
+# -- the idle timeout means "no progress", not "a whole call" (issue 15, item 10)
+
+def _big_reply_handler(size, outcomes):
+    """Read a word, send ``size`` bytes with little in flight; put (exception
+    type or None, when sendall ended, how long it took) in ``outcomes``."""
+    def handler(sock, address):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.recv(10)
+        start = time.monotonic()
+        try:
+            sock.sendall(b"x" * size)
+        except BaseException as e:
+            outcomes.put((type(e), time.monotonic(), time.monotonic() - start))
+            raise
+        outcomes.put((None, time.monotonic(), time.monotonic() - start))
+    return handler
+
+
+def _paced_reader(address, size, rate, stop_after=None, wrap=None):
+    """Read ``size`` bytes at ``rate`` bytes/s, or stop reading (and keep the
+    connection open) after ``stop_after`` bytes.  Returns (bytes read, when
+    it stopped reading, the connection if it was left open)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # a small window
+    raw.settimeout(10)
+    raw.connect(address)
+    c = raw if wrap is None else wrap(raw)
+    c.sendall(b"go")
+    got = 0
+    start = time.monotonic()
+    while got < size:
+        if stop_after is not None and got >= stop_after:
+            return got, time.monotonic(), c
+        data = c.recv(min(rate // 8, size - got))
+        if not data:
+            break
+        got += len(data)
+        # Pace: sleep until these many bytes are due at the rate.
+        greenline.sleep(max(0.0, start + got / rate - time.monotonic()))
+    c.close()
+    return got, time.monotonic(), None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_an_idle_timeout_lets_a_slow_steady_reader_have_a_large_reply_and_cuts_one_that_stops(tls, tls_files):
+    # The issue's numbers: 3 MB read at 256 KB/s (12 s of sendall) under an
+    # idle timeout of 1 s; TLS with 1 MB (4 s), to keep the test shorter.
+    from greenline.queue import Queue
+
+    size, rate = (1 if tls else 3) * 1024 * 1024, 256 * 1024
+    ssl_args, wrap = {}, None
+    if tls:
+        ca, certfile, keyfile = tls_files
+        ssl_args = {"certfile": certfile, "keyfile": keyfile}
+        from greenline import ssl
+
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+
+        def wrap(raw):
+            return ctx.wrap_socket(raw, server_hostname="localhost")
+    outcomes: Queue = Queue()
+    server = StreamServer(("127.0.0.1", 0), _big_reply_handler(size, outcomes), idle_timeout=1.0,
+                          **ssl_args)
+    server.start()
+    try:
+        steady = greenline.spawn(_paced_reader, server.address, size, rate, None, wrap)
+        _, stopped_at, left_open = greenline.spawn(
+            _paced_reader, server.address, size, rate, 256 * 1024, wrap).get(timeout=10)
+        # The reader that stopped: its sendall times out about the idle
+        # timeout after the server's last progress, which came with one of
+        # the reader's last few reads (the kernel wakes a writer only once a
+        # third of its buffer is free).
+        exc, ended_at, _ = outcomes.get(timeout=10)
+        assert exc is TimeoutError
+        assert 0.5 <= ended_at - stopped_at <= 2.5, ended_at - stopped_at
+        left_open.close()
+        # The steady reader gets everything, though sendall takes far longer
+        # than the idle timeout.
+        got, _, _ = steady.get(timeout=40)
+        assert got == size
+        exc, _, took = outcomes.get(timeout=5)
+        assert exc is None and took > 3
+    finally:
+        server.stop()
+
+
 class _FlakyListener:
     """A listener whose accept() fails with ``err`` ``times`` times first."""
 

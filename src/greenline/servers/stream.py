@@ -120,9 +120,11 @@ class StreamServer:
     the accept loop waits for one to finish, and new clients wait in the
     kernel's backlog meanwhile.  Nothing is dropped.
 
-    ``idle_timeout`` (seconds) closes a connection whose blocking socket call
-    waits longer than that (a silent client, or one that stops reading): it is
-    the socket timeout the handler's socket starts with.
+    ``idle_timeout`` (seconds) closes a connection that makes no progress for
+    that long (a silent client, or one that stops reading): the handler's
+    socket starts with it as an idle timeout
+    (:meth:`~greenline.socket.socket.set_idle_timeout`), so a ``sendall`` to a
+    client that reads slowly but steadily goes on as long as it takes.
 
     When ``handle`` returns or raises, its socket is closed.
     """
@@ -434,7 +436,7 @@ class StreamServer:
                 delay = 0.0
             self.accepted += 1
             if idle is not None:
-                conn.settimeout(idle)
+                conn.set_idle_timeout(idle)  # type: ignore[attr-defined]  # ours, always
             if pool is None:
                 task = Task(serve, conn, address)
                 conns[task] = conn
