@@ -39,8 +39,8 @@ def test_demo_as_in_the_readme() -> None:
     assert "500 connections, closed loop" in out
     assert "opened 500, failed 0" in out
     assert "result       OK" in out and "server stopped cleanly" in out
-    # Progress lines, one a second, ten seconds' worth.
-    assert len([ln for ln in out.splitlines() if re.match(r"^\[\s*\d+\.\d/10 s\]", ln)]) >= 9
+    # Progress lines, one a second, ten seconds' worth, on standard error.
+    assert len([ln for ln in p.stderr.splitlines() if re.match(r"^\[\s*\d+\.\d/10 s\]", ln)]) >= 9
     m = re.search(r"replies\s+([\d,]+) verified, 0 mismatched", out)
     assert m and int(m.group(1).replace(",", "")) > 500
     assert not psutil.pid_exists(server_pid(out))

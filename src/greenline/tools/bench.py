@@ -255,12 +255,17 @@ def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) 
         cmd = [sys.executable, "-m", "greenline", "load", f"{server.host}:{server.port}",
                "-c", str(connections), "-d", f"{duration:g}", "--procs", "1", "--json", str(json_path)]
         samples: list[tuple[float, float, int]] = []
-        with open(logdir / "load.err", "wb") as err:
-            client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+        # The progress lines come on the client's standard error, the report
+        # on its standard output.
+        with open(logdir / "load.out", "wb") as report:
+            client = subprocess.Popen(cmd, stdout=report, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                       text=True)
-            assert client.stdout is not None
+            assert client.stderr is not None
+            err_lines: list[str] = []
             try:
-                for line in client.stdout:
+                for line in client.stderr:
+                    if not line.startswith("["):
+                        err_lines.append(line)
                     m = _PROGRESS.match(line)
                     if m:
                         samples.append((time.monotonic(), cpu_seconds(server.procs),
@@ -278,7 +283,7 @@ def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) 
     try:
         result = json.loads(json_path.read_text())
     except (OSError, ValueError):
-        tail = (logdir / "load.err").read_text(errors="replace").strip().splitlines()[-1:]
+        tail = [ln.strip() for ln in err_lines if ln.strip()][-1:]
         run.problems.append(f"greenline load wrote no result ({client.returncode}): {' '.join(tail)}")
         return run
     run.ok = bool(result.get("ok")) and not run.problems
