@@ -222,8 +222,10 @@ class WSGIServer(StreamServer):
     ``limits``: sizes and timeouts, see :class:`Limits`.
     ``server_header``: the ``Server`` header's value ("" for none).
     ``multiprocess``/``multithread``: what ``wsgi.multiprocess`` and
-    ``wsgi.multithread`` say (the supervisor sets them when it runs
+    ``wsgi.multithread`` say (``greenline serve`` sets them when it runs
     several processes or threads).
+    ``max_connections``, ``idle_timeout``, ``ssl_context`` or
+    ``certfile``/``keyfile``: as for :class:`~greenline.servers.stream.StreamServer`.
     """
 
     base_env: dict[str, Any] = {
@@ -242,8 +244,11 @@ class WSGIServer(StreamServer):
                  spawn: Any = "default", log: Any = None, error_log: Any = None,
                  handler_class: Any = None, environ: dict[str, Any] | None = None, *,
                  limits: Limits | None = None, server_header: str = "greenline",
-                 multiprocess: bool = False, multithread: bool = False, **ssl_args: Any) -> None:
-        super().__init__(listener, None, backlog=backlog, spawn=spawn, **ssl_args)
+                 multiprocess: bool = False, multithread: bool = False,
+                 max_connections: int | None = None, idle_timeout: float | None = None,
+                 **ssl_args: Any) -> None:
+        super().__init__(listener, None, backlog=backlog, spawn=spawn, max_connections=max_connections,
+                         idle_timeout=idle_timeout, **ssl_args)
         if handler_class is not None:
             raise TypeError("handler_class is gevent.pywsgi's; greenline's WSGIServer has none")
         self.application = application
