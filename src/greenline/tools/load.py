@@ -655,8 +655,8 @@ class Engine:
                     feed(view)
                 elif proto.in_message:
                     if not proto.ends_at_eof():
-                        raise _Truncated("the connection closed in the middle of a response ("
-                                         + ("body)" if proto.headers_done else "head)"))
+                        raise _Truncated("the server closed the connection in the middle of a response "
+                                         + ("(in its body)" if proto.headers_done else "(in its head)"))
                 else:
                     raise _ClosedEarly("the server closed the connection before the response began")
                 done = proto.done

@@ -272,9 +272,9 @@ class HeadResponses:
             head = bytes(carry[:end + 4])
             del carry[:end + 4]
             proto.parser().feed_data(head)
-            if not proto.headers_done:
-                raise MalformedResponse("incomplete response head")
             if proto.in_message:
-                # The head is the whole response: what llhttp would wait for
-                # as a body is not coming.
+                # llhttp waits for a body (the head has a length, or none):
+                # the head is the whole response, that body is not coming.
+                if not proto.headers_done:
+                    raise MalformedResponse("incomplete response head")
                 proto.on_message_complete()

@@ -442,7 +442,7 @@ class LoadResult:
                 lines.append(f"               {kind}: {self.error_samples[kind]}")
         cpu = self.cpu_per_response_us
         if cpu is not None:
-            lines.append(f"  client CPU   {cpu:.1f} µs per {reply} (user + system, {self.cpu_seconds:.2f} s "
+            lines.append(f"  client CPU   {cpu:,.1f} µs per {reply} (user + system, {self.cpu_seconds:.2f} s "
                          f"in all{', every process' if self.parts > 1 else ''})")
         problems = self.problems()
         lines.append("  result       " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
