@@ -16,57 +16,21 @@ import signal
 import ssl as stdssl
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from http_helpers import read_responses
+from http_helpers import WEBAPP, LoopClient, fetch, get, read_responses
 from serve_helpers import SRC, serving
 
 import greenline
 from greenline import socket
 
-APP = textwrap.dedent("""
-    import os
-    import time
-
-    import greenline
-
-    def app(environ, start_response):
-        path = environ["PATH_INFO"]
-        if path.startswith("/slow"):
-            greenline.sleep(float(environ["QUERY_STRING"] or "0.05"))
-        elif path.startswith("/sleep"):
-            time.sleep(float(environ["QUERY_STRING"] or "0.2"))  # cooperative only when patched
-        elif path == "/upload":
-            n = len(environ["wsgi.input"].read())
-            path = "/upload %d" % n
-        body = ("%s %d %s %s %s" % (path, os.getpid(), environ["wsgi.multiprocess"],
-                                    environ["wsgi.multithread"], environ["wsgi.url_scheme"])).encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [body]
-""")
-
 
 @pytest.fixture
 def serve(tmp_path):
-    (tmp_path / "webapp.py").write_text(APP)
+    (tmp_path / "webapp.py").write_text(WEBAPP)
     yield from serving(tmp_path)
-
-
-def get(path: str, extra: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
-
-
-def fetch(address, path: str, extra: str = "", timeout: float = 10):
-    c = socket.create_connection(address, timeout=timeout)
-    try:
-        c.sendall(get(path, extra))
-        (r,), _ = read_responses(c, 1)
-        return r
-    finally:
-        c.close()
 
 
 def test_wsgi_app_on_two_procs_of_two_threads_sets_the_environ_flags(serve):
@@ -150,7 +114,7 @@ def test_access_log_is_off_by_default_and_in_common_log_format_when_asked(serve,
 
 
 def test_access_log_to_stdout(tmp_path):
-    (tmp_path / "webapp.py").write_text(APP)
+    (tmp_path / "webapp.py").write_text(WEBAPP)
     env = dict(os.environ, PYTHONPATH=SRC)
     proc = subprocess.Popen([sys.executable, "-m", "greenline", "serve", "--wsgi", "webapp:app",
                              "--port", "0", "--access-log", "-"], cwd=tmp_path, env=env,
@@ -172,7 +136,7 @@ def test_access_log_to_stdout(tmp_path):
 
 
 def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "webapp.py").write_text(APP)
+    (tmp_path / "webapp.py").write_text(WEBAPP)
     env = dict(os.environ, PYTHONPATH=SRC)
     return subprocess.run([sys.executable, "-m", "greenline", "serve", *args, "--port", "0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
@@ -232,81 +196,6 @@ def test_monkey_patch_makes_the_apps_blocking_calls_cooperative(serve):
 
 
 # -- the life cycle: SIGHUP and SIGTERM lose no request ----------------------------------------
-
-
-def _closed_cleanly(sock: socket.socket) -> bool:
-    """Whether the server has closed this idle connection (end of file
-    waiting); raises if it reset it.  Never blocks."""
-    poller = stdselect.poll()
-    poller.register(sock.fileno(), stdselect.POLLIN | stdselect.POLLRDHUP)
-    if not poller.poll(0):
-        return False
-    data = sock.recv(1, socket.MSG_PEEK)
-    assert data == b"", f"unsolicited bytes from the server: {data!r}"
-    return True
-
-
-class LoopClient:
-    """GET after GET over keep-alive connections; a new connection when the
-    server closes one (unless told not to reconnect).  Every request sent is
-    accounted for: answered (200, its own path back), or lost."""
-
-    def __init__(self, address, name: str, path: str = "") -> None:
-        self.address = address
-        self.name = name
-        self.path = path or f"/{name}"
-        self.answered = 0
-        self.connections = 0
-        self.server_closes = 0   # "Connection: close" in a response
-        self.clean_closes = 0    # end of file on an idle connection, before we sent anything
-        self.lost: list[str] = []
-        self.refused = False
-        self.reconnect = True
-        self.running = True
-        self.pids: set[int] = set()
-
-    def run(self) -> None:
-        sock = None
-        i = 0
-        try:
-            while self.running:
-                if sock is None:
-                    if not self.reconnect:
-                        return
-                    try:
-                        sock = socket.create_connection(self.address, timeout=10)
-                    except ConnectionRefusedError:
-                        self.refused = True
-                        return
-                    self.connections += 1
-                elif _closed_cleanly(sock):
-                    self.clean_closes += 1
-                    sock.close()
-                    sock = None
-                    continue
-                path = f"{self.path}/{i}"
-                sock.sendall(get(path))
-                try:
-                    responses, closed = read_responses(sock, 1)
-                except OSError as e:
-                    self.lost.append(f"{path}: {e!r}")
-                    return
-                if not responses:
-                    self.lost.append(f"{path}: closed without a response")
-                    return
-                (r,) = responses
-                words = r.body.decode().split()
-                assert r.status == 200 and words[0] == path, (r.status, r.body)
-                self.pids.add(int(words[1]))
-                self.answered += 1
-                i += 1
-                if r.header("Connection") == "close" or closed:
-                    self.server_closes += 1
-                    sock.close()
-                    sock = None
-        finally:
-            if sock is not None:
-                sock.close()
 
 
 @pytest.mark.timeout(90)
