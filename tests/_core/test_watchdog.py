@@ -26,9 +26,21 @@ def cpu_hog_for_the_test(seconds):
     return n
 
 
+def cpu_hog_for_the_test_until_reported(records, at_most):
+    # Stall until the detector speaks (at most ``at_most`` seconds: on a
+    # busy machine its thread may be scheduled late), then stall as long
+    # again, so that a second warning for the same stall would show.
+    deadline = time.monotonic() + at_most
+    reported = False
+    while time.monotonic() < deadline:  # never yields
+        if not reported and any(r.name == "greenline.watchdog" for r in records):
+            reported = True
+            deadline = time.monotonic() + 0.3
+
+
 def test_a_cpu_hog_is_reported_with_its_stack(detector, caplog):
     caplog.set_level(logging.WARNING, logger="greenline.watchdog")
-    t = greenline.spawn(cpu_hog_for_the_test, 0.3)
+    t = greenline.spawn(cpu_hog_for_the_test_until_reported, caplog.records, 5)
     t.join()
     greenline.sleep(0.05)
     warnings = [r.getMessage() for r in caplog.records if r.name == "greenline.watchdog"]
