@@ -565,24 +565,27 @@ class Engine:
         return n, False
 
     def _http_requests(self, slot: int, sock: gsocket.socket, n: int) -> tuple[int, bool]:
-        """HTTP: send requests on ``sock`` (up to ``--pipeline`` in flight),
-        parse every response, count its status and time it, until this
-        connection's work is done; return the request counter, and True when
-        the server closes the connection (``Connection: close``, or a body
-        read to EOF), so that the caller connects again.
+        """HTTP: send requests on ``sock``, parse every response, count its
+        status and time it, until this connection's work is done; return the
+        request counter, and True when the server closes the connection
+        (``Connection: close``, or a body read to EOF), so that the caller
+        connects again.
 
-        Inlined for the same reason as :meth:`_requests`.  Per response: one
-        ``sendall`` of prebuilt bytes, one ``recv_into`` a buffer of this
-        connection, one ``feed_data`` of a cached memoryview of it (the
-        parser's callbacks count), two clock reads and a dict update."""
+        One request in flight (the default, and the open loop) is the loop
+        below, inlined as :meth:`_requests` is; ``--pipeline`` takes
+        :meth:`_http_pipelined`.  Per response: one ``sendall`` of prebuilt
+        bytes, one ``recv_into`` this connection's buffer, one ``feed_data``
+        of a cached memoryview of it (the parser's callbacks count), two
+        clock reads and a dict update."""
         cfg = self.cfg
         http = cfg.http
         assert http is not None
-        index = self.first + slot
-        depth = http.pipeline
-        batches = self.batches
         proto = Response(self.statuses, http.expect)
         feed = HeadResponses(proto) if http.head else proto.parser().feed_data
+        if http.pipeline > 1:
+            return self._http_pipelined(slot, sock, n, proto, feed)
+        index = self.first + slot
+        wire = http.wire
         paced = cfg.rate is not None
         period = intended = 0.0
         deadline = math.inf
@@ -596,6 +599,91 @@ class Engine:
         # Memoryviews of the buffer by length: a server's responses tend to
         # be of a few lengths, so feeding the parser allocates nothing.
         views: dict[int, memoryview] = {}
+        views_get = views.get
+        sendall = sock.sendall
+        recv_into = sock.recv_into
+        inflight = self.inflight
+        budgeted = self.budgeted
+        tally = self.tally
+        tally_get = tally.get
+        first = True
+        seen = good = 0  # proto.done and proto.good already accounted for
+        try:
+            while not self.stopping and not proto.closing:
+                if paced and intended >= deadline:
+                    self._wait_for_the_end(deadline)
+                    break
+                if budgeted:
+                    if self.remaining <= 0:
+                        break
+                    self.remaining -= 1
+                n += 1
+                if paced:
+                    now = monotonic()
+                    if intended > now:
+                        gsleep(intended - now)
+                start = monotonic()
+                inflight[slot] = start
+                sendall(wire)
+                while True:
+                    got = recv_into(rbuf)
+                    if got:
+                        view = views_get(got)
+                        if view is None:
+                            if len(views) >= 64:
+                                views.clear()
+                            view = views[got] = rview[:got]
+                        feed(view)
+                        if proto.done != seen:
+                            break
+                    elif proto.in_message:
+                        if proto.ends_at_eof():
+                            break
+                        raise _Truncated("the server closed the connection in the middle of a response "
+                                         + ("(in its body)" if proto.headers_done else "(in its head)"))
+                    else:
+                        raise _ClosedEarly("the server closed the connection before the response began")
+                t_reply = monotonic()
+                seen += 1
+                if proto.done != seen:
+                    raise MalformedResponse(f"{proto.done - seen + 1} responses to one request")
+                inflight[slot] = 0.0
+                self.requests += 1
+                if proto.good != good:
+                    good += 1
+                    self.verified += 1
+                else:
+                    self.mismatches += 1
+                if paced:
+                    # Timed from the intended send time: a late send counts
+                    # against the server.
+                    start = intended
+                    intended += period
+                if first:
+                    first = False
+                    self._first_reply(slot, t_reply - start)
+                else:
+                    us = int((t_reply - start) * 1e6)
+                    if us >> BUCKET_BITS:
+                        shift = us.bit_length() - BUCKET_BITS
+                        us = us >> shift << shift
+                    tally[us] = tally_get(us, 0) + 1
+        except _HTTP_BREAKS as e:
+            raise _Broken(e, n) from e
+        return n, proto.closing
+
+    def _http_pipelined(self, slot: int, sock: gsocket.socket, n: int, proto: Response,
+                        feed: Callable[[Any], None]) -> tuple[int, bool]:
+        """:meth:`_http_requests` with up to ``--pipeline`` requests in
+        flight (closed loop): send as many as are missing in one
+        ``sendall``, take the responses as they come, oldest first."""
+        http = self.cfg.http
+        assert http is not None
+        depth = http.pipeline
+        batches = self.batches
+        rbuf = bytearray(self.rbuf_size)
+        rview = memoryview(rbuf)
+        views: dict[int, memoryview] = {}
         sendall = sock.sendall
         recv_into = sock.recv_into
         inflight = self.inflight
@@ -605,26 +693,15 @@ class Engine:
         tally_get = tally.get
         first = True
         outstanding = 0  # requests sent, not yet answered
-        seen = good = 0  # proto.done and proto.good already accounted for
-        origin = 0.0  # depth 1: when the request in flight was sent (or due)
-        origins: deque[float] = deque()  # depth > 1: the same, oldest first
+        seen = good = 0
+        sent: deque[float] = deque()  # send times of the requests in flight, oldest first
         try:
             while True:
                 if outstanding < depth and not self.stopping and not proto.closing:
-                    if paced and intended >= deadline:
-                        # Open loop (depth 1): nothing more is due before the end.
-                        k = 0
-                        self._wait_for_the_end(deadline)
-                    else:
-                        k = depth - outstanding
-                        if budgeted:
-                            if k > self.remaining:
-                                k = self.remaining
-                            self.remaining -= k
-                        if paced and k:
-                            now = monotonic()
-                            if intended > now:
-                                gsleep(intended - now)
+                    k = depth - outstanding
+                    if budgeted:
+                        k = min(k, self.remaining)
+                        self.remaining -= k
                     if k:
                         n += k
                         start = monotonic()
@@ -632,16 +709,7 @@ class Engine:
                         owed[slot] = outstanding
                         if not inflight[slot]:
                             inflight[slot] = start
-                        if depth == 1:
-                            if paced:
-                                # Timed from the intended send time: a late
-                                # send counts against the server.
-                                origin = intended
-                                intended += period
-                            else:
-                                origin = start
-                        else:
-                            origins.extend([start] * k)
+                        sent.extend([start] * k)
                         sendall(batches[k])
                 if not outstanding:
                     break
@@ -675,7 +743,7 @@ class Engine:
                     owed[slot] = outstanding
                     while k:
                         k -= 1
-                        s = origin if depth == 1 else origins.popleft()
+                        s = sent.popleft()
                         if first:
                             first = False
                             self._first_reply(slot, t - s)
@@ -685,7 +753,7 @@ class Engine:
                                 shift = us.bit_length() - BUCKET_BITS
                                 us = us >> shift << shift
                             tally[us] = tally_get(us, 0) + 1
-                    inflight[slot] = origins[0] if outstanding else 0.0
+                    inflight[slot] = sent[0] if outstanding else 0.0
                 if proto.closing:
                     if outstanding:
                         # Pipelined after a response that closes: the server

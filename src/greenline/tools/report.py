@@ -387,6 +387,7 @@ class LoadResult:
         """The final report, as plain text."""
         http = self.is_http
         reply = "response" if http else "reply"
+        replies_word = "responses" if http else "replies"
         replies = self.responses
         pct = self.percentiles()
         lines = []
@@ -405,7 +406,7 @@ class LoadResult:
         if self.gave_up:
             conn += f", gave up {self.gave_up:,}"
         lines.append(f"  connections  {conn}")
-        req = f"{self.requests:,} in {self.elapsed:.2f} s, {self.replies_per_s:,.0f} {reply}s/s"
+        req = f"{self.requests:,} in {self.elapsed:.2f} s, {self.replies_per_s:,.0f} {replies_word}/s"
         if self.interrupted:
             req += " (interrupted)"
         if self.unfinished:
@@ -416,7 +417,7 @@ class LoadResult:
         else:
             parts = "  ".join(f"{k} {format_us(v)}" for k, v in pct.items())
             lines.append(f"  latency      {parts}")
-            lines.append(f"               over {self.latency.get_total_count():,} {reply}s "
+            lines.append(f"               over {self.latency.get_total_count():,} {replies_word} "
                          "(each connection's first exchange left out)")
         if self.first_reply is not None:
             first = f"every connection had its first {reply} {self.first_reply:.3f} s after the start"
