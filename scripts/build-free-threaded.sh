@@ -19,9 +19,14 @@
 #
 # greenlet is pinned to 3.3.0: 3.5.x does not compile on 3.13t (it uses
 # 3.14-only critical-section internals) and 3.2.x turns the GIL back on at
-# import.  hypothesis stays below 6.150, whose newer releases need a Rust
-# extension built from source.  trustme (cryptography), requests and redis are
-# installed if they install; the tests that need them skip when they do not.
+# import.  It is built from source with build-free-threaded.greenlet.patch
+# (see there): 3.3.0 leaves CPython's per-thread chain of critical sections
+# as it is across a switch, and a green thread that switches inside one
+# crashes the interpreter ("PyMutex_Unlock: unlocking mutex that is not
+# locked").  hypothesis stays below 6.150, whose newer releases need a Rust
+# extension built from source.  trustme (cryptography), requests, redis,
+# gunicorn, flask and django are installed if they install; the tests that
+# need them skip when they do not (trustme does not: no cryptography for 3.13t).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -95,7 +100,7 @@ build_interpreter() {
 # The venv is remade only when this script, pyproject.toml or the checkout
 # it points to changed since it was last made.
 venv_stamp() {
-    cat "$0" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1
+    cat "$0" "$REPO/scripts/build-free-threaded.greenlet.patch" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1
     echo "$REPO"
 }
 
@@ -115,11 +120,25 @@ make_venv() {
     export PIP_CONSTRAINT=
     # What greenline needs, then what the tests need.  greenline itself with
     # --no-deps: its declared greenlet>=3.0 would let pip pick a newer one.
+    # greenlet 3.3.0 with scripts/build-free-threaded.greenlet.patch: a
+    # switch suspends the critical sections of the greenlet switched out
+    # and resumes those of the one switched in (without it a green thread
+    # that blocks inside one, e.g. in sorted() over a generator or in a
+    # buffered file's read, crashes or deadlocks the interpreter).
+    local gwork
+    gwork="$(mktemp -d)"
+    "${pip[@]}" download --no-deps --no-binary :all: "greenlet==3.3.0" -d "$gwork"
+    tar -xzf "$gwork"/greenlet-3.3.0.tar.gz -C "$gwork"
+    patch -d "$gwork/greenlet-3.3.0" -p1 -s <"$REPO/scripts/build-free-threaded.greenlet.patch"
+    "${pip[@]}" install "setuptools>=68" wheel
+    "${pip[@]}" wheel --no-deps --no-build-isolation "$gwork/greenlet-3.3.0" -w "$gwork/wheel"
+    "${pip[@]}" install --force-reinstall --no-deps "$gwork"/wheel/greenlet-3.3.0-*.whl
+    rm -rf "$gwork"
     "${pip[@]}" install "greenlet==3.3.0" "hdrhistogram>=0.10" "rich>=13" "httptools>=0.6" \
         "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6,<6.150" "psutil>=5.9"
     "${pip[@]}" install --no-deps -e "$REPO"
     local optional
-    for optional in trustme requests redis; do
+    for optional in trustme requests redis "gunicorn>=21" "flask>=2.2" "django>=4.2"; do
         "${pip[@]}" install "$optional" >/dev/null 2>&1 ||
             log "$optional does not install on 3.13t: the tests that need it skip"
     done

@@ -4,6 +4,7 @@ threads behind for the next one."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from greenlet import GreenletExit
@@ -37,6 +38,22 @@ def fresh_hub():
             break
     _hub.this_thread.hub = None
     hub.close()
+
+
+# On a free-threaded build, GREENLINE_REQUIRE_GIL_OFF=1 (.ci/run sets it)
+# fails the test after which the GIL is on: something it imported (a C
+# extension that has not declared it can run without the GIL) turned it on
+# for the rest of the run.  tests/tools import the load client, which does.
+_REQUIRE_GIL_OFF = os.environ.get("GREENLINE_REQUIRE_GIL_OFF") == "1" and hasattr(sys, "_is_gil_enabled")
+
+
+@pytest.fixture(autouse=_REQUIRE_GIL_OFF)
+def gil_stays_off():
+    if sys._is_gil_enabled():
+        pytest.fail("the GIL was already on when this test began (turned on at import or collection)")
+    yield
+    if sys._is_gil_enabled():
+        pytest.fail("the GIL is on after this test: something it imported turned it on")
 
 
 @pytest.fixture

@@ -502,8 +502,7 @@ class TLSServe:
     (trustme), in a subprocess, for the length of the module."""
 
     def __init__(self, directory: Path) -> None:
-        import trustme
-
+        trustme = pytest.importorskip("trustme", reason="trustme (cryptography) is not installed on this interpreter")
         self.ca = trustme.CA()
         cert = self.ca.issue_cert("127.0.0.1", "localhost")
         self.cafile = directory / "ca.pem"
