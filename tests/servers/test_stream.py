@@ -816,9 +816,10 @@ def test_memory_returns_after_a_flood_of_silent_tls_connects_ends(tls_files, tmp
     try:
         assert proc.stdout is not None
         address = ("127.0.0.1", int(proc.stdout.readline()))
+        base_fds = fds()
         c = stdsocket.create_connection(address)  # the server's first connection: warm it up
         c.close()
-        base_fds = fds()
+        wait_fds(lambda n: n <= base_fds, "closing the first connection")
         baseline = rss_kib()
         report = []
         for flood in ("clients leave", "handshake timeout"):
