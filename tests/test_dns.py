@@ -177,14 +177,14 @@ def test_forty_slow_lookups_take_about_one_lookups_time_and_localhost_does_not_w
     greenline.sleep(0)  # all 40 lookups are under way
     t0 = time.monotonic()
     local = socket.getaddrinfo("localhost", 80, socket.AF_INET, socket.SOCK_STREAM)
-    assert time.monotonic() - t0 < 0.1  # not behind the DNS lookups
+    assert time.monotonic() - t0 < 0.25  # not behind the DNS lookups (each takes 0.5 s)
     assert local[0][4] == ("127.0.0.1", 80)
     t0 = time.monotonic()
     assert socket.gethostbyname("localhost") == "127.0.0.1"
     assert socket.gethostbyaddr("127.0.0.1") == stdsocket.gethostbyaddr("127.0.0.1")
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 0.25
     greenline.joinall(tasks, raise_error=True)
-    assert time.monotonic() - start < slow_resolver.seconds * 1.8
+    assert time.monotonic() - start < slow_resolver.seconds * 2  # six at a time (two cores): 3.5 s
     assert len(slow_resolver) == n and threading.get_ident() not in slow_resolver
 
 
@@ -277,6 +277,6 @@ def test_real_dns_through_the_c_resolver_in_a_namespace_of_our_own(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     local, lookups = lines[0].split(), lines[1].split()
-    assert local[:2] == ["localhost", "127.0.0.1"] and float(local[3]) < 0.1, lines
+    assert local[:2] == ["localhost", "127.0.0.1"] and float(local[3]) < 0.5, lines
     assert lookups[2] == "['127.0.0.2']", lines   # every answer came from our DNS server
     assert float(lookups[4]) < 1.8, lines          # 40 lookups of 1 s each: about 1 s
