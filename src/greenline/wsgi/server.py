@@ -62,7 +62,7 @@ from greenline import socket as gsocket
 from greenline._core.hub import get_hub
 from greenline._core.task import Task
 from greenline.servers.stream import StreamServer
-from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout
+from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout, Shared
 
 __all__ = ["WSGIServer", "FileWrapper", "Limits", "LAST_CALL", "LINGER"]
 
@@ -71,7 +71,8 @@ logger = logging.getLogger("greenline.wsgi")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # Bytes read from a socket in one call; the buffer is shared by all the
-# connections of a server, so its size costs nothing per connection.
+# connections of a server (greenline.wsgi.http.Shared), so its size costs
+# nothing per connection.
 RECV_SIZE = 65536
 
 #: When the server stops, how long a connection waiting for its next request
@@ -259,7 +260,7 @@ class WSGIServer(StreamServer):
         self.environ: dict[str, Any] = dict(environ or {})
         self.multiprocess = multiprocess
         self.multithread = multithread
-        self._rbuf = memoryview(bytearray(RECV_SIZE))
+        self._shared: Shared | None = None
         self._live: dict[HTTPConnection, Any] = {}
         self._watchdog: Task | None = None
         self._last_call = 0.0
@@ -275,6 +276,7 @@ class WSGIServer(StreamServer):
         # The real port, still known after stop() (pywsgi's server_port is).
         self._address = self.address
         self._env = self.get_environ()
+        self._shared = Shared(self.limits, _Exchange, self.server_header, RECV_SIZE)
         self._watchdog = Task(self._watch)
         self._watchdog.name = f"http-timeouts-{self.server_port}"
         self._watchdog.start()
@@ -332,8 +334,10 @@ class WSGIServer(StreamServer):
         one green thread for all of them instead of a timer per request."""
         hub = get_hub()
         lim = self.limits
-        interval = min(t for t in (lim.header_timeout, lim.keepalive_timeout, lim.body_timeout,
-                                   LINGER, 4.0) if t > 0) / 4
+        # A quarter of the shortest timeout: none fires more than 25 % late
+        # (lingering, bounded by a socket timeout too, may be later).
+        interval = min(t for t in (lim.header_timeout, lim.keepalive_timeout, lim.body_timeout, 4.0)
+                       if t > 0) / 4
         live = self._live
         parked = hub.parked
         while live or not self.closed:
@@ -352,8 +356,10 @@ class WSGIServer(StreamServer):
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (a Unix socket)
-        conn = HTTPConnection(sock, self.limits, self._rbuf, _Exchange, self.server_header,
-                              tls=self.ssl_context is not None)
+        shared = self._shared
+        if shared is None:  # handle() called without start()
+            shared = self._shared = Shared(self.limits, _Exchange, self.server_header, RECV_SIZE)
+        conn = HTTPConnection(sock, shared)
         if self.closed:
             # Accepted just before the server closed: it may still make its
             # request, within the last call.
@@ -362,13 +368,14 @@ class WSGIServer(StreamServer):
         env = self._env
         if env is None:
             env = self._env = self.get_environ()
-        env = env.copy()
+        # The environ is made per request from the server's (no dict per
+        # connection: an idle connection keeps nothing it does not need).
         if isinstance(address, tuple) and len(address) >= 2:
-            env["REMOTE_ADDR"] = str(address[0])
-            env["REMOTE_PORT"] = str(address[1])
+            remote_addr = str(address[0])
+            remote_port = str(address[1])
         else:
-            env["REMOTE_ADDR"] = str(address or "")
-            env["REMOTE_PORT"] = ""
+            remote_addr = str(address or "")
+            remote_port = ""
         live = self._live
         live[conn] = getcurrent()
         cgi_keys = _cgi_keys
@@ -382,6 +389,8 @@ class WSGIServer(StreamServer):
                 if req is None:
                     break
                 environ = env.copy()
+                environ["REMOTE_ADDR"] = remote_addr
+                environ["REMOTE_PORT"] = remote_port
                 environ["REQUEST_METHOD"] = req.method
                 target = req.target
                 path, _, query = target.partition(b"?")
@@ -425,6 +434,8 @@ class WSGIServer(StreamServer):
                 if req.close or not req.complete or not req.keep_alive or conn.closing or conn.broken:
                     if not conn.finish(req):
                         break
+                # Nothing of this request is kept through the wait for the next.
+                req = environ = result = None  # type: ignore[assignment]
             # We end it (not an error, not the client): our side first.
             conn.linger(LINGER)
         finally:
