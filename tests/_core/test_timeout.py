@@ -11,37 +11,19 @@ import greenline
 from greenline import Timeout, socket, with_timeout
 
 
-def _loop_lag(delay: float = 0.02) -> float:
-    """How late this hub wakes a plain sleep of ``delay`` right now (the
-    worst of three): the slack a timeout of the same delay may need too."""
-    worst = 0.0
-    for _ in range(3):
-        start = time.monotonic()
-        greenline.sleep(delay)
-        worst = max(worst, time.monotonic() - start - delay)
-    return worst
-
-
-def _fires_on_time(elapsed: float, delay: float, lag: float) -> bool:
-    # Never early; late by at most the loop's own lag, twice over, plus a
-    # small margin: a timeout firing at twice its delay fails whenever the
-    # machine is quiet enough for the lag to be small.
-    return delay - 0.001 <= elapsed <= delay + 2 * lag + delay / 2
-
-
-def test_timeout_interrupts_a_sleep():
-    lag = _loop_lag()
+def test_timeout_interrupts_a_sleep(loop_lag, fires_on_time):
+    lag = loop_lag()
     start = time.monotonic()
     with pytest.raises(Timeout) as info:
         with Timeout(0.02):
             greenline.sleep(5)
     elapsed = time.monotonic() - start
-    assert _fires_on_time(elapsed, 0.02, lag), (elapsed, lag)
+    assert fires_on_time(elapsed, 0.02, lag), (elapsed, lag)
     assert str(info.value) == "0.02 seconds"
 
 
-def test_timeout_false_is_swallowed_by_its_block():
-    lag = _loop_lag(0.01)
+def test_timeout_false_is_swallowed_by_its_block(loop_lag, fires_on_time):
+    lag = loop_lag(0.01)
     reached_the_end = False
     start = time.monotonic()
     with Timeout(0.01, False) as t:
@@ -49,7 +31,7 @@ def test_timeout_false_is_swallowed_by_its_block():
         reached_the_end = True
     elapsed = time.monotonic() - start
     assert not reached_the_end  # the block was left by the timeout...
-    assert _fires_on_time(elapsed, 0.01, lag), (elapsed, lag)  # ...when it was due
+    assert fires_on_time(elapsed, 0.01, lag), (elapsed, lag)  # ...when it was due
     assert not t.pending
 
 
@@ -126,8 +108,8 @@ def test_nested_outer_shorter_passes_through_inner_handler():
     assert info.value is outer
 
 
-def test_timeout_in_another_task_does_not_leak():
-    lag = _loop_lag(0.01)
+def test_timeout_in_another_task_does_not_leak(loop_lag, fires_on_time):
+    lag = loop_lag(0.01)
 
     def short():
         start = time.monotonic()
@@ -138,7 +120,7 @@ def test_timeout_in_another_task_does_not_leak():
     t = greenline.spawn(short)
     greenline.sleep(0.05)  # this green thread's own sleep is not cut short...
     elapsed = t.get()
-    assert _fires_on_time(elapsed, 0.01, lag), (elapsed, lag)  # ...the task's was
+    assert fires_on_time(elapsed, 0.01, lag), (elapsed, lag)  # ...the task's was
 
 
 def test_with_timeout_value_and_raise():
