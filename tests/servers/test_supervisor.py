@@ -643,3 +643,40 @@ def test_twenty_sigterm_rounds_under_load_lose_no_reply(tmp_path):
                 assert c.closed and c.replies > 0, (rnd, c.name)
         finally:
             srv.close()
+
+
+def test_after_sigterm_new_clients_are_refused_at_once_not_queued(serve):
+    # A connection still open keeps the workers in their graceful period;
+    # meanwhile the listening socket is closed everywhere, so a newcomer is
+    # refused at once instead of waiting in a queue nobody accepts from (and
+    # being reset when the last worker exits).
+    srv = serve("upper", "--procs", "2", "--graceful-timeout", "5")
+    srv.wait_workers(2)
+    held = socket.create_connection(srv.address, timeout=10)
+    held.sendall(b"x")
+    assert recv_exactly(held, 1) == b"X"
+    srv.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while "stopping (SIGTERM)" not in srv.logs() and time.monotonic() < deadline:
+        greenline.sleep(0.02)
+    greenline.sleep(0.2)
+    assert srv.proc.poll() is None  # still finishing the held connection
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(srv.address, timeout=2)
+    held.close()
+    assert srv.wait(10) == 0
+
+
+def test_serve_builds_its_servers_through_the_factory_it_is_given(tmp_path):
+    # The supervisor knows nothing of protocols: a factory makes each
+    # thread's server (here, one that says which thread made it).
+    from greenline.servers.supervisor import ServeConfig, stream_server_factory
+
+    cfg = ServeConfig(app="upper", max_conns=7, idle_timeout=3.0)
+    make = stream_server_factory(lambda sock, addr: None, cfg)
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        server = make(listener)
+        assert server.max_connections == 7 and server.idle_timeout == 3.0
+    finally:
+        listener.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import select as stdselect
 import signal
-import ssl as stdssl
 import subprocess
 import sys
 import time
@@ -165,8 +164,6 @@ def test_tls_on_the_command_line(serve, tmp_path):
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     srv = serve("--wsgi", "webapp:app", "--certfile", str(tmp_path / "server.pem"))
-    ctx = stdssl.create_default_context()
-    ca.configure_trust(ctx)
     from greenline import ssl as gssl
 
     gctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
