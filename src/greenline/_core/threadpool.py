@@ -21,7 +21,7 @@ from greenlet import getcurrent
 from greenline._core import hub as _hub
 from greenline._core.hub import get_hub
 
-__all__ = ["ThreadPool", "to_thread", "get_threadpool"]
+__all__ = ["ThreadPool", "to_thread", "run_in", "get_threadpool"]
 
 T = TypeVar("T")
 
@@ -145,10 +145,15 @@ def to_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     its end in its thread (a thread cannot be interrupted); its result is
     dropped.
     """
+    return run_in(get_threadpool(), fn, *args, **kwargs)
+
+
+def run_in(pool: ThreadPool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`to_thread` in the threads of ``pool``."""
     call = _Call(fn, args, kwargs)
     hub = call.hub
     hub.refs += 1  # the hub must wait for the delivery, not report deadlock
-    get_threadpool().submit(call)
+    pool.submit(call)
     try:
         while not call.done:
             hub.block()

@@ -1,0 +1,7 @@
+"""``gevent.socket``: greenline's cooperative ``socket`` module.
+
+May import: greenline's modules, not the tools.
+"""
+
+from greenline.socket import *  # noqa: F403 - the whole stdlib-shaped module
+from greenline.socket import __all__  # noqa: F401
