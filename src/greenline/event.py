@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from greenline._core.hub import get_hub
-from greenline._core.timeout import Timeout
+from greenline._core.timeout import Timeout, as_seconds
 from greenline._core.waiters import Waiter, notify_all, park
 
 __all__ = ["Event", "AsyncResult"]
@@ -76,6 +76,7 @@ class Event:
         True if it was set (False on timeout)."""
         if self._flag:
             return True
+        timeout = as_seconds(timeout)
         if timeout is not None and timeout <= 0:
             return False
         return self._wait(timeout)
@@ -217,6 +218,7 @@ class AsyncResult(Event):
         ``timeout`` seconds (at once with ``block=False``)."""
         if self._flag:
             return self._outcome()
+        timeout = as_seconds(timeout)
         if not block or (timeout is not None and timeout <= 0):
             raise Timeout(timeout)
         if not self._wait(timeout):

@@ -18,7 +18,7 @@ from greenlet import getcurrent
 
 from greenline._core.hub import get_hub
 
-__all__ = ["Timeout", "with_timeout"]
+__all__ = ["Timeout", "with_timeout", "as_seconds"]
 
 T = TypeVar("T")
 
@@ -141,3 +141,13 @@ def with_timeout(seconds: float, function: Callable[..., T], *args: Any,
         raise
     finally:
         timeout.cancel()
+
+
+def as_seconds(timeout: Any) -> float | None:
+    """A ``timeout=`` argument as seconds: gevent accepts a :class:`Timeout`
+    object wherever it takes seconds, and means its duration."""
+    if timeout is None or isinstance(timeout, (int, float)):
+        return timeout
+    if isinstance(timeout, Timeout):
+        return timeout.seconds
+    return float(timeout)

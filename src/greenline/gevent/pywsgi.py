@@ -7,7 +7,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from greenline.wsgi import WSGIServer
+from greenline.wsgi import WSGIServer as _WSGIServer
+
+
+class WSGIServer(_WSGIServer):
+    """greenline's WSGI server with pywsgi's signature.  ``handler_class``
+    is accepted and kept as an attribute, but greenline's server handles
+    each connection itself: a handler subclass's overrides are not called
+    (docs/gevent.md)."""
+
+    handler_class: Any = None
+
+    def __init__(self, listener: Any, application: Any = None, backlog: int | None = None,
+                 spawn: Any = "default", log: Any = "default", error_log: Any = "default",
+                 handler_class: Any = None, environ: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        # pywsgi logs requests to stderr unless told log=None.
+        if log == "default":
+            import sys
+
+            log = sys.stderr
+        if error_log == "default":
+            error_log = None
+        super().__init__(listener, application, backlog, spawn, log, error_log, None, environ,
+                         **kwargs)
+        if handler_class is not None:
+            self.handler_class = handler_class
 
 
 class WSGIHandler:
@@ -21,8 +46,26 @@ class WSGIHandler:
     def log_request(self) -> None:
         pass
 
+    def _print_unexpected_exc(self) -> None:
+        pass
+
     def get_environ(self) -> dict[str, Any]:
         return {}
+
+
+class Input:
+    """pywsgi's request-body reader.  greenline's server reads bodies in
+    :mod:`greenline.wsgi`; this name exists for imports only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("greenline's wsgi.input is greenline.wsgi's own reader")
+
+
+class Environ(dict):  # type: ignore[type-arg]
+    """pywsgi's environ class: a plain dict here."""
+
+
+SecureEnviron = WSGISecureEnviron = Environ
 
 
 class LoggingLogAdapter:
@@ -45,4 +88,5 @@ class LoggingLogAdapter:
             self.write(line)
 
 
-__all__ = ["LoggingLogAdapter", "WSGIHandler", "WSGIServer"]
+__all__ = ["Environ", "Input", "LoggingLogAdapter", "SecureEnviron", "WSGIHandler", "WSGIServer",
+           "WSGISecureEnviron"]

@@ -5,6 +5,15 @@ May import: greenline's modules, not the tools.
 
 from queue import Empty, Full
 
-from greenline.queue import JoinableQueue, LifoQueue, PriorityQueue, Queue
+from greenline.queue import (
+    Channel,
+    JoinableQueue,
+    LifoQueue,
+    PriorityQueue,
+    Queue,
+    ShutDown,
+    SimpleQueue,
+)
 
-__all__ = ["Empty", "Full", "JoinableQueue", "LifoQueue", "PriorityQueue", "Queue"]
+__all__ = ["Channel", "Empty", "Full", "JoinableQueue", "LifoQueue", "PriorityQueue", "Queue",
+           "ShutDown", "SimpleQueue"]
