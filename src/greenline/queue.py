@@ -32,9 +32,10 @@ import queue as _stdlib_queue  # absolute import: the stdlib module
 from collections import deque
 from collections.abc import Iterable, Iterator
 from time import monotonic
+from types import GenericAlias
 from typing import Any
 
-from greenline._core.timeout import as_seconds
+from greenline._core.timeout import Timeout
 from greenline._core.waiters import Waiter, notify, notify_all, park
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "SimpleQueue", "Channel",
@@ -73,6 +74,8 @@ class Queue:
     Subclasses may override the stdlib's storage hooks ``_init``,
     ``_qsize``, ``_put``, ``_get`` (and ``_peek``).
     """
+
+    __class_getitem__ = classmethod(GenericAlias)
 
     def __init__(self, maxsize: int | None = None, items: Iterable[Any] = ()) -> None:
         self.maxsize = maxsize if maxsize is not None and maxsize > 0 else 0
@@ -173,7 +176,10 @@ class Queue:
         """Put ``item`` in, waiting (up to ``timeout``) while the queue is
         full; raises :class:`Full` if it stays full (at once with
         ``block=False``)."""
-        timeout = as_seconds(timeout)
+        if isinstance(timeout, Timeout):
+            # gevent's: a Timeout object bounds the wait, raising itself.
+            with timeout:
+                return self.put(item, block)
         if self.is_shutdown:
             raise ShutDown
         guard = self._guard
@@ -231,7 +237,9 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return an item, waiting (up to ``timeout``) for one;
         raises :class:`Empty` if none comes (at once with ``block=False``)."""
-        timeout = as_seconds(timeout)
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self.get(block)
         guard = self._guard
         with guard:
             if self._qsize() > self._item_reserved:
@@ -276,7 +284,9 @@ class Queue:
     def peek(self, block: bool = True, timeout: float | None = None) -> Any:
         """Return the next item without removing it, waiting for one like
         :meth:`get`."""
-        timeout = as_seconds(timeout)
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self.peek(block)
         deadline = None if timeout is None else monotonic() + timeout
         guard = self._guard
         while True:
@@ -401,6 +411,7 @@ class Channel:
     """
 
     maxsize = 0
+    __class_getitem__ = classmethod(GenericAlias)
 
     def __init__(self, maxsize: int = 1) -> None:
         if maxsize != 1:
@@ -436,7 +447,9 @@ class Channel:
     def _transfer(self, mine: deque[tuple[Waiter, list[Any]]],
                   theirs: deque[tuple[Waiter, list[Any]]], cell: list[Any], block: bool,
                   timeout: Any, fail: type[Exception]) -> None:
-        timeout = as_seconds(timeout)
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self._transfer(mine, theirs, cell, block, None, fail)
         with self._guard:
             if theirs:
                 w, other = theirs.popleft()

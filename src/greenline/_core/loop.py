@@ -282,6 +282,10 @@ class HubAPI:
             self._loop_facade = Loop(self)
         return self._loop_facade
 
+    @loop.setter
+    def loop(self, value: Loop) -> None:
+        self._loop_facade = value
+
     @property
     def parent(self) -> greenlet:
         """The greenlet the hub returns to: the OS thread's main one."""

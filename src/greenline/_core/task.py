@@ -45,6 +45,8 @@ class Task(greenlet):
                  "_started", "_finished", "_hub", "_name")
 
     def __init__(self, run: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> None:
+        if run is not None and not callable(run):
+            raise TypeError(f"The run argument or self._run must be callable, not {run!r}")
         hub = get_hub()
         greenlet.__init__(self, parent=hub.greenlet)
         self._hub = hub
@@ -154,7 +156,7 @@ class Task(greenlet):
                 except BaseException:
                     self._hub.handle_error(callback)
         # Break the reference cycle through the traceback's frames.
-        if exc is not None and exc.__traceback__ is not None:
+        if isinstance(exc, BaseException) and exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
 
     # -- state ---------------------------------------------------------
@@ -235,6 +237,10 @@ class Task(greenlet):
         """Wait until the task finishes, or ``timeout`` seconds pass."""
         if self._finished:
             return
+        if isinstance(timeout, Timeout):
+            # gevent's: a Timeout object bounds the wait, raising itself.
+            with timeout:
+                return self.join()
         if getcurrent() is self:
             raise RuntimeError("a task cannot join itself")
         joiner = _Joiner([self])
@@ -257,6 +263,9 @@ class Task(greenlet):
         if not self._finished:
             if not block:
                 raise Timeout()
+            if isinstance(timeout, Timeout):
+                with timeout:
+                    return self.get()
             self.join(timeout)
             if not self._finished:
                 raise Timeout(timeout)
@@ -323,7 +332,6 @@ class Task(greenlet):
         """Remove every callback."""
         self._links = None
 
-    @property
     def has_links(self) -> bool:
         return bool(self._links)
 
@@ -494,7 +502,10 @@ def killall(tasks: Sequence[Task] | Iterable[Task], exception: Any = GreenletExi
     until they have all finished."""
     tasks = list(tasks)
     for t in tasks:
-        t.kill(exception, block=False)
+        if isinstance(t, Task):
+            t.kill(exception, block=False)
+        else:
+            kill(t, exception)
     if block:
-        joinall(tasks, timeout=timeout)
+        joinall([t for t in tasks if isinstance(t, Task)], timeout=timeout)
 

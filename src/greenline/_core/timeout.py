@@ -18,7 +18,7 @@ from greenlet import getcurrent
 
 from greenline._core.hub import get_hub
 
-__all__ = ["Timeout", "with_timeout", "as_seconds"]
+__all__ = ["Timeout", "with_timeout"]
 
 T = TypeVar("T")
 
@@ -142,12 +142,3 @@ def with_timeout(seconds: float, function: Callable[..., T], *args: Any,
     finally:
         timeout.cancel()
 
-
-def as_seconds(timeout: Any) -> float | None:
-    """A ``timeout=`` argument as seconds: gevent accepts a :class:`Timeout`
-    object wherever it takes seconds, and means its duration."""
-    if timeout is None or isinstance(timeout, (int, float)):
-        return timeout
-    if isinstance(timeout, Timeout):
-        return timeout.seconds
-    return float(timeout)

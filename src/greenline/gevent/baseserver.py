@@ -4,6 +4,6 @@ server is the base).
 May import: greenline's modules, not the tools.
 """
 
-from greenline.servers.stream import StreamServer as BaseServer
+from greenline.gevent.server import StreamServer as BaseServer
 
 __all__ = ["BaseServer"]

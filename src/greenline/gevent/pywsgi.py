@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import sys
+
+from greenlet import getcurrent
+
+from greenline._core.hub import get_hub
 from greenline.wsgi import WSGIServer as _WSGIServer
 
 
@@ -24,8 +29,6 @@ class WSGIServer(_WSGIServer):
                  **kwargs: Any) -> None:
         # pywsgi logs requests to stderr unless told log=None.
         if log == "default":
-            import sys
-
             log = sys.stderr
         if error_log == "default":
             error_log = None
@@ -33,6 +36,14 @@ class WSGIServer(_WSGIServer):
                          **kwargs)
         if handler_class is not None:
             self.handler_class = handler_class
+
+    def handler_failed(self, address: Any) -> None:
+        get_hub().handle_error(getcurrent(), *sys.exc_info())
+
+    def application_failed(self, req: Any, exc: BaseException) -> None:
+        # pywsgi reports an application's error to the hub, with the
+        # request as context.
+        get_hub().handle_error(req, type(exc), exc, exc.__traceback__)
 
 
 class WSGIHandler:
