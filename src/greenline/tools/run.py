@@ -15,7 +15,7 @@ import argparse
 import os
 import runpy
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -24,7 +24,7 @@ _USAGE = "greenline run [--as-gevent] (SCRIPT | -m MODULE) [ARGS...]"
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "run",
+        "run", prefix_chars="+", add_help=False,
         help="run an unmodified program patched, or a gevent program with --as-gevent",
         usage=_USAGE,
         description="Run a Python script (or -m a module) on greenline.  Without --as-gevent the "
@@ -32,21 +32,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "--as-gevent, `import gevent` and gevent.* resolve to greenline's compatible "
                     "modules and the program patches what it patches itself.",
     )
-    p.add_argument("--as-gevent", action="store_true", help="resolve `import gevent` to greenline")
+    # Everything after ``run`` is ours to read (the program's own options
+    # included): no option prefix argparse would act on.
     p.add_argument("program", nargs=argparse.REMAINDER,
-                   help="SCRIPT [ARGS...] or -m MODULE [ARGS...]")
-    p.set_defaults(func=main)
+                   help="[--as-gevent] SCRIPT [ARGS...] or [--as-gevent] -m MODULE [ARGS...]")
+    p.set_defaults(func=main, as_gevent=False)
+    # Bad input gets one line, not argparse's usage block.
+    p.error = _parser_error  # type: ignore[method-assign]
     return p
+
+
+def _parser_error(message: str) -> NoReturn:
+    sys.exit(_usage_error(message))
 
 
 def main(args: argparse.Namespace) -> int:
     program = list(args.program)
     as_gevent = args.as_gevent
-    # argparse stops at the first positional; --as-gevent may still come
-    # before the target in REMAINDER's view when given after other options.
-    while program and program[0] == "--as-gevent":
+    while program and program[0] in ("--as-gevent", "-h", "--help"):
+        if program.pop(0) != "--as-gevent":
+            print(f"usage: {_USAGE}\n\n{__doc__}", end="")
+            return 0
         as_gevent = True
-        program.pop(0)
     module = None
     if program and program[0] == "-m":
         if len(program) < 2:
@@ -88,5 +95,5 @@ def run(script: str | None, module: str | None, argv: list[str]) -> int:
 
 
 def _usage_error(message: str) -> int:
-    print(f"greenline run: {message}\nusage: {_USAGE}", file=sys.stderr)
+    print(f"greenline run: {message} (usage: {_USAGE})", file=sys.stderr)
     return 2
