@@ -75,7 +75,7 @@ class Queue:
     ``_qsize``, ``_put``, ``_get`` (and ``_peek``).
     """
 
-    __class_getitem__ = classmethod(GenericAlias)
+    __class_getitem__: Any = classmethod(GenericAlias)
 
     def __init__(self, maxsize: int | None = None, items: Iterable[Any] = ()) -> None:
         self.maxsize = maxsize if maxsize is not None and maxsize > 0 else 0
@@ -411,7 +411,7 @@ class Channel:
     """
 
     maxsize = 0
-    __class_getitem__ = classmethod(GenericAlias)
+    __class_getitem__: Any = classmethod(GenericAlias)
 
     def __init__(self, maxsize: int = 1) -> None:
         if maxsize != 1:

@@ -159,7 +159,7 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
         elif self.__dict__.get("_gl_watcher") is None:
             from greenline._core.task import spawn
 
-            self._gl_watcher = spawn(self._gl_watch)
+            self._gl_watcher: Any = spawn(self._gl_watch)
 
     def unlink(self, callback: Any) -> None:
         links = self.__dict__.get("_gl_links", [])
@@ -177,7 +177,8 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
             self._gl_run_links()
 
     def _gl_run_links(self) -> None:
-        links, self._gl_links = self.__dict__.get("_gl_links", []), []
+        links: list[Any] = self.__dict__.get("_gl_links", [])
+        self._gl_links: list[Any] = []
         for callback in links:
             callback(self)
 

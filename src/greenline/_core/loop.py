@@ -107,7 +107,7 @@ class TimerWatcher(_Watcher):
     def __init__(self, loop: Loop, after: float = 0.0, repeat: float = 0.0, ref: bool = True,
                  priority: int | None = None) -> None:
         if repeat < 0:
-            raise ValueError("repeat must be positive or zero: %r" % repeat)
+            raise ValueError(f"repeat must be positive or zero: {repeat!r}")
         super().__init__(loop, ref, priority)
         self.after = after
         self.repeat = repeat
@@ -158,9 +158,9 @@ class IoWatcher(_Watcher):
     def __init__(self, loop: Loop, fd: int, events: int, ref: bool = True,
                  priority: int | None = None) -> None:
         if fd < 0:
-            raise ValueError("fd must be non-negative: %r" % fd)
+            raise ValueError(f"fd must be non-negative: {fd!r}")
         if events & ~(READ | WRITE):
-            raise ValueError("illegal event mask: %r" % events)
+            raise ValueError(f"illegal event mask: {events!r}")
         super().__init__(loop, ref, priority)
         self.fd = fd
         self.events = events

@@ -117,9 +117,14 @@ def _run_until_idle(timeout: float | None) -> bool:
     hub = get_hub()
     me = getcurrent()
     timer = None
-    timed_out = []
+    timed_out: list[bool] = []
+
+    def expire(_arg: object) -> None:
+        timed_out.append(True)
+        hub.wake(me)
+
     if timeout is not None:
-        timer = hub.call_later(max(0.0, timeout), lambda _arg: (timed_out.append(1), hub.wake(me)))
+        timer = hub.call_later(max(0.0, timeout), expire)
     try:
         while not timed_out:
             hub.block()

@@ -65,7 +65,7 @@ class ThreadPool:
 
     def __init__(self, maxsize: int = 10, hub: Any = None, idle_task_timeout: float = -1) -> None:
         if maxsize < 0:
-            raise ValueError("maxsize must not be negative: %r" % (maxsize,))
+            raise ValueError(f"maxsize must not be negative: {maxsize!r}")
         self.hub = hub if hub is not None else get_hub()
         self._maxsize = maxsize
         self._size = 0
@@ -82,7 +82,7 @@ class ThreadPool:
     @maxsize.setter
     def maxsize(self, value: int) -> None:
         if value < 0:
-            raise ValueError("maxsize must not be negative: %r" % (value,))
+            raise ValueError(f"maxsize must not be negative: {value!r}")
         self._maxsize = value
         self._threads.maxsize = max(1, value)
         if self._size > value:
@@ -96,10 +96,9 @@ class ThreadPool:
     @size.setter
     def size(self, value: int) -> None:
         if value < 0:
-            raise ValueError("Size of the pool cannot be negative: %r" % (value,))
+            raise ValueError(f"Size of the pool cannot be negative: {value!r}")
         if value > self._maxsize:
-            raise ValueError("Size of the pool cannot be bigger than maxsize: %r > %r"
-                             % (value, self._maxsize))
+            raise ValueError(f"Size of the pool cannot be bigger than maxsize: {value!r} > {self._maxsize!r}")
         self._size = value
 
     def __len__(self) -> int:

@@ -128,7 +128,7 @@ class _GreenFileIO(io.RawIOBase):
         return n
 
     def readall(self) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             data = nb_read(self._fd, 65536)
             if not data:

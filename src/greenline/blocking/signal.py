@@ -62,5 +62,5 @@ def signal_handler(signalnum: int, handler: Callable[..., object], *args: Any,
     ``signalnum`` arrives; an exception it raises goes to the main green
     thread.  Returns an object whose ``cancel()`` restores the old handler."""
     if signalnum in (_signal.SIGKILL, _signal.SIGSTOP):
-        raise ValueError("cannot install a handler for signal %d" % signalnum)
+        raise ValueError(f"cannot install a handler for signal {signalnum}")
     return SignalHandler(signalnum, handler, *args, **kwargs)

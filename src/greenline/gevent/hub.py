@@ -89,7 +89,7 @@ class Waiter:
             exc = args[1] if len(args) > 1 and args[1] is not None else args[0]
             raise exc
         if self.greenlet is not None:
-            raise AssertionError("This Waiter is already used by %r" % (self.greenlet,))
+            raise AssertionError(f"This Waiter is already used by {self.greenlet!r}")
         self.greenlet = getcurrent()
         try:
             while self._exception is _NONE:

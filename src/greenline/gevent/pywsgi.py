@@ -5,9 +5,8 @@ May import: greenline's modules, not the tools.
 
 from __future__ import annotations
 
-from typing import Any
-
 import sys
+from typing import Any
 
 from greenlet import getcurrent
 

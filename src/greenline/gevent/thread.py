@@ -9,8 +9,8 @@ from greenline.monkey.green_thread import (
     error,
     exit,
     get_ident,
-    start_new_thread,
     stack_size,
+    start_new_thread,
 )
 
 __all__ = ["LockType", "allocate_lock", "error", "exit", "get_ident", "start_new_thread",

@@ -48,7 +48,7 @@ class DatagramServer:
     def __init__(self, listener: Any, handle: Callable[[bytes, Any], object] | None = None,
                  spawn: Any = "default") -> None:
         if handle is not None:
-            self.handle = handle  # type: ignore[method-assign]
+            self.handle = handle  # type: ignore[method-assign,assignment]
         self._spawn = _spawner(spawn)
         self.pool = spawn if hasattr(spawn, "spawn") else None
         self.socket: gsocket.socket | None = None
