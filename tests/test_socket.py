@@ -488,6 +488,67 @@ def test_sendall_times_out_when_the_peer_does_not_read():
     b.close()
 
 
+def _steady_reader(sock, total, chunk=64 * 1024, pause=0.05):
+    got = 0
+    while got < total:
+        data = sock.recv(chunk)
+        if not data:
+            break
+        got += len(data)
+        greenline.sleep(pause)  # a slow reader: the pace of the test, not a wait for a state
+    return got
+
+
+def test_a_sendall_timeout_bounds_the_whole_call_as_in_the_stdlib_even_while_the_peer_reads():
+    # Since Python 3.5 the socket timeout is "the maximum total duration to
+    # send all data" (socket.sendall's documentation): greenline keeps that.
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    a.settimeout(0.3)
+    reader = greenline.spawn(_steady_reader, b, 1 << 20)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        a.sendall(b"x" * (1 << 20))  # takes some 0.8 s at the reader's pace
+    assert 0.25 <= time.monotonic() - start < 0.7
+    reader.kill()
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("how", ["sendall", "sendfile"])
+def test_an_idle_timeout_lets_a_call_that_makes_progress_go_on_and_cuts_one_that_makes_none(how, tmp_path):
+    size = 1 << 20
+    path = tmp_path / "payload"
+    path.write_bytes(b"x" * size)
+
+    def send(sock):
+        if how == "sendall":
+            sock.sendall(b"x" * size)
+        else:
+            with open(path, "rb") as f:
+                sock.sendfile(f)
+
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    a.set_idle_timeout(0.2)
+    assert a.idle_timeout == 0.2 and a.gettimeout() == 0.2
+    reader = greenline.spawn(_steady_reader, b, size)
+    start = time.monotonic()
+    send(a)   # some 0.8 s at the reader's pace, four times the idle timeout
+    assert time.monotonic() - start > 0.4
+    assert reader.get(timeout=5) == size
+    # Nobody reads now: cut after the idle timeout.
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        send(a)
+    assert 0.15 <= time.monotonic() - start < 1.0
+    # settimeout() goes back to the stdlib's semantics.
+    a.settimeout(1.0)
+    assert a.idle_timeout is None
+    a.close()
+    b.close()
+
+
 def test_greenline_timeout_interrupts_recv():
     a, b = socket.socketpair()
     with greenline.Timeout(0.05, False):

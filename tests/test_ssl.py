@@ -11,10 +11,12 @@ import ssl as stdssl
 import time
 
 import pytest
-import trustme
 
 import greenline
 from greenline import socket, ssl
+
+# No cryptography (so no trustme) on every interpreter: free-threaded 3.13 has no wheel.
+trustme = pytest.importorskip("trustme", reason="trustme (cryptography) is not installed on this interpreter")
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ class GreenSocket(_STD_SOCKET):
     """A socket whose blocking calls switch green threads instead of blocking
     the OS thread.  Same constructor and methods as :class:`socket.socket`."""
 
-    __slots__ = ("_gl_timeout", "_gl_st", "_gl_stream")
+    __slots__ = ("_gl_timeout", "_gl_st", "_gl_stream", "_gl_idle")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
         # What the stdlib's __init__ does, minus a Python frame (this runs
@@ -117,6 +117,7 @@ class GreenSocket(_STD_SOCKET):
         self._io_refs = 0
         self._closed = False
         self._gl_timeout: float | None = _socket.getdefaulttimeout()
+        self._gl_idle = False
         if type != -1 and type & _SOCK_NONBLOCK:
             self._gl_timeout = 0.0  # asked for non-blocking, as the stdlib honours
         _c_settimeout(self, 0.0)
@@ -137,15 +138,35 @@ class GreenSocket(_STD_SOCKET):
             if value != value or value < 0.0:
                 raise ValueError("Timeout value out of range")
         self._gl_timeout = value
+        self._gl_idle = False
 
     def gettimeout(self) -> float | None:
         return self._gl_timeout
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """greenline's own: like ``settimeout(seconds)``, except that the
+        timeout bounds each wait for the peer, not a whole call.  A
+        ``sendall`` (or ``sendfile``, or a TLS read or write) that keeps
+        making progress goes on for as long as it takes; one that makes none
+        for ``seconds`` raises ``TimeoutError``.  What a server's idle
+        timeout means (:class:`~greenline.servers.stream.StreamServer`'s
+        ``idle_timeout``).  ``settimeout`` and ``setblocking`` go back to the
+        standard library's semantics, where since Python 3.5 the timeout
+        bounds the whole of ``sendall``."""
+        self.settimeout(seconds)
+        self._gl_idle = seconds is not None and seconds > 0.0
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """The timeout set by :meth:`set_idle_timeout`, or None."""
+        return self._gl_timeout if self._gl_idle else None
 
     def setblocking(self, flag: bool) -> None:
         # The descriptor stays non-blocking whatever the flag, but the call
         # is still made, so a closed socket raises EBADF as the stdlib's does.
         _c_settimeout(self, 0.0)
         self._gl_timeout = None if flag else 0.0
+        self._gl_idle = False
 
     def getblocking(self) -> bool:
         return self._gl_timeout != 0.0
@@ -373,7 +394,10 @@ class GreenSocket(_STD_SOCKET):
                 # A partial send: the buffer is full (the kernel flagged it,
                 # so an edge will come when there is room).
                 st.writable = False
-            deadline = self._deadline()  # for the whole call, as in the stdlib
+            # For the whole call, as in the stdlib; from the last progress
+            # under an idle timeout.
+            deadline = self._deadline()
+            idle = self._gl_idle
             while n < total:
                 if not st.writable:
                     self._wait(True, deadline)
@@ -384,6 +408,8 @@ class GreenSocket(_STD_SOCKET):
                     continue
                 if n < total:
                     st.writable = False
+                    if idle:
+                        deadline = self._deadline()
 
     def sendto(self, data: Any, *args: Any) -> int:
         # sendto(data, address) or sendto(data, flags, address): by count,
@@ -436,6 +462,8 @@ class GreenSocket(_STD_SOCKET):
                     break  # end of file
                 offset += sent
                 total += sent
+                if self._gl_idle:
+                    deadline = self._deadline()
             return total
         finally:
             if total > 0 and hasattr(file, "seek"):
@@ -570,7 +598,7 @@ GreenSocket.__name__ = GreenSocket.__qualname__ = "socket"
 socket = SocketType = GreenSocket  # type: ignore[misc,assignment]
 
 
-# -- name resolution: off the hub, in the thread pool ------------------------
+# -- name resolution: off the hub, in the resolver's thread pool ---------------
 
 def _is_numeric_host(host: Any) -> bool:
     if host is None:
@@ -591,16 +619,120 @@ def _is_numeric_host(host: Any) -> bool:
     return False
 
 
+class _HostsFile:
+    """The names and addresses of /etc/hosts, for the C library that reads
+    it before asking DNS (``hosts: files ...`` in /etc/nsswitch.conf, glibc's
+    way; without that file glibc asks DNS first, and so does any other
+    order).  A lookup the file answers is made inline: it never waits behind
+    slow DNS lookups in the resolver's pool, and costs no thread hand-off.
+    Both files are read again when they change (looked at once a second at
+    most)."""
+
+    def __init__(self, hosts: str = "/etc/hosts", nsswitch: str = "/etc/nsswitch.conf") -> None:
+        self.hosts_path = hosts
+        self.nsswitch_path = nsswitch
+        self._checked = -1.0
+        self._key: tuple[Any, ...] | None = None
+        # name (lower case) -> the address families it has; addresses.
+        self._names: dict[str, set[int]] = {}
+        self._addresses: set[str] = set()
+
+    def _stat(self, path: str) -> Any:
+        try:
+            st = _os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _refresh(self) -> None:
+        now = _monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        key = (self._stat(self.hosts_path), self._stat(self.nsswitch_path))
+        if key == self._key:
+            return
+        self._key = key
+        self._names, self._addresses = {}, set()
+        if key[0] is None or not self._files_first():
+            return
+        try:
+            with open(self.hosts_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            fields = line.split("#", 1)[0].split()
+            if len(fields) < 2:
+                continue
+            address = _normal_address(fields[0])
+            if address is None:
+                continue
+            family, text = address
+            self._addresses.add(text)
+            for name in fields[1:]:
+                self._names.setdefault(name.lower(), set()).add(family)
+
+    def _files_first(self) -> bool:
+        try:
+            with open(self.nsswitch_path, "rb") as f:
+                for raw in f.read().decode("utf-8", "replace").splitlines():
+                    line = raw.split("#", 1)[0].strip()
+                    if line.startswith("hosts:"):
+                        sources = line[len("hosts:"):].split()
+                        return bool(sources) and sources[0] == "files"
+        except OSError:
+            pass
+        return False
+
+    def has_name(self, host: Any, family: int = 0) -> bool:
+        """Whether the C library finds ``host`` in the file, for ``family``
+        (any family for AF_UNSPEC: glibc then takes every address the file
+        has and looks no further)."""
+        if isinstance(host, bytes):
+            try:
+                host = host.decode("ascii")
+            except UnicodeDecodeError:
+                return False
+        if not isinstance(host, str):
+            return False
+        self._refresh()
+        families = self._names.get(host.lower())
+        if not families:
+            return False
+        return family == 0 or family in families
+
+    def has_address(self, address: Any) -> bool:
+        if not isinstance(address, str):
+            return False
+        self._refresh()
+        normal = _normal_address(address)
+        return normal is not None and normal[1] in self._addresses
+
+
+def _normal_address(text: str) -> tuple[int, str] | None:
+    text = text.split("%", 1)[0]
+    for fam in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            return fam, _socket.inet_ntop(fam, _socket.inet_pton(fam, text))
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+_hosts_file = _HostsFile()
+
+
 def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,  # type: ignore[no-redef]
                 flags: int = 0) -> list[tuple[Any, ...]]:
-    """Like :func:`socket.getaddrinfo`; a name that needs a lookup is resolved
-    in the thread pool, so only the calling green thread waits."""
-    if _is_numeric_host(host):
+    """Like :func:`socket.getaddrinfo`; a name that needs DNS is resolved in
+    the resolver's thread pool, so only the calling green thread waits.
+    Numeric addresses, and names the C library finds in /etc/hosts before
+    any DNS, are resolved inline."""
+    if _is_numeric_host(host) or _hosts_file.has_name(host, family):
         addrlist = _std_getaddrinfo(host, port, family, type, proto, flags)
     else:
-        from greenline._core.threadpool import to_thread
-
-        addrlist = to_thread(_std_getaddrinfo, host, port, family, type, proto, flags)
+        addrlist = _blocking_lookup(_std_getaddrinfo, host, port, family, type, proto, flags)
     return [(_intenum(AddressFamily, af), _intenum(SocketKind, kind), p, cn, sa)  # noqa: F405
             for af, kind, p, cn, sa in addrlist]
 
@@ -613,22 +745,26 @@ def _intenum(cls: Any, value: int) -> Any:
 
 
 def _blocking_lookup(fn: Any, *args: Any) -> Any:
-    from greenline._core.threadpool import to_thread
+    from greenline._core.threadpool import get_resolver_pool
 
-    return to_thread(fn, *args)
+    return get_resolver_pool().apply(fn, args)
 
 
 def gethostbyname(hostname: str) -> str:  # type: ignore[no-redef]
-    if _is_numeric_host(hostname):
+    if _is_numeric_host(hostname) or _hosts_file.has_name(hostname, _socket.AF_INET):
         return _socket.gethostbyname(hostname)
     return _blocking_lookup(_socket.gethostbyname, hostname)  # type: ignore[no-any-return]
 
 
 def gethostbyname_ex(hostname: str) -> tuple[str, list[str], list[str]]:  # type: ignore[no-redef]
+    if _hosts_file.has_name(hostname, _socket.AF_INET):
+        return _socket.gethostbyname_ex(hostname)
     return _blocking_lookup(_socket.gethostbyname_ex, hostname)  # type: ignore[no-any-return]
 
 
 def gethostbyaddr(ip_address: str) -> tuple[str, list[str], list[str]]:  # type: ignore[no-redef]
+    if _hosts_file.has_address(ip_address):
+        return _socket.gethostbyaddr(ip_address)
     return _blocking_lookup(_socket.gethostbyaddr, ip_address)  # type: ignore[no-any-return]
 
 
@@ -653,7 +789,7 @@ def getfqdn(name: str = "") -> str:  # type: ignore[no-redef]
 
 def _resolve(sock: GreenSocket, address: tuple[Any, ...], flags: int = 0) -> tuple[Any, ...]:
     """``address`` with its host name replaced by an address, looked up in
-    the thread pool (the C layer would look it up blocking the hub)."""
+    the resolver's pool (the C layer would look it up blocking the hub)."""
     host = address[0]
     if _is_numeric_host(host):
         return address

@@ -116,6 +116,8 @@ class GreenSSLSocket(_gsocket.GreenSocket):
             raise ValueError("check_hostname requires server_hostname")
         family, type_, proto = sock.family, sock.type, sock.proto
         timeout = sock.gettimeout()
+        # An idle timeout (set_idle_timeout) carries over, as the timeout does.
+        idle = getattr(sock, "idle_timeout", None) is not None
         # The new object takes the descriptor over; ``sock`` is left detached,
         # as with the stdlib.  (A plain stdlib socket works too: it is made
         # non-blocking here.)
@@ -123,6 +125,7 @@ class GreenSSLSocket(_gsocket.GreenSocket):
         self = cls.__new__(cls)
         _gsocket.socket.__init__(self, family, type_, proto, fd)
         self._gl_timeout = timeout
+        self._gl_idle = idle
         self._context = context
         self._session = session
         self._sslobj = None
@@ -179,7 +182,8 @@ class GreenSSLSocket(_gsocket.GreenSocket):
                   *args: Any) -> Any:
         """Run an SSL operation, waiting in the hub whenever OpenSSL needs the
         descriptor readable or writable, within the socket's timeout for the
-        whole call."""
+        whole call (for each wait, under an idle timeout: OpenSSL's progress
+        inside one call is not visible, but each wake is the peer's)."""
         deadline: float | None = None
         first = True
         while True:
@@ -199,7 +203,7 @@ class GreenSSLSocket(_gsocket.GreenSocket):
                 if hub.io_budget <= 0:
                     hub.budget_spent()
                 return result
-            if first:
+            if first or self._gl_idle:
                 deadline = self._deadline()
                 first = False
             # Want-read/write come from an EAGAIN in OpenSSL's own recv/send,

@@ -249,3 +249,17 @@ def test_task_subclass_with_run_method():
     w = Worker(21)
     w.start()
     assert w.get() == 42
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
+def test_system_exit_and_keyboard_interrupt_in_a_task_reach_the_main_green_thread(exc):
+    # gevent's semantics, kept: they end the program, as in a thread's main
+    # line.  (A server's handler is different: StreamServer ends only that
+    # connection, tests/servers/test_stream.py.)
+    def raiser():
+        raise exc
+
+    t = greenline.spawn(raiser)
+    with pytest.raises(type(exc)):
+        greenline.sleep(0.05)
+    assert t.dead and t.exception is exc

@@ -11,18 +11,27 @@ import greenline
 from greenline import Timeout, socket, with_timeout
 
 
-def test_timeout_interrupts_a_sleep():
+def test_timeout_interrupts_a_sleep(loop_lag, fires_on_time):
+    lag = loop_lag()
     start = time.monotonic()
     with pytest.raises(Timeout) as info:
         with Timeout(0.02):
             greenline.sleep(5)
-    assert time.monotonic() - start < 1
+    elapsed = time.monotonic() - start
+    assert fires_on_time(elapsed, 0.02, lag), (elapsed, lag)
     assert str(info.value) == "0.02 seconds"
 
 
-def test_timeout_false_is_swallowed_by_its_block():
+def test_timeout_false_is_swallowed_by_its_block(loop_lag, fires_on_time):
+    lag = loop_lag(0.01)
+    reached_the_end = False
+    start = time.monotonic()
     with Timeout(0.01, False) as t:
         greenline.sleep(5)
+        reached_the_end = True
+    elapsed = time.monotonic() - start
+    assert not reached_the_end  # the block was left by the timeout...
+    assert fires_on_time(elapsed, 0.01, lag), (elapsed, lag)  # ...when it was due
     assert not t.pending
 
 
@@ -62,12 +71,20 @@ def test_timeout_never_interrupts_computation_only_the_next_block():
 
 
 def test_fired_but_unraised_timeout_is_withdrawn_by_cancel():
-    with Timeout(0.01, False):
-        deadline = time.monotonic() + 0.03
-        while time.monotonic() < deadline:
-            pass
-        # fired meanwhile, not raised yet: leaving the block withdraws it
+    # A timeout thrown at its green thread while that green thread is not
+    # blocked waits in the hub to be raised at the next blocking point (the
+    # hub's invariant).  Here it is thrown while the block's own code runs,
+    # the way the hub throws it when its timer fires then; leaving the block
+    # before blocking again must withdraw it, not let it escape later.
+    hub = greenline.get_hub()
+    with Timeout(5) as t:
+        hub.throw(greenline.getcurrent(), t)
+        assert hub.pending  # fired, not raised yet
+    assert not hub.pending
     greenline.sleep(0.01)  # must not raise
+    with Timeout(5, ConnectionError("late")) as t:
+        hub.throw(greenline.getcurrent(), t.exception)
+    greenline.sleep(0.01)  # nor a timeout's own exception
 
 
 def test_nested_inner_shorter():
@@ -91,15 +108,19 @@ def test_nested_outer_shorter_passes_through_inner_handler():
     assert info.value is outer
 
 
-def test_timeout_in_another_task_does_not_leak():
+def test_timeout_in_another_task_does_not_leak(loop_lag, fires_on_time):
+    lag = loop_lag(0.01)
+
     def short():
+        start = time.monotonic()
         with Timeout(0.01, False):
             greenline.sleep(1)
-        return "ok"
+        return time.monotonic() - start
 
     t = greenline.spawn(short)
-    greenline.sleep(0.05)
-    assert t.get() == "ok"
+    greenline.sleep(0.05)  # this green thread's own sleep is not cut short...
+    elapsed = t.get()
+    assert fires_on_time(elapsed, 0.01, lag), (elapsed, lag)  # ...the task's was
 
 
 def test_with_timeout_value_and_raise():

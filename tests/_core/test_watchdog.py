@@ -26,9 +26,21 @@ def cpu_hog_for_the_test(seconds):
     return n
 
 
+def cpu_hog_for_the_test_until_reported(records, at_most):
+    # Stall until the detector speaks (at most ``at_most`` seconds: on a
+    # busy machine its thread may be scheduled late), then stall as long
+    # again, so that a second warning for the same stall would show.
+    deadline = time.monotonic() + at_most
+    reported = False
+    while time.monotonic() < deadline:  # never yields
+        if not reported and any(r.name == "greenline.watchdog" for r in records):
+            reported = True
+            deadline = time.monotonic() + 0.3
+
+
 def test_a_cpu_hog_is_reported_with_its_stack(detector, caplog):
     caplog.set_level(logging.WARNING, logger="greenline.watchdog")
-    t = greenline.spawn(cpu_hog_for_the_test, 0.3)
+    t = greenline.spawn(cpu_hog_for_the_test_until_reported, caplog.records, 5)
     t.join()
     greenline.sleep(0.05)
     warnings = [r.getMessage() for r in caplog.records if r.name == "greenline.watchdog"]
@@ -92,9 +104,18 @@ import logging, os, sys, time
 logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
 import greenline
 
+class Heard(logging.Handler):
+    said = False
+    def emit(self, record):
+        Heard.said = True
+
+logging.getLogger("greenline.watchdog").addHandler(Heard())
+
 def hog_in_the_child():
-    deadline = time.monotonic() + 0.4
-    while time.monotonic() < deadline:   # never yields
+    # Stall until the detector speaks (at most 5 s: on a loaded machine its
+    # thread may be scheduled late), never yielding.
+    deadline = time.monotonic() + 5
+    while not Heard.said and time.monotonic() < deadline:
         pass
 
 pid = os.fork()
@@ -131,22 +152,33 @@ def test_the_detector_reports_a_hog_in_a_forked_child(tmp_path):
 
 def test_a_detector_turned_off_before_fork_stays_off_in_the_child(tmp_path):
     code = FORKED_HOG.replace("import greenline\n", "import greenline\ngreenline.watchdog.disable()\n")
+    code = code.replace("time.monotonic() + 5", "time.monotonic() + 0.4")  # it would never speak
     proc = _run_script(tmp_path, code, {"GREENLINE_BLOCK_WARN_MS": "100"})
     assert proc.stdout.strip() == "child exit 0", proc.stdout + proc.stderr
     assert "without yielding" not in proc.stderr, proc.stderr
 
 
 HOG_APP = """
-import time
+import logging, time
+
+class Heard(logging.Handler):
+    said = False
+    def emit(self, record):
+        Heard.said = True
+
+logging.getLogger("greenline.watchdog").addHandler(Heard())
 
 def handle(sock, address):
     sock.recv(100)
-    time.sleep(0.4)   # the real one: no --monkey-patch, so it stops the hub
+    # The real time.sleep (no --monkey-patch): the hub stops, until the
+    # detector has spoken (at most 5 s).
+    deadline = time.monotonic() + 5
+    while not Heard.said and time.monotonic() < deadline:
+        time.sleep(0.05)
     sock.sendall(b"done")
 """
 
 
-@pytest.mark.slow
 def test_the_detector_reports_a_hog_inside_a_serve_worker(tmp_path):
     import os
     import select
@@ -170,8 +202,8 @@ def test_the_detector_reports_a_hog_inside_a_serve_worker(tmp_path):
         with stdsocket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"go")
             assert c.recv(100) == b"done"
-        # The warning is written (logging flushes each record) while the
-        # handler still sleeps, so before the reply: it is in the log now.
+        # The warning is written (logging flushes each record) before the
+        # handler stops sleeping, so before the reply: it is in the log now.
         logs = log_path.read_text()
         assert "without yielding" in logs, logs
         assert "hogapp.py" in logs  # the stack names the app's line

@@ -500,7 +500,7 @@ def test_time_sleep_and_select_let_other_threads_run(tmp_path):
             for _ in range(3):
                 time.sleep(d)
                 trace.append(name)
-        ts = [threading.Thread(target=sleeper, args=(n, d)) for n, d in (("a", 0.03), ("b", 0.05))]
+        ts = [threading.Thread(target=sleeper, args=(n, d)) for n, d in (("a", 0.09), ("b", 0.15))]
         [t.start() for t in ts]; [t.join() for t in ts]
         print("".join(trace))
         a, b = socket.socketpair()

@@ -467,6 +467,95 @@ def test_idle_timeout_closes_silent_connections_only():
         server.stop()
 
 
+# -- the idle timeout means "no progress", not "a whole call" (issue 15, item 10)
+
+def _big_reply_handler(size, outcomes):
+    """Read a word, send ``size`` bytes with little in flight; put (exception
+    type or None, when sendall ended, how long it took) in ``outcomes``."""
+    def handler(sock, address):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        sock.recv(10)
+        start = time.monotonic()
+        try:
+            sock.sendall(b"x" * size)
+        except BaseException as e:
+            outcomes.put((type(e), time.monotonic(), time.monotonic() - start))
+            raise
+        outcomes.put((None, time.monotonic(), time.monotonic() - start))
+    return handler
+
+
+def _paced_reader(address, size, rate, stop_after=None, wrap=None):
+    """Read ``size`` bytes at ``rate`` bytes/s, or stop reading (and keep the
+    connection open) after ``stop_after`` bytes.  Returns (bytes read, when
+    it stopped reading, the connection if it was left open)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # a small window
+    raw.settimeout(10)
+    raw.connect(address)
+    c = raw if wrap is None else wrap(raw)
+    c.sendall(b"go")
+    got = 0
+    start = time.monotonic()
+    while got < size:
+        if stop_after is not None and got >= stop_after:
+            return got, time.monotonic(), c
+        data = c.recv(min(rate // 8, size - got))
+        if not data:
+            break
+        got += len(data)
+        # Pace: sleep until these many bytes are due at the rate.
+        greenline.sleep(max(0.0, start + got / rate - time.monotonic()))
+    c.close()
+    return got, time.monotonic(), None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_an_idle_timeout_lets_a_slow_steady_reader_have_a_large_reply_and_cuts_one_that_stops(tls, tls_files):
+    # The issue's numbers: 3 MB read at 256 KB/s (12 s of sendall) under an
+    # idle timeout of 1 s; TLS with 1 MB (4 s), to keep the test shorter.
+    from greenline.queue import Queue
+
+    size, rate = (1 if tls else 3) * 1024 * 1024, 256 * 1024
+    ssl_args, wrap = {}, None
+    if tls:
+        ca, certfile, keyfile = tls_files
+        ssl_args = {"certfile": certfile, "keyfile": keyfile}
+        from greenline import ssl
+
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+
+        def wrap(raw):
+            return ctx.wrap_socket(raw, server_hostname="localhost")
+    outcomes: Queue = Queue()
+    server = StreamServer(("127.0.0.1", 0), _big_reply_handler(size, outcomes), idle_timeout=1.0,
+                          **ssl_args)
+    server.start()
+    try:
+        steady = greenline.spawn(_paced_reader, server.address, size, rate, None, wrap)
+        _, stopped_at, left_open = greenline.spawn(
+            _paced_reader, server.address, size, rate, 256 * 1024, wrap).get(timeout=10)
+        # The reader that stopped: its sendall times out about the idle
+        # timeout after the server's last progress, which came with one of
+        # the reader's last few reads (the kernel wakes a writer only once a
+        # third of its buffer is free).
+        exc, ended_at, _ = outcomes.get(timeout=10)
+        assert exc is TimeoutError
+        assert 0.5 <= ended_at - stopped_at <= 2.5, ended_at - stopped_at
+        left_open.close()
+        # The steady reader gets everything, though sendall takes far longer
+        # than the idle timeout.
+        got, _, _ = steady.get(timeout=40)
+        assert got == size
+        exc, _, took = outcomes.get(timeout=5)
+        assert exc is None and took > 3
+    finally:
+        server.stop()
+
+
 class _FlakyListener:
     """A listener whose accept() fails with ``err`` ``times`` times first."""
 
@@ -640,6 +729,126 @@ def test_tls_with_certfile_and_keyfile_and_a_stalled_handshake_blocks_nobody(tls
         server.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("TLS handshake failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_tls_handshake_not_finished_in_time_is_closed(tls_files, caplog):
+    ca, certfile, keyfile = tls_files
+    assert 0 < StreamServer(("127.0.0.1", 0), upper, certfile=certfile, keyfile=keyfile).handshake_timeout <= 10
+    with pytest.raises(ValueError):
+        StreamServer(("127.0.0.1", 0), upper, certfile=certfile, keyfile=keyfile, handshake_timeout=0)
+    server = StreamServer(("127.0.0.1", 0), upper, certfile=certfile, keyfile=keyfile,
+                          handshake_timeout=0.3)
+    server.start()
+    caplog.set_level(logging.DEBUG, logger="greenline.server")
+    try:
+        silent = connect(server)                   # never says hello
+        partial = connect(server)
+        partial.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then nothing
+        start = time.monotonic()
+        # A client that completes its handshake is served meanwhile, and
+        # keeps its connection past the handshake timeout.
+        good = tls_client(ca, server.address)
+        good.sendall(b"hello")
+        assert recv_exactly(good, 5) == b"HELLO"
+        for c in (silent, partial):
+            try:
+                assert c.recv(100) == b""          # closed by the server...
+            except ConnectionResetError:
+                pass                               # ...with our bytes unread
+            assert 0.25 <= time.monotonic() - start < 3
+        greenline.sleep(0.3)  # past the handshake timeout: the served client is not cut
+        good.sendall(b"still")
+        assert recv_exactly(good, 5) == b"STILL"
+        good.close()
+        silent.close()
+        partial.close()
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+MEMORY_SERVER = """
+import sys
+from greenline.servers.stream import StreamServer
+from greenline.servers.apps import upper
+
+server = StreamServer(("127.0.0.1", 0), upper, certfile=sys.argv[1], keyfile=sys.argv[2],
+                      handshake_timeout=float(sys.argv[3]))
+server.start()
+print(server.address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_memory_returns_after_a_flood_of_silent_tls_connects_ends(tls_files, tmp_path):
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    _, certfile, keyfile = tls_files
+    need = 3000 * 2 + 200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"needs {need} descriptors, the hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    script = tmp_path / "tls_server.py"
+    script.write_text(MEMORY_SERVER)
+    proc = subprocess.Popen([sys.executable, str(script), certfile, keyfile, "3"],
+                            stdout=subprocess.PIPE, cwd=tmp_path)
+
+    def rss_kib() -> int:
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{proc.pid}/fd"))
+
+    def wait_fds(cond, what, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not cond(fds()):
+            assert time.monotonic() < deadline, f"{what}: the server holds {fds()} descriptors"
+            greenline.sleep(0.02)
+
+    try:
+        assert proc.stdout is not None
+        address = ("127.0.0.1", int(proc.stdout.readline()))
+        base_fds = fds()
+        c = stdsocket.create_connection(address)  # the server's first connection: warm it up
+        c.close()
+        wait_fds(lambda n: n <= base_fds, "closing the first connection")
+        baseline = rss_kib()
+        report = []
+        for flood in ("clients leave", "handshake timeout"):
+            clients = [stdsocket.create_connection(address) for _ in range(3000)]
+            if flood == "handshake timeout":
+                for s in clients:   # a ClientHello begun: each gets its TLS object
+                    s.sendall(b"\x16\x03\x01\x02\x00\x01")
+            wait_fds(lambda n: n >= base_fds + 3000, "accepting the flood")
+            peak = rss_kib()
+            if flood == "clients leave":
+                for s in clients:
+                    s.close()
+            # else: the server closes them after 3 s
+            wait_fds(lambda n: n <= base_fds, f"{flood}: closing the flood")
+            if flood == "handshake timeout":
+                for s in clients:
+                    s.close()
+            # The memory is given back once the burst is over (a moment
+            # after its last connection closed): wait for it, within bounds.
+            deadline = time.monotonic() + 10
+            while rss_kib() > baseline + 16 * 1024 and time.monotonic() < deadline:
+                greenline.sleep(0.1)
+            report.append(f"{flood}: baseline {baseline} KiB, peak {peak} KiB, after {rss_kib()} KiB")
+            assert rss_kib() <= baseline + 16 * 1024, report
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_tls_arguments_are_checked():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,100 @@ def test_quick_is_one_short_round_without_the_big_case() -> None:
                             rounds=None, big=None, big_duration=None, big_rounds=None)
     cfg = bench.config_from_args(ns)
     assert (cfg.connections, cfg.rounds, cfg.big) == ((1, 100, 5000), 1, 0)
+
+
+# -- greenline bench --http --------------------------------------------------------
+
+HAVE_WRK = shutil.which("wrk") is not None
+
+
+def _wsgi_bench_error() -> str:
+    try:
+        bench.wsgi_bench()
+    except bench.BenchError as e:
+        return str(e)
+    return ""
+
+
+# bench --http runs bench/wsgi_cpu.py's servers: without it (an installed
+# greenline, not a checkout) there is nothing to run.
+needs_wsgi_bench = pytest.mark.skipif(bool(_wsgi_bench_error()), reason=_wsgi_bench_error() or "-")
+
+
+@needs_wsgi_bench
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", ["greenline", pytest.param("wrk", marks=pytest.mark.skipif(
+    not HAVE_WRK, reason="wrk is not installed"))])
+def test_tiny_http_bench_writes_the_table_json_and_chart(tmp_path: Path, client: str) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenline", "bench", "--http", "--servers", "greenline", "--apps", "hello",
+         "--connections", "10", "--duration", "1", "--rounds", "2", "--client", client, "--out", str(out)],
+        capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = (out / "http.md").read_text()
+    assert table.strip() in proc.stdout
+    load = "wrk -t1 -c10" if client == "wrk" else "greenline load -c 10"
+    assert f"### hello: hello world: 13 bytes of text/plain with a Content-Length ({load}, median of 2 runs)" \
+        in table
+    row = next(ln for ln in table.splitlines() if ln.startswith("| greenline |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[2].endswith(" µs") and float(cells[2].split()[0]) > 0, row
+    assert cells[4] == "–"  # no gevent.pywsgi in this run to compare with
+    assert int(cells[5].replace(",", "")) > 100 and cells[6].endswith("s") and cells[7].endswith("s")
+    assert "greenline bench --http --apps hello --duration 1 --rounds 2" in table
+    saved = json.loads((out / "http.json").read_text())
+    assert saved["kind"] == "http" and len(saved["runs"]) == 2
+    assert all(r["ok"] and r["cpu_us"] > 0 and r["client"] == client for r in saved["runs"])
+    if HAVE_MATPLOTLIB:
+        assert (out / "http_cpu_per_request.png").read_bytes().startswith(PNG)
+    # The table again from the JSON, without running anything.
+    from greenline.__main__ import main
+
+    again = tmp_path / "again"
+    assert main(["bench", "--report", str(out / "http.json"), "--out", str(again), "--no-charts"]) == 0
+    assert (again / "http.md").read_text() == table
+
+
+@needs_wsgi_bench
+@pytest.mark.timeout(60)
+def test_http_peer_not_installed_is_skipped_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wb = bench.wsgi_bench()
+    monkeypatch.setitem(wb.REQUIRES, "waitress", "greenline_no_such_peer_lib")
+    cfg = bench.HTTPConfig(apps=("hello",), servers=("waitress",), connections=(2,), duration=1.0, rounds=1,
+                           client="greenline", out=tmp_path)
+    runs, notes = bench.run_http_bench(cfg)
+    assert runs == []
+    assert notes == ["waitress: skipped, greenline_no_such_peer_lib not installed "
+                     "(pip install greenline_no_such_peer_lib)"]
+
+
+def test_http_table_ratios_are_against_pywsgi(tmp_path: Path) -> None:
+    runs = [
+        bench.HTTPRun("greenline", "hello", 100, cpu_us=20.0, rate=30000, p50_us=2000, p99_us=5000, ok=True),
+        bench.HTTPRun("greenline", "hello", 100, cpu_us=24.0, rate=28000, p50_us=2200, p99_us=6000, ok=True),
+        bench.HTTPRun("pywsgi", "hello", 100, cpu_us=40.0, rate=15000, p50_us=6000, p99_us=9000, ok=True),
+        bench.HTTPRun("pywsgi", "hello", 100, cpu_us=44.0, rate=14000, p50_us=6500, p99_us=9500, ok=True),
+        bench.HTTPRun("greenline", "flask", 100, cpu_us=100.0, rate=8000, p50_us=9000, p99_us=20000, ok=True),
+        bench.HTTPRun("waitress", "flask", 100, cpu_us=300.0, rate=2000, p50_us=40000, p99_us=90000, ok=False,
+                      problems=["Non-2xx or 3xx responses: 3"]),
+    ]
+    text = bench.http_markdown(runs, ["granian: skipped, granian not installed"], list(bench.HTTP_SERVERS),
+                               "# header")
+    assert "| greenline | 22.0 µs | 20.0–24.0 | 0.52× | 29,000 | 2.10 ms | 5.50 ms |" in text
+    assert "| pywsgi | 42.0 µs | 40.0–44.0 | 1.00× | 14,500 | 6.25 ms | 9.25 ms |" in text
+    assert "| waitress ⚠ | 300.0 µs | 300.0–300.0 | – |" in text  # no pywsgi run for flask: no ratio
+    assert text.index("### hello") < text.index("### flask")
+    assert "- granian: skipped, granian not installed" in text
+    if HAVE_MATPLOTLIB:
+        assert bench.http_chart(runs, tmp_path, list(bench.HTTP_SERVERS)).read_bytes().startswith(PNG)
+
+
+def test_http_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from greenline.__main__ import main
+
+    assert main(["bench", "--http", "--servers", "nginx"]) == 2
+    assert main(["bench", "--http", "--apps", "django"]) == 2
+    assert main(["bench", "--http", "--duration", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "no WSGI server 'nginx'" in err and "no application 'django'" in err

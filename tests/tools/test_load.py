@@ -370,15 +370,16 @@ def test_plain_progress_lines_when_not_a_terminal() -> None:
         p = run_cli(srv.target, "-c", "10", "-d", "2.5")
         quiet = run_cli(srv.target, "-c", "10", "-d", "1.2", "--no-progress")
     assert p.returncode == 0, p.stdout + p.stderr
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("[")]
+    # Progress goes to standard error, leaving standard output to the report.
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("[")]
     assert len(lines) >= 2
     pattern = re.compile(r"^\[\s*\d+\.\d/2\.5 s\]\s+[\d,]+ req/s\s+p99\s+[\d.]+ (µs|ms)\s+replies [\d,]+"
                          r"\s+errors 0\s+mismatches 0$")
     assert all(pattern.match(ln) for ln in lines), lines
     # No terminal control sequences in plain mode.
-    assert "\x1b" not in p.stdout
+    assert "\x1b" not in p.stderr + p.stdout
     assert quiet.returncode == 0
-    assert not [ln for ln in quiet.stdout.splitlines() if ln.startswith("[")]
+    assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith("[")]
 
 
 # -- descriptor limits ------------------------------------------------------------------
@@ -476,13 +477,15 @@ def test_interrupt_stops_early_with_a_report(tmp_path: Path, procs: str) -> None
     out = tmp_path / "r.json"
     with FixtureServer() as srv:
         p = subprocess.Popen([sys.executable, "-m", "greenline", "load", srv.target, "-c", "10", "-d", "60",
-                              "--procs", procs, "--json", str(out)], stdout=subprocess.PIPE, text=True)
-        assert p.stdout is not None
-        first = p.stdout.readline()  # a progress line: it is running
+                              "--procs", procs, "--json", str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stderr is not None
+        first = p.stderr.readline()  # a progress line: it is running
         assert first.startswith("["), first
         t = monotonic()
         p.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT` does
         rest = p.stdout.read()
+        p.stderr.read()
         assert p.wait(30) == 130
         took = monotonic() - t
     assert took < 10
@@ -499,8 +502,7 @@ class TLSServe:
     (trustme), in a subprocess, for the length of the module."""
 
     def __init__(self, directory: Path) -> None:
-        import trustme
-
+        trustme = pytest.importorskip("trustme", reason="trustme (cryptography) is not installed on this interpreter")
         self.ca = trustme.CA()
         cert = self.ca.issue_cert("127.0.0.1", "localhost")
         self.cafile = directory / "ca.pem"
@@ -708,3 +710,95 @@ def test_merge_keeps_security_and_error_reasons() -> None:
     again = LoadResult.from_part(m.to_dict())
     assert again.security == m.security and again.error_samples == m.error_samples
     assert "tls: certificate verify failed: self-signed certificate" in again.render()
+
+
+# -- arguments and output (issue 15, item 9) -----------------------------------------
+
+def one_line_error(p: subprocess.CompletedProcess[str]) -> bool:
+    """Exit 2 with one line on standard error, no traceback, nothing on standard output."""
+    return p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["-d", "nan"], ["-d", "inf"], ["-d", "-1"], ["-d", "0"], ["-d", "10 parsecs"],
+    ["--rate", "nan"], ["--rate", "inf"], ["--rate", "0"], ["--rate", "1e-9"],
+    ["--connect-timeout", "nan"], ["--timeout", "nan"], ["--timeout", "0"],
+    ["-c", "0"], ["--procs", "0"], ["--bogus"],
+])
+def test_bad_numbers_exit_2_with_one_line(args: list[str]) -> None:
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "2", *args, timeout=20) if args[0] != "-c" else \
+            run_cli(srv.target, *args, timeout=20)
+        assert srv.accepted == 0
+    assert one_line_error(p), (p.returncode, p.stdout, p.stderr)
+
+
+def test_a_low_rate_still_runs_for_the_whole_duration(tmp_path: Path) -> None:
+    # 1 request/s over 5 connections for 2 s: connection 0 sends at 0 s,
+    # connection 1 at 1 s, and the run still lasts its 2 s.
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        t = monotonic()
+        p = run_cli(srv.target, "-c", "5", "--rate", "1", "-d", "2", "--json", str(out), "--no-progress")
+        took = monotonic() - t
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["requests"] == r["verified"] == 2
+    assert r["elapsed"] >= 1.95 and took >= 1.95
+
+
+def test_durations_take_units(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "2", "-d", "700ms", "--timeout", "2s", "--connect-timeout", "0.05m",
+                    "--json", str(out), "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert 0.65 <= load_json(out)["elapsed"] <= 0.9
+
+
+@pytest.mark.parametrize("content", ["[]", "{\"connections\": \"x\"}", "not json", "{\"connections\": 1, "
+                                     "\"elapsed\": 1, \"opened\": 1, \"failed\": 0, \"requests\": 1, "
+                                     "\"verified\": 1, \"mismatches\": 0, \"histogram\": \"garbage\"}"])
+def test_merge_of_a_bad_file_is_one_line_not_a_traceback(tmp_path: Path, content: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    p = subprocess.run([sys.executable, "-m", "greenline", "load", "merge", str(bad)],
+                       capture_output=True, text=True, timeout=30)
+    assert one_line_error(p), (p.returncode, p.stdout, p.stderr)
+    assert "bad.json" in p.stderr
+
+
+def test_error_samples_are_words_not_class_names(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    with FixtureServer(close_prob=0.05) as srv:
+        run_cli(srv.target, "-c", "5", "-n", "400", "--json", str(out), "--no-progress")
+    with FixtureServer("silent") as srv:
+        p = run_cli(srv.target, "-c", "2", "-n", "2", "--timeout", "0.3", "--no-progress")
+    samples = load_json(out)["error_samples"]
+    assert "closed early" in samples
+    for text in [*samples.values(), p.stdout]:
+        assert "_ClosedEarly" not in text and "_ReplyTimeout" not in text, text
+    assert "closed the connection" in samples["closed early"]
+    assert "timeout: no reply within 0.3 s" in p.stdout
+
+
+def test_json_dash_writes_to_standard_output(tmp_path: Path) -> None:
+    with FixtureServer() as srv:
+        p = subprocess.run([sys.executable, "-m", "greenline", "load", srv.target, "-c", "3", "-d", "1.2",
+                            "--json", "-"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "-").exists()
+    r = json.loads(p.stdout)  # nothing else on standard output
+    assert r["verified"] == r["requests"] > 0
+    # The report and the progress went to standard error.
+    assert "result       OK" in p.stderr
+    assert [ln for ln in p.stderr.splitlines() if ln.startswith("[")]
+
+
+def test_progress_goes_to_standard_error_when_piped() -> None:
+    with FixtureServer() as srv:
+        p = run_cli(srv.target, "-c", "3", "-d", "1.5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not [ln for ln in p.stdout.splitlines() if ln.startswith("[")]
+    assert [ln for ln in p.stderr.splitlines() if ln.startswith("[")]
+    assert "result       OK" in p.stdout

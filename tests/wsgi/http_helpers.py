@@ -1,11 +1,14 @@
-"""Raw-socket clients for the HTTP server tests (tests/servers/test_http.py,
-tests/servers/test_wsgi.py).  The server runs in the test's own hub; clients
-are plain greenline sockets, and responses are parsed with httptools' response
-parser, so every response's framing is checked by a parser that is not the
-server's.  A plain module, imported by those tests."""
+"""Raw-socket clients for the HTTP server tests (tests/wsgi/test_http.py,
+tests/wsgi/test_server.py: the server runs in the test's own hub; and
+tests/wsgi/test_serve.py, test_gunicorn.py: it runs in another process).
+Clients are plain greenline sockets, and responses are parsed with httptools'
+response parser, so every response's framing is checked by a parser that is
+not the server's.  A plain module, imported by those tests."""
 
 from __future__ import annotations
 
+import select as stdselect
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,3 +136,119 @@ def status_of(data: bytes) -> int:
 def closed_after(sock: socket.socket) -> bool:
     """True if the server closes the connection (reads nothing else)."""
     return sock.recv(65536) == b""
+
+
+# -- clients of a server in another process (test_serve.py, test_gunicorn.py) --
+
+
+#: The app those tests serve (written to webapp.py in the test's directory):
+#: its path, pid, multiprocess/multithread flags and URL scheme back.
+WEBAPP = textwrap.dedent("""
+    import os
+    import time
+
+    import greenline
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path.startswith("/slow"):
+            greenline.sleep(float(environ["QUERY_STRING"] or "0.05"))
+        elif path.startswith("/sleep"):
+            time.sleep(float(environ["QUERY_STRING"] or "0.2"))  # cooperative only when patched
+        elif path == "/upload":
+            n = len(environ["wsgi.input"].read())
+            path = "/upload %d" % n
+        body = ("%s %d %s %s %s" % (path, os.getpid(), environ["wsgi.multiprocess"],
+                                    environ["wsgi.multithread"], environ["wsgi.url_scheme"])).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+""")
+
+
+def fetch(address, path: str, extra: str = "", timeout: float = 10):
+    c = socket.create_connection(address, timeout=timeout)
+    try:
+        c.sendall(get(path, extra))
+        (r,), _ = read_responses(c, 1)
+        return r
+    finally:
+        c.close()
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+def _closed_cleanly(sock: socket.socket) -> bool:
+    """Whether the server has closed this idle connection (end of file
+    waiting); raises if it reset it.  Never blocks."""
+    poller = stdselect.poll()
+    poller.register(sock.fileno(), stdselect.POLLIN | stdselect.POLLRDHUP)
+    if not poller.poll(0):
+        return False
+    data = sock.recv(1, socket.MSG_PEEK)
+    assert data == b"", f"unsolicited bytes from the server: {data!r}"
+    return True
+
+
+class LoopClient:
+    """GET after GET over keep-alive connections; a new connection when the
+    server closes one (unless told not to reconnect).  Every request sent is
+    accounted for: answered (200, its own path back), or lost."""
+
+    def __init__(self, address, name: str, path: str = "") -> None:
+        self.address = address
+        self.name = name
+        self.path = path or f"/{name}"
+        self.answered = 0
+        self.connections = 0
+        self.server_closes = 0   # "Connection: close" in a response
+        self.clean_closes = 0    # end of file on an idle connection, before we sent anything
+        self.lost: list[str] = []
+        self.refused = False
+        self.reconnect = True
+        self.running = True
+        self.pids: set[int] = set()
+
+    def run(self) -> None:
+        sock = None
+        i = 0
+        try:
+            while self.running:
+                if sock is None:
+                    if not self.reconnect:
+                        return
+                    try:
+                        sock = socket.create_connection(self.address, timeout=10)
+                    except ConnectionRefusedError:
+                        self.refused = True
+                        return
+                    self.connections += 1
+                elif _closed_cleanly(sock):
+                    self.clean_closes += 1
+                    sock.close()
+                    sock = None
+                    continue
+                path = f"{self.path}/{i}"
+                sock.sendall(get(path))
+                try:
+                    responses, closed = read_responses(sock, 1)
+                except OSError as e:
+                    self.lost.append(f"{path}: {e!r}")
+                    return
+                if not responses:
+                    self.lost.append(f"{path}: closed without a response")
+                    return
+                (r,) = responses
+                words = r.body.decode().split()
+                assert r.status == 200 and words[0] == path, (r.status, r.body)
+                self.pids.add(int(words[1]))
+                self.answered += 1
+                i += 1
+                if r.header("Connection") == "close" or closed:
+                    self.server_closes += 1
+                    sock.close()
+                    sock = None
+        finally:
+            if sock is not None:
+                sock.close()

@@ -31,6 +31,7 @@ import greenline
 from greenline import socket
 from greenline.wsgi import WSGIServer
 from greenline.wsgi.http import Limits
+from greenline.wsgi.server import LAST_CALL
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
@@ -489,17 +490,59 @@ def test_a_body_that_stops_coming_times_out_with_408():
     assert status_of(data) == 408
 
 
-def test_stopping_the_server_closes_idle_keep_alive_connections_at_once():
+def test_stopping_the_server_closes_idle_keep_alive_connections_after_the_last_call():
     server = WSGIServer(("127.0.0.1", 0), hello)
     server.start()
     c = connect(server)
     c.sendall(GET)
     read_responses(c, 1)
     t0 = time.monotonic()
-    server.stop(timeout=5)
-    assert time.monotonic() - t0 < 1
-    assert c.recv(100) == b""
+    stopper = greenline.spawn(server.stop, 5)
+    assert c.recv(100) == b""  # a clean end of file, our FIN first
+    assert LAST_CALL - 0.1 < time.monotonic() - t0 < LAST_CALL + 0.5
     c.close()
+    stopper.join(5)
+    assert stopper.successful() and time.monotonic() - t0 < LAST_CALL + 0.5
+
+
+def test_a_request_sent_during_the_last_call_is_answered_with_connection_close():
+    server = WSGIServer(("127.0.0.1", 0), hello)
+    server.start()
+    c = connect(server)
+    c.sendall(GET)
+    read_responses(c, 1)
+    stopper = greenline.spawn(server.stop, 5)
+    greenline.sleep(0.2)  # the server is closing; our next request was "on its way"
+    c.sendall(GET)
+    (r,), closed = read_responses(c, 1)
+    assert r.status == 200 and r.header("Connection") == "close"
+    assert closed or closed_after(c)
+    c.close()
+    stopper.join(5)
+    assert stopper.successful()
+
+
+def test_a_refused_upload_gets_its_answer_not_a_reset():
+    # The body is still unread when the server answers 413 and ends the
+    # connection: a plain close() would send a reset, and the client would
+    # read ECONNRESET instead of the answer.
+    with serving(limits=Limits(max_body_size=1000)) as server:
+        c = connect(server)
+        c.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000)
+        greenline.sleep(0.1)  # a reset, if there is one, arrives before we read
+        data = read_until_close(c)
+        c.close()
+    assert status_of(data) == 413
+
+
+def test_no_keep_alive_when_the_keepalive_timeout_is_zero():
+    with serving(limits=Limits(keepalive_timeout=0)) as server:
+        c = connect(server)
+        c.sendall(GET + GET)
+        (r,), closed = read_responses(c, 2)
+        assert r.status == 200 and r.header("Connection") == "close"
+        assert closed or closed_after(c)
+        c.close()
 
 
 def test_a_request_in_flight_when_the_server_stops_is_answered_with_connection_close():

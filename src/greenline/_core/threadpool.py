@@ -1,11 +1,18 @@
-"""A pool of real OS threads for calls that cannot be made cooperative.
+"""Pools of real OS threads for calls that cannot be made cooperative.
 
 >>> import greenline, time
 >>> greenline.to_thread(time.sleep, 0.01)   # only this green thread waits
 
-The pool is built from ``_thread`` and ``_queue`` objects saved at import, so
-monkey-patching ``threading`` can never turn its workers into green threads.
-Workers start on demand up to ``maxsize`` and exit after a minute idle.
+The pools are built from ``_thread`` and ``_queue`` objects saved at import,
+so monkey-patching ``threading`` can never turn their workers into green
+threads.  Workers start on demand up to ``maxsize`` and exit after a minute
+idle.
+
+Two pools, two lanes: the shared one of :func:`to_thread` (sized for work:
+``min(32, cores + 4)`` threads, as ``concurrent.futures``), and the resolver's
+(:func:`get_resolver_pool`), with many more threads, because a name lookup
+only waits (for a DNS server that may take seconds) and twenty slow lookups
+must not queue behind one another, nor hold up the shared pool's jobs.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from greenlet import getcurrent
 from greenline._core import hub as _hub
 from greenline._core.hub import get_hub
 
-__all__ = ["ThreadPool", "to_thread", "run_in", "get_threadpool"]
+__all__ = ["ThreadPool", "to_thread", "run_in", "get_threadpool", "get_resolver_pool",
+           "RESOLVER_THREADS"]
 
 T = TypeVar("T")
 
@@ -31,6 +39,10 @@ _SimpleQueue = _queue.SimpleQueue
 _Empty = _queue.Empty
 
 IDLE_SECONDS = 60.0
+
+# Threads of the resolver's lane: lookups that wait on a slow DNS server at
+# once before the next one queues.
+RESOLVER_THREADS = 64
 
 
 class ThreadPool:
@@ -83,8 +95,17 @@ class ThreadPool:
         # Timeout): its epoll and eventfd would outlive the thread.
         _hub.close_thread_hub()
 
+    def apply(self, fn: Callable[..., T], args: tuple[Any, ...] = (),
+              kwargs: dict[str, Any] | None = None) -> T:
+        """Run ``fn(*args, **kwargs)`` in one of this pool's threads and
+        return its result (or raise its exception), blocking only the
+        calling green thread (gevent's ``ThreadPool.apply``).  See
+        :func:`to_thread`."""
+        return _apply(self, fn, args, kwargs or {})
+
 
 _pool: ThreadPool | None = None
+_resolver_pool: ThreadPool | None = None
 _pool_lock = _allocate_lock()
 
 
@@ -96,6 +117,17 @@ def get_threadpool() -> ThreadPool:
             if _pool is None:
                 _pool = ThreadPool()
     return _pool
+
+
+def get_resolver_pool() -> ThreadPool:
+    """The pool name lookups run in (made on first use): a lane of its own,
+    of :data:`RESOLVER_THREADS` threads."""
+    global _resolver_pool
+    if _resolver_pool is None:
+        with _pool_lock:
+            if _resolver_pool is None:
+                _resolver_pool = ThreadPool(RESOLVER_THREADS)
+    return _resolver_pool
 
 
 # Idle workers of every pool: threads that exist but can wake nobody.  The
@@ -145,11 +177,15 @@ def to_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     its end in its thread (a thread cannot be interrupted); its result is
     dropped.
     """
-    return run_in(get_threadpool(), fn, *args, **kwargs)
+    return _apply(get_threadpool(), fn, args, kwargs)
 
 
 def run_in(pool: ThreadPool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """:func:`to_thread` in the threads of ``pool``."""
+    return _apply(pool, fn, args, kwargs)
+
+
+def _apply(pool: ThreadPool, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     call = _Call(fn, args, kwargs)
     hub = call.hub
     hub.refs += 1  # the hub must wait for the delivery, not report deadlock
@@ -168,8 +204,9 @@ def run_in(pool: ThreadPool, fn: Callable[..., T], *args: Any, **kwargs: Any) ->
 def _after_fork_in_child() -> None:
     # The parent's workers do not exist in the child; its queue and lock may
     # be in any state.  Start afresh.
-    global _pool, _pool_lock, _idle_total
+    global _pool, _resolver_pool, _pool_lock, _idle_total
     _pool = None
+    _resolver_pool = None
     _idle_total = 0
     _pool_lock = _allocate_lock()
 

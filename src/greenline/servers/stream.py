@@ -23,8 +23,13 @@ The accept loop is written to survive what a real network throws at it:
   readable; the connections wait in the kernel's backlog meanwhile;
 * ``ECONNABORTED`` and kin (a client gone before we accepted it) are skipped;
 * a handler that raises is logged with its peer address, its connection is
-  closed, and nothing else is disturbed; a reset by the peer is only a debug
-  line, as the seed's server treats it.
+  closed, and nothing else is disturbed (``SystemExit`` and
+  ``KeyboardInterrupt`` included); a reset by the peer is only a debug
+  line, as the seed's server treats it;
+* a TLS client gets its TLS state only once it has sent something, and is
+  closed if its handshake is not done within ``handshake_timeout``;
+* after a burst of connections, the C heap's free memory goes back to the
+  system (:func:`release_free_memory`).
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from greenlet import getcurrent
 from greenline import socket as gsocket
 from greenline._core.hub import Hub, get_hub, os_thread_ident
 from greenline._core.task import Task
+from greenline._core.threadpool import to_thread
 
-__all__ = ["StreamServer", "Handler", "parse_address", "DEFAULT_BACKLOG"]
+__all__ = ["StreamServer", "Handler", "parse_address", "DEFAULT_BACKLOG", "DEFAULT_HANDSHAKE_TIMEOUT",
+           "release_free_memory"]
 
 log = logging.getLogger("greenline.server")
 
@@ -57,6 +64,20 @@ DEFAULT_BACKLOG = 2048
 # the hub even when thousands of busy connections share each pass, small
 # enough that one pass never stalls them for long.
 MAX_ACCEPT = 256
+
+# A TLS handshake must be done this long after the connection was accepted
+# (seconds), or the connection is closed: a client that connects and says
+# nothing, or stops half-way, must not hold a connection, its green thread and
+# its TLS state for ever.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+# After a burst of at least this many connections open at once, once three
+# quarters of them have closed, the server gives the C heap's free memory back
+# to the system (glibc keeps it otherwise: the long-lived objects allocated
+# during the burst pin the heap), TRIM_DELAY seconds later so that the rest
+# of a burst ending all at once is gone by then.
+TRIM_BURST = 1000
+TRIM_DELAY = 1.0
 
 # After stop()'s timeout, how long a handler that is not waiting to read may
 # still take to answer what it has read.
@@ -120,9 +141,17 @@ class StreamServer:
     the accept loop waits for one to finish, and new clients wait in the
     kernel's backlog meanwhile.  Nothing is dropped.
 
-    ``idle_timeout`` (seconds) closes a connection whose blocking socket call
-    waits longer than that (a silent client, or one that stops reading): it is
-    the socket timeout the handler's socket starts with.
+    ``idle_timeout`` (seconds) closes a connection that makes no progress for
+    that long (a silent client, or one that stops reading): the handler's
+    socket starts with it as an idle timeout
+    (:meth:`~greenline.socket.socket.set_idle_timeout`), so a ``sendall`` to a
+    client that reads slowly but steadily goes on as long as it takes.
+
+    ``handshake_timeout`` (seconds, TLS only; None for no limit): a client
+    that has not finished its TLS handshake that long after it connected is
+    closed.  Its TLS state is made only once the client has sent something,
+    so a client that connects and says nothing costs no more than a plain
+    connection meanwhile.
 
     When ``handle`` returns or raises, its socket is closed.
     """
@@ -135,7 +164,8 @@ class StreamServer:
     def __init__(self, listener: Any, handle: Handler | None = None, backlog: int | None = None,
                  spawn: Any = "default", *, max_connections: int | None = None,
                  idle_timeout: float | None = None, reuse_port: bool = False,
-                 ssl_context: Any = None, **ssl_args: Any) -> None:
+                 ssl_context: Any = None, handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+                 **ssl_args: Any) -> None:
         if handle is not None:
             self.handle = handle  # type: ignore[method-assign,assignment]
         # gevent's spawn argument: "default", a connection limit (int), a
@@ -156,8 +186,11 @@ class StreamServer:
             raise ValueError("max_connections must be at least 1")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive")
+        if handshake_timeout is not None and not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive (or None)")
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.socket: gsocket.socket | None = None
@@ -179,6 +212,10 @@ class StreamServer:
         #: Connections accepted so far, and handlers that raised.
         self.accepted = 0
         self.failed = 0
+        # The most connections seen open at once since memory was last
+        # given back, and whether that is scheduled (see TRIM_BURST).
+        self._high = 0
+        self._trim_armed = False
 
     # -- the listening socket ------------------------------------------
 
@@ -351,20 +388,46 @@ class StreamServer:
     def _handshake(self, sock: gsocket.socket, address: Any) -> Any:
         # Here, in the connection's green thread, not in the accept loop: a
         # slow or silent client must not hold up the others' handshakes.
-        me = getcurrent()
+        # The whole of it is bounded by the handshake timeout (and by the
+        # idle timeout, which bounded it before there was a handshake one).
+        limits = [t for t in (self.handshake_timeout, self.idle_timeout) if t is not None]
+        limit = min(limits) if limits else None
+        deadline = None if limit is None else monotonic() + limit
+        timeout = sock.gettimeout()
         try:
+            # Wait for the client's first bytes before making any TLS state:
+            # OpenSSL's (some 40 KB with its buffers) would otherwise be held
+            # by every client that connects and says nothing.
+            sock.settimeout(limit)
+            if not sock.recv(1, gsocket.MSG_PEEK):
+                log.debug("%s: closed before the TLS handshake", _peer(address))
+                return None
             tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except TimeoutError:
+            log.debug("%s: no TLS handshake in %.3g s, closing", _peer(address), limit)
+            return None
         except OSError as e:
             log.debug("%s: TLS setup failed: %s", _peer(address), e)
             return None
+        me = getcurrent()
         self._conns[me] = tls  # type: ignore[index]  # stop() must close this one now
         try:
+            if deadline is not None:
+                tls.settimeout(max(deadline - monotonic(), 1e-6))
             tls.do_handshake()
+        except TimeoutError:
+            log.debug("%s: TLS handshake not done in %.3g s, closing", _peer(address), limit)
+            tls.close()
+            return None
         except (OSError, ValueError) as e:
             # A client's bad handshake is its problem, not a server error.
             log.debug("%s: TLS handshake failed: %s", _peer(address), e)
             tls.close()
             return None
+        if self.idle_timeout is not None:
+            tls.set_idle_timeout(self.idle_timeout)
+        else:
+            tls.settimeout(timeout)
         return tls
 
     def _close_waiting_readers(self, hub: Hub) -> None:
@@ -460,7 +523,7 @@ class StreamServer:
                 delay = 0.0
             self.accepted += 1
             if idle is not None:
-                conn.settimeout(idle)
+                conn.set_idle_timeout(idle)  # type: ignore[attr-defined]  # ours, always
             if self._spawn is not None:
                 try:
                     conns[self._spawn(serve, conn, address)] = conn
@@ -514,7 +577,8 @@ class StreamServer:
                       _peer(address), type(e).__name__, exc_info=True)
         finally:
             me = getcurrent()
-            current = self._conns.pop(me, None)  # type: ignore[call-overload]
+            conns = self._conns
+            current = conns.pop(me, None)  # type: ignore[call-overload]
             sock.close()
             if current is not None and current is not sock:
                 current.close()
@@ -524,6 +588,24 @@ class StreamServer:
                 assert hub is not None
                 for g in waiters:
                     hub.wake(g)
+            n = len(conns)
+            if n > self._high:
+                self._high = n
+            elif n <= self._high >> 2 and self._high >= TRIM_BURST and not self._trim_armed:
+                self._trim_armed = True
+                hub = self._hub
+                assert hub is not None
+                hub.call_later(TRIM_DELAY, self._after_burst)
+
+    def _after_burst(self, _arg: object = None) -> None:
+        # In the hub, TRIM_DELAY after a burst of connections mostly ended.
+        log.debug("a burst of %d connections is over (%d open): giving free memory back",
+                  self._high, len(self._conns))
+        self._trim_armed = False
+        self._high = len(self._conns)
+        # In a thread of the pool: trimming a heap of hundreds of megabytes
+        # takes a tenth of a second, which this hub's connections need not wait.
+        Task(to_thread, release_free_memory).start()
 
 
 def make_ssl_context(context: Any, ssl_args: dict[str, Any]) -> Any:
@@ -552,6 +634,30 @@ def make_ssl_context(context: Any, ssl_args: dict[str, Any]) -> Any:
     if ssl_args.get("ciphers"):
         ctx.set_ciphers(ssl_args["ciphers"])
     return ctx
+
+
+_malloc_trim: Any = None
+
+
+def release_free_memory() -> bool:
+    """Give the free memory of the C heap back to the system (glibc's
+    ``malloc_trim(0)``, which releases free pages anywhere in the heap, not
+    just at its top).  False where there is no such call (musl, macOS)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            trim = ctypes.CDLL(None).malloc_trim
+            trim.argtypes = [ctypes.c_size_t]
+            trim.restype = ctypes.c_int
+            _malloc_trim = trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
 
 
 def _sigint_raises_here() -> bool:

@@ -27,6 +27,20 @@ Signals (to the supervisor):
 The supervisor prints ``listening on HOST:PORT`` on stdout once, when every
 worker accepts; everything else is logged on stderr, one line per event, each
 with the pid of the process it concerns.
+
+What runs on the connections is not the supervisor's business: it is given a
+server factory (:data:`ServerFactory`), called in each worker thread with
+that thread's copy of the listening socket, which returns the server to run
+there: a :class:`~greenline.servers.stream.StreamServer` around a
+``handle(sock, address)`` (:func:`stream_server_factory`), or a subclass of
+it that speaks a protocol (``greenline serve --wsgi`` passes one making
+:class:`greenline.wsgi.WSGIServer`).  The supervisor only starts, counts and
+stops what the factory makes.
+
+On a stop (SIGTERM, SIGINT) the listening socket is closed everywhere at
+once, the supervisor's copy first: a client connecting then is refused at
+once instead of waiting in a queue that no worker will ever accept from,
+only to be reset when the last worker exits.
 """
 
 from __future__ import annotations
@@ -44,7 +58,8 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, NoReturn
 
-__all__ = ["ServeConfig", "Supervisor", "Worker", "WORKER_BOOT_ERROR"]
+__all__ = ["ServeConfig", "Supervisor", "Worker", "WORKER_BOOT_ERROR", "ServerFactory",
+           "stream_server_factory"]
 
 log = logging.getLogger("greenline.serve")
 
@@ -98,6 +113,25 @@ class ServeConfig:
         if not self.certfile:
             return {}
         return {"certfile": self.certfile, "keyfile": self.keyfile}
+
+
+#: Makes the server of one worker thread: called in that thread with its own
+#: cooperative duplicate of the listening socket; returns an unstarted
+#: :class:`~greenline.servers.stream.StreamServer` (or subclass).  Called in
+#: the worker, after fork: what it captured travels by fork, not by pickling.
+ServerFactory = Callable[[Any], Any]
+
+
+def stream_server_factory(handler: Callable[[Any, Any], object], cfg: ServeConfig) -> ServerFactory:
+    """The factory for a plain ``handle(sock, address)`` app."""
+
+    def make(sock: Any) -> Any:
+        from greenline.servers.stream import StreamServer
+
+        return StreamServer(sock, handler, max_connections=cfg.max_conns,
+                            idle_timeout=cfg.idle_timeout, **cfg.ssl_args())
+
+    return make
 
 
 def _somaxconn() -> int | None:
@@ -161,10 +195,10 @@ class Worker:
     """One worker process: ``threads`` OS threads, each with a hub and an
     accept loop on the shared listener."""
 
-    def __init__(self, cfg: ServeConfig, handler: Callable[[Any, Any], object],
+    def __init__(self, cfg: ServeConfig, make_server: ServerFactory,
                  listener: _stdsocket.socket, ctrl: _stdsocket.socket) -> None:
         self.cfg = cfg
-        self.handler = handler
+        self.make_server = make_server
         self.listener = listener
         self.ctrl = ctrl
         self._lock = _allocate_lock()
@@ -259,7 +293,6 @@ class Worker:
     def _thread_main(self, index: int) -> None:
         from greenline import socket as gsocket
         from greenline._core.hub import get_hub
-        from greenline.servers.stream import StreamServer
 
         if index:
             # Signals are the main thread's business: its wake-up descriptor
@@ -269,9 +302,12 @@ class Worker:
         server = None
         try:
             lst = self.listener
-            sock = gsocket.fromfd(lst.fileno(), lst.family, lst.type, lst.proto)
-            server = StreamServer(sock, self.handler, max_connections=self.cfg.max_conns,
-                                  idle_timeout=self.cfg.idle_timeout, **self.cfg.ssl_args())
+            with self._lock:
+                # begin_stop closes the listener: copy it only while open.
+                if self._stopping:
+                    return
+                sock = gsocket.fromfd(lst.fileno(), lst.family, lst.type, lst.proto)
+            server = self.make_server(sock)
             server.start()
             with self._lock:
                 self._servers.append((hub, server))
@@ -321,6 +357,11 @@ class Worker:
                 return
             self._stopping = True
             servers = list(self._servers)
+            # Our inherited copy of the listening socket: each server closes
+            # its own duplicate as it stops, and the last copy closed
+            # anywhere makes the kernel refuse new clients (see the module
+            # docstring).
+            self.listener.close()
         log.info("stopping (%s): finishing open connections for up to %.3g s",
                  why, self.cfg.graceful_timeout)
         for hub, server in servers:
@@ -344,12 +385,12 @@ def _spawn_stop(arg: tuple[Any, float]) -> None:
     Task(server.stop, timeout).start()
 
 
-def _worker_entry(cfg: ServeConfig, handler: Callable[[Any, Any], object],
+def _worker_entry(cfg: ServeConfig, make_server: ServerFactory,
                   listener: _stdsocket.socket, ctrl: _stdsocket.socket) -> NoReturn:
     code = 1
     try:
         log.info("worker started")
-        code = Worker(cfg, handler, listener, ctrl).run()
+        code = Worker(cfg, make_server, listener, ctrl).run()
         log.info("worker exiting")
     except BaseException:
         log.exception("worker failed")
@@ -389,10 +430,10 @@ class _Slot:
 class Supervisor:
     """Forks and watches the workers; see the module docstring."""
 
-    def __init__(self, cfg: ServeConfig, handler: Callable[[Any, Any], object],
+    def __init__(self, cfg: ServeConfig, make_server: ServerFactory,
                  listener: _stdsocket.socket, out: Any = None) -> None:
         self.cfg = cfg
-        self.handler = handler
+        self.make_server = make_server
         self.listener = listener
         self.out = out if out is not None else sys.stdout
         self.procs: dict[int, _Proc] = {}
@@ -425,7 +466,7 @@ class Supervisor:
                 os.close(self._wake_w)
             except BaseException:
                 os._exit(WORKER_BOOT_ERROR)
-            _worker_entry(self.cfg, self.handler, self.listener, child_end)
+            _worker_entry(self.cfg, self.make_server, self.listener, child_end)
         child_end.close()
         proc = _Proc(pid, slot, parent_end, monotonic(), replaces=replaces)
         self.procs[pid] = proc
@@ -504,6 +545,9 @@ class Supervisor:
         self.reload_queue.clear()
         log.info("shutting down (%s): %d worker(s) finishing for up to %.3g s",
                  why, len(self.procs), self.cfg.graceful_timeout)
+        # Nobody will be forked to accept from it again: our copy goes now,
+        # the workers' as they stop (see the module docstring).
+        self.listener.close()
         for proc in list(self.procs.values()):
             self.stop_worker(proc)
 

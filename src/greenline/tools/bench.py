@@ -23,6 +23,13 @@ Per run:
   reply.
 
 A peer whose library is not installed is skipped with a note.
+
+``greenline bench --http`` does the same for HTTP: greenline's WSGIServer
+against gunicorn -k gevent, gevent.pywsgi, granian and waitress, on a
+hello-world application and a Flask JSON route, driven by wrk (greenline
+load where wrk is missing), rounds interleaved; server CPU per request,
+req/s, p50/p99; ``http.md``, ``http.json`` and a PNG.  The servers and the
+applications are bench/wsgi_cpu.py's (a checkout's), not copied here.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -255,12 +263,17 @@ def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) 
         cmd = [sys.executable, "-m", "greenline", "load", f"{server.host}:{server.port}",
                "-c", str(connections), "-d", f"{duration:g}", "--procs", "1", "--json", str(json_path)]
         samples: list[tuple[float, float, int]] = []
-        with open(logdir / "load.err", "wb") as err:
-            client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+        # The progress lines come on the client's standard error, the report
+        # on its standard output.
+        with open(logdir / "load.out", "wb") as report:
+            client = subprocess.Popen(cmd, stdout=report, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                       text=True)
-            assert client.stdout is not None
+            assert client.stderr is not None
+            err_lines: list[str] = []
             try:
-                for line in client.stdout:
+                for line in client.stderr:
+                    if not line.startswith("["):
+                        err_lines.append(line)
                     m = _PROGRESS.match(line)
                     if m:
                         samples.append((time.monotonic(), cpu_seconds(server.procs),
@@ -278,7 +291,7 @@ def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) 
     try:
         result = json.loads(json_path.read_text())
     except (OSError, ValueError):
-        tail = (logdir / "load.err").read_text(errors="replace").strip().splitlines()[-1:]
+        tail = [ln.strip() for ln in err_lines if ln.strip()][-1:]
         run.problems.append(f"greenline load wrote no result ({client.returncode}): {' '.join(tail)}")
         return run
     run.ok = bool(result.get("ok")) and not run.problems
@@ -552,6 +565,348 @@ def _runs_json(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------
+# HTTP: WSGI servers (greenline bench --http)
+#
+# The servers, the applications and the wrk runs are bench/wsgi_cpu.py's
+# (start, stop, wrk, cpu_seconds, REQUIRES, PATHS): this only orders the
+# runs, measures with the same functions and writes the table and the chart.
+# That script lives in the checkout, not in the package, so `bench --http`
+# needs a checkout (an editable install, as the README's).
+
+HTTP_SERVERS: dict[str, str] = {
+    "greenline": "greenline.wsgi.WSGIServer, 1 process",
+    "gunicorn": "gunicorn -w 1 -k gevent",
+    "pywsgi": "gevent.pywsgi.WSGIServer",
+    "granian": "granian --interface wsgi --workers 1",
+    "waitress": "waitress, its defaults (4 threads)",
+}
+HTTP_REFERENCE = "pywsgi"  # ratios are taken against gevent.pywsgi
+HTTP_APPS: dict[str, str] = {
+    "hello": "hello world: 13 bytes of text/plain with a Content-Length",
+    "flask": "a Flask route returning jsonify(name=..., greeting=...)",
+}
+WSGI_BENCH = Path(__file__).resolve().parents[3] / "bench" / "wsgi_cpu.py"
+
+
+@dataclass
+class HTTPConfig:
+    apps: tuple[str, ...] = ("hello", "flask")
+    servers: tuple[str, ...] = tuple(HTTP_SERVERS)
+    connections: tuple[int, ...] = (100,)
+    duration: float = 5.0
+    rounds: int = 3
+    client: str = "wrk"  # or "greenline" (greenline load)
+    out: Path = Path("bench-out")
+    charts: bool = True
+
+
+@dataclass
+class HTTPRun:
+    """One WSGI server, one application, one load: the figures of one run."""
+
+    server: str
+    app: str
+    connections: int
+    cpu_us: float | None = None  # server CPU per response, µs
+    rate: float | None = None
+    p50_us: float | None = None
+    p99_us: float | None = None
+    client: str = "wrk"
+    ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def wsgi_bench() -> Any:
+    """bench/wsgi_cpu.py, imported from the checkout."""
+    if not WSGI_BENCH.exists():
+        raise BenchError(f"--http needs {WSGI_BENCH} (the WSGI servers and apps): run it from a greenline "
+                         "checkout (pip install -e .)")
+    import importlib.util as iu
+
+    mod = sys.modules.get("wsgi_cpu")
+    if mod is None:
+        spec = iu.spec_from_file_location("wsgi_cpu", WSGI_BENCH)
+        assert spec is not None and spec.loader is not None
+        mod = iu.module_from_spec(spec)
+        sys.modules["wsgi_cpu"] = mod
+        spec.loader.exec_module(mod)
+    missing = [name for name in ("start", "stop", "wrk", "cpu_seconds", "REQUIRES", "PATHS")
+               if not hasattr(mod, name)]
+    if missing:
+        raise BenchError(f"{WSGI_BENCH} has no {', '.join(missing)}: it is older than this greenline")
+    return mod
+
+
+def drive(client: str, port: int, path: str, seconds: float, connections: int,
+          wb: Any) -> tuple[int, float | None, float | None, list[str]]:
+    """Load ``port`` for ``seconds``: (responses, p50 µs, p99 µs, problems)."""
+    if client == "wrk":
+        n, lat, errors = wb.wrk(port, path, seconds, connections)
+        p50, p99 = lat.get("p50"), lat.get("p99")
+        return n, None if p50 is None else p50 * 1000, None if p99 is None else p99 * 1000, \
+            [errors] if errors else []
+    cmd = [sys.executable, "-m", "greenline", "load", f"http://127.0.0.1:{port}{path}", "-c", str(connections),
+           "-d", f"{seconds:g}", "--no-progress", "--json", "-"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    try:
+        result = json.loads(p.stdout)
+    except ValueError:
+        tail = p.stderr.strip().splitlines()[-1:] or ["no output"]
+        return 0, None, None, [f"greenline load failed ({p.returncode}): {tail[0]}"]
+    lat = result.get("latency_us") or {}
+    return int(result["verified"] + result["mismatches"]), lat.get("p50"), lat.get("p99"), \
+        list(result.get("problems", []))
+
+
+def run_http_bench(cfg: HTTPConfig) -> tuple[list[HTTPRun], list[str]]:
+    """Every server on every application and load, rounds interleaved (each
+    round in another order); returns the runs and notes."""
+    wb = wsgi_bench()
+    _raise_nofile()
+    notes: list[str] = []
+    servers = []
+    for name in cfg.servers:
+        needs = wb.REQUIRES.get(name)
+        if needs and importlib.util.find_spec(needs) is None:
+            notes.append(f"{name}: skipped, {needs} not installed (pip install {needs})")
+        else:
+            servers.append(name)
+    apps = []
+    for app in cfg.apps:
+        if app == "flask" and importlib.util.find_spec("flask") is None:
+            notes.append("flask: the Flask application skipped, flask not installed (pip install flask)")
+        else:
+            apps.append(app)
+    runs: list[HTTPRun] = []
+    for app in apps:
+        path = wb.PATHS[app]
+        started: dict[str, Any] = {}
+        try:
+            for name in servers:
+                try:
+                    started[name] = wb.start(name, app)
+                except (SystemExit, OSError) as e:
+                    notes.append(f"{name}: skipped for {app}, could not start: {e}")
+            live = list(started)
+            for _proc, port in started.values():
+                drive(cfg.client, port, path, 1.0, max(cfg.connections), wb)  # warm-up
+            for connections in cfg.connections:
+                for r in range(cfg.rounds):
+                    order = live[r % len(live):] + live[:r % len(live)] if live else []
+                    for name in order:
+                        proc, port = started[name]
+                        run = HTTPRun(name, app, connections, client=cfg.client)
+                        before = wb.cpu_seconds(proc.pid)
+                        n, run.p50_us, run.p99_us, run.problems = drive(cfg.client, port, path, cfg.duration,
+                                                                         connections, wb)
+                        used = wb.cpu_seconds(proc.pid) - before
+                        if proc.poll() is not None:
+                            run.problems.append(f"the server exited with status {proc.returncode}")
+                        if n:
+                            run.cpu_us = used / n * 1e6
+                            run.rate = n / cfg.duration
+                        run.ok = bool(n) and not run.problems
+                        runs.append(run)
+                        cpu = "-" if run.cpu_us is None else f"{run.cpu_us:.1f} µs/req"
+                        rate = "-" if run.rate is None else f"{run.rate:,.0f} req/s"
+                        _log(f"[{app}, {connections:,} conns, round {r + 1}/{cfg.rounds}] {name:<10} {cpu:>14} "
+                             f"{rate:>14}{'' if run.ok else '  PROBLEM: ' + '; '.join(run.problems)[:200]}")
+                        if not run.ok:
+                            notes.append(f"{name}, {app}, {connections:,} connections, round {r + 1}: "
+                                         + ("; ".join(run.problems) or "no response")[:300])
+        finally:
+            for proc, _port in started.values():
+                wb.stop(proc)
+    return runs, notes
+
+
+def summarise_http(runs: list[HTTPRun]) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    """(app, connections) -> server -> medians over its rounds."""
+    groups: dict[tuple[str, int], dict[str, list[HTTPRun]]] = {}
+    for run in runs:
+        groups.setdefault((run.app, run.connections), {}).setdefault(run.server, []).append(run)
+    out: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for key, by_server in groups.items():
+        out[key] = {}
+        for name, rs in by_server.items():
+            cpus = [r.cpu_us for r in rs if r.cpu_us is not None]
+            out[key][name] = {
+                "cpu_us": _median(list(cpus)), "cpu_range": (min(cpus), max(cpus)) if cpus else None,
+                "rate": _median([r.rate for r in rs]), "p50_us": _median([r.p50_us for r in rs]),
+                "p99_us": _median([r.p99_us for r in rs]), "ok": all(r.ok for r in rs), "rounds": len(rs),
+            }
+    return out
+
+
+def http_markdown(runs: list[HTTPRun], notes: list[str], order: list[str], header: str) -> str:
+    summary = summarise_http(runs)
+    lines = [header, ""]
+    apps = [a for a in HTTP_APPS if any(k[0] == a for k in summary)]
+    apps += sorted({k[0] for k in summary} - set(apps))
+    for app in apps:
+        for connections in sorted(c for a, c in summary if a == app):
+            by = summary[(app, connections)]
+            ref = by.get(HTTP_REFERENCE, {})
+            rounds = max(s["rounds"] for s in by.values())
+            client = runs[0].client if runs else "wrk"
+            load = f"wrk -t1 -c{connections}" if client == "wrk" else f"greenline load -c {connections}"
+            lines.append(f"### {app}: {HTTP_APPS.get(app, app)} ({load}, median of {rounds} "
+                         f"run{'s' if rounds != 1 else ''})")
+            lines.append("")
+            lines.append("| server | CPU/request | (runs) | × gevent.pywsgi | req/s | p50 | p99 |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|")
+            for name in order:
+                st = by.get(name)
+                if st is None:
+                    continue
+                flag = "" if st["ok"] else " ⚠"
+                rng = "–" if st["cpu_range"] is None else f"{st['cpu_range'][0]:.1f}–{st['cpu_range'][1]:.1f}"
+                lines.append(
+                    f"| {name}{flag} | {_fmt(st['cpu_us'], '.1f', ' µs')} | {rng} "
+                    f"| {_ratio(st['cpu_us'], ref.get('cpu_us'))} | {_fmt(st['rate'], ',.0f')} "
+                    f"| {_lat(st['p50_us'])} | {_lat(st['p99_us'])} |")
+            lines.append("")
+    lines.append("Servers: " + "; ".join(f"{n}: {HTTP_SERVERS.get(n, n)}" for n in order
+                                         if any(r.server == n for r in runs)) + ".")
+    lines.append("")
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in dict.fromkeys(notes)] + [""]
+    if any(not r.ok for r in runs):
+        lines += ["⚠: at least one run of this server was not clean (errors, or a crash; see the notes).", ""]
+    return "\n".join(lines)
+
+
+def http_chart(runs: list[HTTPRun], out: Path, order: list[str]) -> Path:
+    """The CPU-per-request chart; raises ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise_http(runs)
+    keys = sorted(summary, key=lambda k: (list(HTTP_APPS).index(k[0]) if k[0] in HTTP_APPS else 99, k[1]))
+    names = [n for n in order if any(n in summary[k] for k in keys)]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.8 / max(1, len(keys))
+    for j, key in enumerate(keys):
+        ys = [summary[key].get(n, {}).get("cpu_us") or 0.0 for n in names]
+        xs = [i + j * width for i in range(len(names))]
+        label = f"{key[0]}, {key[1]:,} conns" if len({k[1] for k in keys}) > 1 else key[0]
+        ax.bar(xs, ys, width, label=label)
+        for x, y in zip(xs, ys, strict=True):
+            if y:
+                ax.text(x, y, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks([i + width * (len(keys) - 1) / 2 for i in range(len(names))])
+    ax.set_xticklabels(names)
+    ax.set_ylabel("server CPU per request (µs)")
+    ax.set_title("WSGI servers: server CPU time per request (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "http_cpu_per_request.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def http_versions() -> str:
+    out = []
+    for name in ("greenlet", "httptools", "gevent", "gunicorn", "granian", "waitress", "flask"):
+        try:
+            from importlib.metadata import version
+
+            out.append(f"{name} {version(name)}")
+        except Exception:  # noqa: BLE001 - not installed: leave it out
+            pass
+    return ", ".join(out)
+
+
+def write_http_report(runs: list[HTTPRun], notes: list[str], order: list[str], header: str, out: Path,
+                      charts: bool) -> str:
+    text = http_markdown(runs, notes, order, header)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "http.md").write_text(text, encoding="utf-8")
+    print(text)
+    if charts and runs:
+        try:
+            print(f"chart: {http_chart(runs, out, order)}")
+        except ImportError:
+            print("no charts: matplotlib is not installed (pip install -e '.[bench]')")
+    return text
+
+
+def _machine_or_platform() -> str:
+    try:
+        return machine()
+    except ImportError:  # psutil is a [bench] extra
+        return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def main_http(args: argparse.Namespace) -> int:
+    """``greenline bench --http``."""
+    cfg = HTTPConfig(out=args.out, charts=not args.no_charts)
+    if args.quick:
+        cfg.duration, cfg.rounds = 3.0, 1
+    if args.connections is not None:
+        cfg.connections = args.connections
+    if args.duration is not None:
+        cfg.duration = args.duration
+    if args.rounds is not None:
+        cfg.rounds = args.rounds
+    try:
+        if args.apps:
+            cfg.apps = tuple(a.strip() for a in args.apps.split(",") if a.strip())
+            bad = [a for a in cfg.apps if a not in HTTP_APPS]
+            if bad or not cfg.apps:
+                raise BenchError(f"no application {', '.join(bad)!r}; choose from: {', '.join(HTTP_APPS)}")
+        if args.servers:
+            names = tuple(n.strip().lower() for n in args.servers.split(",") if n.strip())
+            bad = [n for n in names if n not in HTTP_SERVERS]
+            if bad or not names:
+                raise BenchError(f"no WSGI server {', '.join(bad)!r}; choose from: {', '.join(HTTP_SERVERS)}")
+            cfg.servers = names
+        if cfg.duration < 1 or cfg.rounds < 1:
+            raise BenchError("--duration must be at least 1 s and --rounds at least 1")
+        notes: list[str] = []
+        if args.client:
+            cfg.client = args.client
+        elif shutil.which("wrk") is None:
+            cfg.client = "greenline"
+            notes.append("wrk is not installed (apt-get install wrk): greenline load drove the servers, "
+                         "a Python client on the same cores, which shapes every server's figures")
+        if cfg.client == "wrk" and shutil.which("wrk") is None:
+            raise BenchError("--client wrk: wrk is not installed (apt-get install wrk)")
+        started = datetime.datetime.now(datetime.UTC)
+        t0 = time.monotonic()
+        load0 = os.getloadavg()
+        runs, run_notes = run_http_bench(cfg)
+    except BenchError as e:
+        print(f"greenline bench: {e}", file=sys.stderr)
+        return 2
+    notes += run_notes
+    load1 = os.getloadavg()
+    client = (f"`wrk -t1 -c{','.join(map(str, cfg.connections))} -d{cfg.duration:g}s`"
+              if cfg.client == "wrk" else f"`greenline load -c {','.join(map(str, cfg.connections))}`")
+    command = "greenline bench --http" + ("" if cfg.apps == HTTPConfig.apps else f" --apps {','.join(cfg.apps)}") \
+        + f" --duration {cfg.duration:g} --rounds {cfg.rounds}"
+    header = "\n".join([
+        f"{command}: {started:%Y-%m-%d %H:%M} UTC, {time.monotonic() - t0:.0f} s",
+        "",
+        f"- machine: {_machine_or_platform()}",
+        f"- versions: {http_versions()}",
+        f"- load: {client}, keep-alive GETs, {cfg.duration:g} s per run, rounds interleaved; "
+        "client and server share the machine's cores",
+        f"- load average at start {load0[0]:.2f}, at end {load1[0]:.2f}",
+        "- CPU/request: user+system of the server's process tree over the run / responses",
+    ])
+    order = [n for n in HTTP_SERVERS if n in cfg.servers]
+    write_http_report(runs, notes, order, header, cfg.out, cfg.charts)
+    saved = {"kind": "http", "header": header, "notes": notes, "runs": [r.__dict__ for r in runs]}
+    (cfg.out / "http.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
+    return 0 if runs else 1
+
+
+# ----------------------------------------------------------------------
 # CLI
 
 
@@ -592,7 +947,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--big-rounds", type=int, metavar="K", help="rounds of that case (default 1)")
     p.add_argument("--no-charts", action="store_true", help="table only")
     p.add_argument("--report", metavar="RESULTS.json",
-                   help="run nothing: write the table and charts again from an earlier run's results.json")
+                   help="run nothing: write the table and charts again from an earlier run's results.json "
+                        "(or http.json)")
+    http = p.add_argument_group(
+        "HTTP (--http)",
+        "greenline's WSGIServer against " + ", ".join(n for n in HTTP_SERVERS if n != "greenline")
+        + " (each skipped with a note when not installed), on a hello-world app and a Flask JSON route, "
+        "driven by wrk (greenline load where wrk is missing); writes http.md, http.json and "
+        "http_cpu_per_request.png.  --servers, --connections (default 100), --duration, --rounds and "
+        "--quick apply.  Needs a greenline checkout (it runs bench/wsgi_cpu.py's servers).")
+    http.add_argument("--http", action="store_true", help="the WSGI servers instead of the line protocol")
+    http.add_argument("--apps", metavar="NAMES", help="comma-separated subset of: " + ", ".join(HTTP_APPS))
+    http.add_argument("--client", choices=("wrk", "greenline"), default=None,
+                      help="what drives the servers (default: wrk if installed)")
     p.set_defaults(func=main)
     return p
 
@@ -628,8 +995,14 @@ def _report_again(args: argparse.Namespace, cfg: BenchConfig) -> int:
     """Table and charts from the results.json of an earlier run."""
     try:
         saved = json.loads(Path(args.report).read_text(encoding="utf-8"))
+        if saved.get("kind") == "http":
+            http_runs = [HTTPRun(**r) for r in saved["runs"]]
+            order = list(dict.fromkeys([*HTTP_SERVERS, *(r.server for r in http_runs)]))
+            write_http_report(http_runs, saved.get("notes", []), order, saved.get("header", ""), cfg.out,
+                              cfg.charts)
+            return 0
         runs = [Run(**r) for r in saved["runs"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         print(f"greenline bench: cannot read {args.report}: {e}", file=sys.stderr)
         return 2
     cfg.big = int(saved.get("big", 0))
@@ -655,6 +1028,8 @@ def _draw(runs: list[Run], cfg: BenchConfig, order: list[str]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "http", False) and not args.report:
+        return main_http(args)
     try:
         cfg = config_from_args(args)
         specs = select_servers(args.servers)

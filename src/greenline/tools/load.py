@@ -1,23 +1,29 @@
 """``greenline load``: a load tester built on greenline's own green threads.
 
-Each connection is one green thread that sends ``conn-<i> say hello <n>``
-(padded to ``--size`` bytes), reads until the whole reply has arrived, checks
-it, and records the latency in an HDR histogram.  Closed loop by default (the
-next request goes out when the reply is in); with ``--rate`` open loop, where
-every request has an intended send time and its latency is measured from that
-time, so a server that stalls shows the stall in the tail instead of quietly
-slowing the client down (coordinated omission).
+Each connection is one green thread.  With a ``HOST:PORT`` target it speaks
+the seed's line protocol: it sends ``conn-<i> say hello <n>`` (padded to
+``--size`` bytes), reads until the whole reply has arrived and checks it.
+With an ``http://`` or ``https://`` URL it sends one HTTP/1.1 request over a
+keep-alive connection (or ``--pipeline N`` of them back to back) and parses
+every response in full with llhttp (see :mod:`greenline.tools.load_http`).
+Either way each latency goes into an HDR histogram.  Closed loop by default
+(the next request goes out when the reply is in); with ``--rate`` open loop,
+where every request has an intended send time and its latency is measured
+from that time, so a server that stalls shows the stall in the tail instead
+of quietly slowing the client down (coordinated omission).
 
 ``--procs N`` forks N client processes, each with its share of the
 connections; they stream their histograms to the parent, which merges them.
 
-``--tls`` wraps every connection in a :mod:`greenline.ssl` client context.
-The handshake belongs to connecting: it is done (and its failures counted, as
-``tls`` errors) before the first request's clock starts, and the request loop
-runs the same code on either kind of socket.
+``--tls`` (or an ``https://`` URL) wraps every connection in a
+:mod:`greenline.ssl` client context.  The handshake belongs to connecting: it
+is done (and its failures counted, as ``tls`` errors) before the first
+request's clock starts, and the request loop runs the same code on either
+kind of socket.
 
 The per-request path is kept short on purpose: the client must cost less CPU
-per request than the server it measures, or it measures itself.
+per request than the server it measures, or it measures itself.  The report
+gives the client's own CPU time per response.
 """
 
 from __future__ import annotations
@@ -27,22 +33,38 @@ import errno
 import json
 import math
 import os
+import re
 import resource
 import signal
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, NoReturn
 
 from greenlet import getcurrent
+from httptools import HttpParserError, HttpParserUpgrade
 
 from greenline import socket as gsocket
 from greenline import ssl as gssl
 from greenline._core.hub import get_hub
 from greenline._core.hub import sleep as gsleep
 from greenline._core.task import Task, joinall, killall, spawn
+from greenline.tools.load_http import (
+    DEFAULT_EXPECT,
+    HeadResponses,
+    HTTPArgumentError,
+    HTTPRequest,
+    MalformedResponse,
+    Response,
+    build_request,
+    host_header,
+    parse_expect_status,
+    parse_header,
+    parse_url,
+)
 from greenline.tools.report import (
     BUCKET_BITS,
     HIGHEST_US,
@@ -54,7 +76,7 @@ from greenline.tools.report import (
     record_counts,
 )
 
-__all__ = ["LoadConfig", "LoadError", "run_load", "add_parser", "main"]
+__all__ = ["LoadConfig", "LoadError", "run_load", "add_parser", "main", "parse_duration", "http_request"]
 
 # Descriptors the process needs besides its connections (stdio, the hub's
 # epoll and eventfd, pipes to the parent, imports).
@@ -67,6 +89,9 @@ MAX_CONNECT_FAILURES = 3
 # Seconds the requests in flight at the end of a timed run get to finish.
 END_GRACE = 1.0
 
+# The deepest --pipeline.
+MAX_PIPELINE = 1024
+
 
 class LoadError(Exception):
     """The run could not start (bad target, descriptor limit): exit code 2."""
@@ -77,7 +102,12 @@ class _ReplyTimeout(Exception):
 
 
 class _ClosedEarly(Exception):
-    """The server closed the connection before the whole reply arrived."""
+    """The server closed the connection before the reply (line protocol:
+    the whole reply; HTTP: any byte of the response) arrived."""
+
+
+class _Truncated(Exception):
+    """HTTP: the connection ended in the middle of a response."""
 
 
 class _HandshakeFailed(Exception):
@@ -92,15 +122,19 @@ class _HandshakeFailed(Exception):
 
 class _Broken(Exception):
     """A connection failed mid-request; carries the request counter so the
-    next connection goes on from there (the open loop's schedule needs it)."""
+    next connection goes on from there (the open loop's schedule needs it),
+    and how many requests were in flight on it (each counts as failed)."""
 
-    def __init__(self, cause: BaseException, n: int) -> None:
+    def __init__(self, cause: BaseException, n: int, lost: int = 1) -> None:
         super().__init__(cause)
         self.cause = cause
         self.n = n
+        self.lost = lost
 
 
 _BREAKS = (OSError, _ReplyTimeout, _ClosedEarly)
+_HTTP_BREAKS = (OSError, _ReplyTimeout, _ClosedEarly, _Truncated, MalformedResponse, HttpParserError,
+                HttpParserUpgrade)
 
 
 @dataclass
@@ -120,9 +154,13 @@ class LoadConfig:
     cafile: str | None = None
     insecure: bool = False
     server_name: str | None = None
+    # The request of an HTTP run (None: the line protocol).
+    http: HTTPRequest | None = None
 
     @property
     def target(self) -> str:
+        if self.http is not None:
+            return self.http.url
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -145,7 +183,7 @@ def client_context(cfg: LoadConfig) -> gssl.SSLContext | None:
     LoadError saying what is wrong with the options or the CA file."""
     if not cfg.tls:
         if cfg.cafile or cfg.insecure or cfg.server_name:
-            raise LoadError("--cafile, --insecure and --server-name need --tls")
+            raise LoadError("--cafile, --insecure and --server-name need --tls (or an https:// URL)")
         return None
     if cfg.insecure and cfg.cafile:
         raise LoadError("--insecure verifies nothing, so --cafile would be ignored: give one or the other")
@@ -165,7 +203,7 @@ def parse_target(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) to ``(host, port)``."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise LoadError(f"target must be HOST:PORT, not {text!r}")
+        raise LoadError(f"target must be HOST:PORT or an http:// or https:// URL, not {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
@@ -198,19 +236,72 @@ def _classify(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, _ClosedEarly):
         return "closed early"
+    if isinstance(exc, _Truncated):
+        return "truncated"
+    if isinstance(exc, (MalformedResponse, HttpParserError, HttpParserUpgrade)):
+        return "malformed"
     if isinstance(exc, OSError) and exc.errno is not None:
         return errno.errorcode.get(exc.errno, f"errno {exc.errno}").lower()
     return type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:
-    """One line about an error, for the report."""
+    """One line about an error, in words, for the report."""
     if isinstance(exc, _HandshakeFailed):
         exc = exc.cause
-    text = str(exc) or type(exc).__name__
+    text = str(exc)
     if isinstance(exc, gssl.SSLCertVerificationError) and exc.verify_message:
         text = f"certificate verify failed: {exc.verify_message}"
-    return text.splitlines()[0] if text else type(exc).__name__
+    elif isinstance(exc, HttpParserUpgrade):
+        text = "the server switched protocols (an upgrade nobody asked for)"
+    elif isinstance(exc, (MalformedResponse, HttpParserError)):
+        text = f"not a valid HTTP/1.x response: {text or 'unparsable'}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror[:1].lower() + exc.strerror[1:]
+    if not text:
+        # Our own exceptions carry their words; anything else is named by
+        # its docstring's first line rather than by its class.
+        doc = (type(exc).__doc__ or type(exc).__name__).strip().splitlines()[0]
+        text = doc.rstrip(".")
+    return text.splitlines()[0]
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``2m``, ``500ms``, ``1h`` or plain seconds (``1.5``) to
+    seconds; a positive finite number or a ValueError."""
+    m = _DURATION.match(text)
+    if m is None:
+        raise ValueError(f"not a duration: {text!r} (give seconds, or a number with ms, s, m or h)")
+    seconds = float(m.group(1)) * _UNITS[(m.group(2) or "s").lower()]
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"a duration must be positive: {text!r}")
+    return seconds
+
+
+def http_request(url: str, method: str = "GET", headers: list[str] | None = None,
+                 body: bytes | None = None, pipeline: int = 1, expect: str | None = None) -> HTTPRequest:
+    """The :class:`HTTPRequest` for ``url`` and the command line's HTTP
+    options; a LoadError says what is wrong with them."""
+    try:
+        scheme, host, port, target = parse_url(url)
+        method = method.upper()
+        pairs = [parse_header(h) for h in headers or []]
+        if method == "HEAD" and body:
+            raise HTTPArgumentError("a HEAD request has no body")
+        if not 1 <= pipeline <= MAX_PIPELINE:
+            raise HTTPArgumentError(f"--pipeline must be from 1 to {MAX_PIPELINE}")
+        expect_text = expect if expect is not None else DEFAULT_EXPECT
+        flags = parse_expect_status(expect_text)
+        wire = build_request(method, host_header(host, port, scheme), target, pairs, body)
+    except HTTPArgumentError as e:
+        raise LoadError(str(e)) from None
+    return HTTPRequest(scheme=scheme, host=host, port=port, method=method, target=target, wire=wire,
+                       pipeline=pipeline, expect=flags, expect_text=expect_text.replace(" ", ""),
+                       body_size=len(body or b""))
 
 
 # Filler for messages: lower-case, so ``upper`` has something to change.
@@ -269,10 +360,20 @@ class Engine:
         self.server_name = cfg.server_name or cfg.host
         self.first_replied = 0
         self.first_reply_at: float | None = None
-        # Send time of each connection's request in flight (0.0: none), for
-        # the reply-timeout watchdog.
+        # Send time of each connection's oldest request in flight (0.0:
+        # none), for the reply-timeout watchdog; and, for HTTP, how many
+        # requests each has in flight.
         self.inflight = [0.0] * count
+        self.owed = [0] * count
         self.first_replied_slots = [False] * count
+        # HTTP: responses by status code (every connection counts here), and
+        # the request bytes for 0..pipeline requests at once, built once.
+        self.statuses: dict[int, int] = {}
+        http = cfg.http
+        self.batches = [http.wire * k for k in range(http.pipeline + 1)] if http is not None else []
+        # Receive buffer per HTTP connection: big reads for few connections,
+        # small buffers for many (about 16 MiB in all, 4 to 64 KiB each).
+        self.rbuf_size = max(4096, min(65536, (16 << 20) // max(1, count)))
         self.tasks: list[Task] = []
         self.active = 0
         self._waiter: Any = None
@@ -281,8 +382,8 @@ class Engine:
 
     # -- connections -----------------------------------------------------
 
-    def _error(self, kind: str, exc: BaseException | None = None) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+    def _error(self, kind: str, exc: BaseException | None = None, count: int = 1) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + count
         if exc is not None and kind not in self.error_samples:
             self.error_samples[kind] = _describe(exc)
 
@@ -329,37 +430,51 @@ class Engine:
 
     def _connection(self, slot: int) -> None:
         n = 0
+        requests = self._requests if self.cfg.http is None else self._http_requests
         try:
             while not self.stopping and (not self.budgeted or self.remaining > 0):
                 sock = self._connect()
                 if sock is None:
                     return
                 try:
-                    n = self._requests(slot, sock, n)
-                    # It returns only when this connection's work is done
-                    # (the run is stopping, the budget or the schedule is out).
-                    return
+                    n, again = requests(slot, sock, n)
+                    # It returns when this connection's work is done (the run
+                    # is stopping, the budget or the schedule is out), or
+                    # when the server said it closes the connection
+                    # (HTTP): then connect again and go on.
+                    if not again:
+                        return
                 except _Broken as e:
-                    # The request in flight failed: count it, connect again.
+                    # The requests in flight failed: count them, connect again.
                     self.inflight[slot] = 0.0
-                    self.requests += 1
-                    self._error(_classify(e.cause), e.cause)
+                    self.owed[slot] = 0
+                    self.requests += e.lost
+                    self._error(_classify(e.cause), e.cause, e.lost)
                     n = e.n
                 finally:
                     sock.close()
         finally:
             if self.inflight[slot]:
-                # Killed at the end of a timed run with a reply still due.
-                self.unfinished += 1
+                # Killed at the end of a timed run with replies still due.
+                self.unfinished += self.owed[slot] or 1
                 self.inflight[slot] = 0.0
+                self.owed[slot] = 0
             self.active -= 1
             if self.active == 0 and self._waiter is not None:
                 get_hub().wake(self._waiter)
 
-    def _requests(self, slot: int, sock: gsocket.socket, n: int) -> int:
-        """Send, receive, check and time requests on ``sock`` until this
-        connection's work is done; return the request counter.  One loop for
-        both modes: open loop (``--rate``) only adds the ``if paced`` steps."""
+    def _wait_for_the_end(self, deadline: float) -> None:
+        """Open loop, schedule done: stay until the run's end, so that the
+        run lasts its -d however low the rate."""
+        now = monotonic()
+        if not self.stopping and deadline > now and math.isfinite(deadline):
+            gsleep(deadline - now)
+
+    def _requests(self, slot: int, sock: gsocket.socket, n: int) -> tuple[int, bool]:
+        """The line protocol: send, receive, check and time requests on
+        ``sock`` until this connection's work is done; return the request
+        counter (and False: no reason to connect again).  One loop for both
+        modes: open loop (``--rate``) only adds the ``if paced`` steps."""
         # Inlined on purpose: this is the client's per-request cost, which the
         # CPU benchmark holds against the server's.  Hence one loop with
         # branches on a local (cheaper than a helper called per request), and
@@ -393,7 +508,9 @@ class Engine:
         try:
             while not self.stopping:
                 if paced and intended >= deadline:
-                    break  # nothing more is due before the end
+                    # Nothing more is due before the end.
+                    self._wait_for_the_end(deadline)
+                    break
                 if budgeted:
                     if self.remaining <= 0:
                         break
@@ -419,7 +536,8 @@ class Engine:
                 got = recv_into(rbuf)
                 while got < want:
                     if got == 0 or (more := recv_into(rview[got:])) == 0:
-                        raise _ClosedEarly
+                        raise _ClosedEarly("the server closed the connection before the whole reply "
+                                           "arrived")
                     got += more
                 t_reply = monotonic()
                 inflight[slot] = 0.0
@@ -444,7 +562,211 @@ class Engine:
                     tally[us] = tally_get(us, 0) + 1
         except _BREAKS as e:
             raise _Broken(e, n) from e
-        return n
+        return n, False
+
+    def _http_requests(self, slot: int, sock: gsocket.socket, n: int) -> tuple[int, bool]:
+        """HTTP: send requests on ``sock``, parse every response, count its
+        status and time it, until this connection's work is done; return the
+        request counter, and True when the server closes the connection
+        (``Connection: close``, or a body read to EOF), so that the caller
+        connects again.
+
+        One request in flight (the default, and the open loop) is the loop
+        below, inlined as :meth:`_requests` is; ``--pipeline`` takes
+        :meth:`_http_pipelined`.  Per response: one ``sendall`` of prebuilt
+        bytes, one ``recv_into`` this connection's buffer, one ``feed_data``
+        of a cached memoryview of it (the parser's callbacks count), two
+        clock reads and a dict update."""
+        cfg = self.cfg
+        http = cfg.http
+        assert http is not None
+        proto = Response(self.statuses, http.expect)
+        feed = HeadResponses(proto) if http.head else proto.parser().feed_data
+        if http.pipeline > 1:
+            return self._http_pipelined(slot, sock, n, proto, feed)
+        index = self.first + slot
+        wire = http.wire
+        paced = cfg.rate is not None
+        period = intended = 0.0
+        deadline = math.inf
+        if cfg.rate is not None:
+            period = cfg.connections / cfg.rate
+            intended = self.t0 + period * (index / cfg.connections) + n * period
+            if cfg.duration is not None:
+                deadline = self.t0 + cfg.duration
+        rbuf = bytearray(self.rbuf_size)
+        rview = memoryview(rbuf)
+        # Memoryviews of the buffer by length: a server's responses tend to
+        # be of a few lengths, so feeding the parser allocates nothing.
+        views: dict[int, memoryview] = {}
+        views_get = views.get
+        sendall = sock.sendall
+        recv_into = sock.recv_into
+        inflight = self.inflight
+        budgeted = self.budgeted
+        tally = self.tally
+        tally_get = tally.get
+        first = True
+        seen = good = 0  # proto.done and proto.good already accounted for
+        try:
+            while not self.stopping and not proto.closing:
+                if paced and intended >= deadline:
+                    self._wait_for_the_end(deadline)
+                    break
+                if budgeted:
+                    if self.remaining <= 0:
+                        break
+                    self.remaining -= 1
+                n += 1
+                if paced:
+                    now = monotonic()
+                    if intended > now:
+                        gsleep(intended - now)
+                start = monotonic()
+                inflight[slot] = start
+                sendall(wire)
+                while True:
+                    got = recv_into(rbuf)
+                    if got:
+                        view = views_get(got)
+                        if view is None:
+                            if len(views) >= 64:
+                                views.clear()
+                            view = views[got] = rview[:got]
+                        feed(view)
+                        if proto.done != seen:
+                            break
+                    elif proto.in_message:
+                        if proto.ends_at_eof():
+                            break
+                        raise _Truncated("the server closed the connection in the middle of a response "
+                                         + ("(in its body)" if proto.headers_done else "(in its head)"))
+                    else:
+                        raise _ClosedEarly("the server closed the connection before the response began")
+                t_reply = monotonic()
+                seen += 1
+                if proto.done != seen:
+                    raise MalformedResponse(f"{proto.done - seen + 1} responses to one request")
+                inflight[slot] = 0.0
+                self.requests += 1
+                if proto.good != good:
+                    good += 1
+                    self.verified += 1
+                else:
+                    self.mismatches += 1
+                if paced:
+                    # Timed from the intended send time: a late send counts
+                    # against the server.
+                    start = intended
+                    intended += period
+                if first:
+                    first = False
+                    self._first_reply(slot, t_reply - start)
+                else:
+                    us = int((t_reply - start) * 1e6)
+                    if us >> BUCKET_BITS:
+                        shift = us.bit_length() - BUCKET_BITS
+                        us = us >> shift << shift
+                    tally[us] = tally_get(us, 0) + 1
+        except _HTTP_BREAKS as e:
+            raise _Broken(e, n) from e
+        return n, proto.closing
+
+    def _http_pipelined(self, slot: int, sock: gsocket.socket, n: int, proto: Response,
+                        feed: Callable[[Any], None]) -> tuple[int, bool]:
+        """:meth:`_http_requests` with up to ``--pipeline`` requests in
+        flight (closed loop): send as many as are missing in one
+        ``sendall``, take the responses as they come, oldest first."""
+        http = self.cfg.http
+        assert http is not None
+        depth = http.pipeline
+        batches = self.batches
+        rbuf = bytearray(self.rbuf_size)
+        rview = memoryview(rbuf)
+        views: dict[int, memoryview] = {}
+        sendall = sock.sendall
+        recv_into = sock.recv_into
+        inflight = self.inflight
+        owed = self.owed
+        budgeted = self.budgeted
+        tally = self.tally
+        tally_get = tally.get
+        first = True
+        outstanding = 0  # requests sent, not yet answered
+        seen = good = 0
+        sent: deque[float] = deque()  # send times of the requests in flight, oldest first
+        try:
+            while True:
+                if outstanding < depth and not self.stopping and not proto.closing:
+                    k = depth - outstanding
+                    if budgeted:
+                        k = min(k, self.remaining)
+                        self.remaining -= k
+                    if k:
+                        n += k
+                        start = monotonic()
+                        outstanding += k
+                        owed[slot] = outstanding
+                        if not inflight[slot]:
+                            inflight[slot] = start
+                        sent.extend([start] * k)
+                        sendall(batches[k])
+                if not outstanding:
+                    break
+                got = recv_into(rbuf)
+                if got:
+                    view = views.get(got)
+                    if view is None:
+                        if len(views) >= 64:
+                            views.clear()
+                        view = views[got] = rview[:got]
+                    feed(view)
+                elif proto.in_message:
+                    if not proto.ends_at_eof():
+                        raise _Truncated("the server closed the connection in the middle of a response "
+                                         + ("(in its body)" if proto.headers_done else "(in its head)"))
+                else:
+                    raise _ClosedEarly("the server closed the connection before the response began")
+                done = proto.done
+                if done != seen:
+                    k = done - seen
+                    if k > outstanding:
+                        raise MalformedResponse(f"{k} responses to {outstanding} requests")
+                    seen = done
+                    g = proto.good - good
+                    good += g
+                    t = monotonic()
+                    self.requests += k
+                    self.verified += g
+                    self.mismatches += k - g
+                    outstanding -= k
+                    owed[slot] = outstanding
+                    while k:
+                        k -= 1
+                        s = sent.popleft()
+                        if first:
+                            first = False
+                            self._first_reply(slot, t - s)
+                        else:
+                            us = int((t - s) * 1e6)
+                            if us >> BUCKET_BITS:
+                                shift = us.bit_length() - BUCKET_BITS
+                                us = us >> shift << shift
+                            tally[us] = tally_get(us, 0) + 1
+                    inflight[slot] = sent[0] if outstanding else 0.0
+                if proto.closing:
+                    if outstanding:
+                        # Pipelined after a response that closes: the server
+                        # will not answer them; the next connection sends them.
+                        if budgeted:
+                            self.remaining += outstanding
+                        outstanding = 0
+                        owed[slot] = 0
+                        inflight[slot] = 0.0
+                    break
+        except _HTTP_BREAKS as e:
+            raise _Broken(e, n, outstanding or 1) from e
+        return n, proto.closing
 
     def _first_reply(self, slot: int, seconds: float) -> None:
         us = int(seconds * 1e6)
@@ -478,6 +800,7 @@ class Engine:
         hub = get_hub()
         parked = hub.parked
         timeout = self.cfg.timeout
+        reply = "reply" if self.cfg.http is None else "response"
         period = min(1.0, max(0.01, timeout / 4))
         while True:
             gsleep(period)
@@ -488,7 +811,7 @@ class Engine:
                     # Only while it waits for this request's reply: a throw
                     # into a running task would land on a later, innocent call.
                     if task in parked:
-                        hub.throw(task, _ReplyTimeout())
+                        hub.throw(task, _ReplyTimeout(f"no {reply} within {timeout:g} s"))
 
     def _snapshot(self, now: float, replies_before: int, t_before: float) -> tuple[dict[str, Any], int]:
         replies = self.verified + self.mismatches
@@ -514,6 +837,7 @@ class Engine:
         self.addr = addr
         self.family = family
         self.active = self.count
+        cpu0 = cpu_seconds()
         self.tasks = [spawn(self._connection, slot) for slot in range(self.count)]
         watchdog = spawn(self._watchdog)
         deadline = math.inf if self.cfg.duration is None else self.t0 + self.cfg.duration
@@ -552,10 +876,18 @@ class Engine:
             killall([*self.tasks, watchdog], block=True, timeout=5.0)
             interrupted.restore()
         self._fold()
+        cpu = cpu_seconds() - cpu0
         elapsed = max(1e-9, end - self.t0)
+        http = self.cfg.http
         return LoadResult(
-            target=self.cfg.target, connections=self.count, protocol=self.cfg.protocol,
-            size=self.cfg.size, mode=self.cfg.mode, interrupted=interrupted.hit,
+            target=self.cfg.target, connections=self.count,
+            protocol=self.cfg.protocol if http is None else http.scheme,
+            size=self.cfg.size if http is None else http.body_size, mode=self.cfg.mode,
+            request="" if http is None else http.describe(),
+            pipeline=1 if http is None else http.pipeline,
+            expect_status="" if http is None else http.expect_text,
+            statuses={str(code): k for code, k in sorted(self.statuses.items())},
+            cpu_seconds=cpu, interrupted=interrupted.hit,
             elapsed=elapsed, replies_per_s=(self.verified + self.mismatches) / elapsed,
             opened=self.opened, failed=self.failed, gave_up=self.gave_up,
             requests=self.requests, verified=self.verified, mismatches=self.mismatches,
@@ -593,6 +925,12 @@ class _Interrupt:
             signal.signal(sig, old)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _resolve(cfg: LoadConfig) -> tuple[Any, int]:
     try:
         infos = gsocket.getaddrinfo(cfg.host, cfg.port, 0, gsocket.SOCK_STREAM)
@@ -616,7 +954,8 @@ class Progress:
     def __init__(self, cfg: LoadConfig, mode: str, out: Any = None) -> None:
         self.cfg = cfg
         self.mode = mode  # "rich", "plain" or "off"
-        self.out = out if out is not None else sys.stdout
+        # Standard error: standard output is the report's (or the JSON's).
+        self.out = out if out is not None else sys.stderr
         self._live: Any = None
         if mode == "rich":
             from rich.console import Console
@@ -629,6 +968,9 @@ class Progress:
         elapsed = snap["elapsed"]
         when = f"{elapsed:5.1f} s" if self.cfg.duration is None else f"{elapsed:5.1f}/{self.cfg.duration:g} s"
         replies = f"{snap['replies']:,}" if self.cfg.total is None else f"{snap['replies']:,}/{self.cfg.total:,}"
+        if self.cfg.http is not None:
+            return (f"[{when}] {snap['rate']:9,.0f} req/s   p99 {format_us(snap['p99_us']):>9}   "
+                    f"responses {replies}   errors {snap['errors']:,}   bad status {snap['mismatches']:,}")
         return (f"[{when}] {snap['rate']:9,.0f} req/s   p99 {format_us(snap['p99_us']):>9}   "
                 f"replies {replies}   errors {snap['errors']:,}   mismatches {snap['mismatches']:,}")
 
@@ -653,10 +995,12 @@ class Progress:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(ProgressBar(total=total, completed=min(done, total), width=40), Text(when))
         bad = "bold red"
+        http = self.cfg.http is not None
         stats = Text.assemble(
             (f"{snap['rate']:,.0f}", "bold"), " req/s   p99 ", (format_us(snap["p99_us"]), "bold"),
-            f"   replies {snap['replies']:,}   errors ",
-            (f"{snap['errors']:,}", bad if snap["errors"] else "green"), "   mismatches ",
+            f"   {'responses' if http else 'replies'} {snap['replies']:,}   errors ",
+            (f"{snap['errors']:,}", bad if snap["errors"] else "green"),
+            "   bad status " if http else "   mismatches ",
             (f"{snap['mismatches']:,}", bad if snap["mismatches"] else "green"),
         )
         return Group(bar, stats)
@@ -681,13 +1025,8 @@ def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float | No
     """Run the load test described by ``cfg``; return the merged result."""
     if tick is None:
         tick = progress.tick if progress is not None else 1.0
-    if cfg.connections < 1:
-        raise LoadError("need at least one connection (-c)")
-    if cfg.procs < 1:
-        raise LoadError("--procs must be at least 1")
+    check_config(cfg)
     procs = min(cfg.procs, cfg.connections)
-    if cfg.rate is not None and cfg.rate <= 0:
-        raise LoadError("--rate must be positive")
     client_context(cfg)  # bad TLS options or CA file: say so before any connection
     addr, family = _resolve(cfg)
     raise_fd_limit(math.ceil(cfg.connections / procs) + _SPARE_FDS)
@@ -697,6 +1036,29 @@ def run_load(cfg: LoadConfig, progress: Progress | None = None, tick: float | No
         engine = Engine(cfg, 0, cfg.connections, t0, cfg.total, tick, on_tick)
         return engine.run(addr, family)
     return _run_forked(cfg, procs, addr, family, t0, tick, progress)
+
+
+def check_config(cfg: LoadConfig) -> None:
+    """A LoadError for settings that cannot make a run."""
+    if cfg.connections < 1:
+        raise LoadError("need at least one connection (-c)")
+    if cfg.procs < 1:
+        raise LoadError("--procs must be at least 1")
+    for name, value in (("--timeout", cfg.timeout), ("--connect-timeout", cfg.connect_timeout),
+                        ("-d", cfg.duration if cfg.duration is not None else 1.0)):
+        if not (math.isfinite(value) and value > 0):
+            raise LoadError(f"{name} must be a positive number of seconds, not {value!r}")
+    if cfg.total is not None and cfg.total < 1:
+        raise LoadError("-n must be at least 1")
+    if cfg.rate is not None:
+        if not (math.isfinite(cfg.rate) and cfg.rate > 0):
+            raise LoadError(f"--rate must be a positive number of requests per second, not {cfg.rate!r}")
+        if cfg.duration is not None and cfg.rate * cfg.duration < 1:
+            raise LoadError(f"--rate {cfg.rate:g} for {cfg.duration:g} s is less than one request: "
+                            f"raise the rate or the duration (-d)")
+        if cfg.http is not None and cfg.http.pipeline > 1:
+            raise LoadError("--pipeline needs the closed loop: with --rate every connection has one "
+                            "request in flight at a time")
 
 
 def _run_forked(cfg: LoadConfig, procs: int, addr: Any, family: int, t0: float, tick: float,
@@ -772,6 +1134,7 @@ def _gather(cfg: LoadConfig, children: list[tuple[int, int]], t0: float, tick: f
     for _pid, fd in children:
         os.set_blocking(fd, False)
     readers = [spawn(reader, k, fd) for k, (_pid, fd) in enumerate(children)]
+    cpu0 = cpu_seconds()
     replies_before, t_before = 0, t0
     interrupted = _Interrupt.install()
     forwarded = False
@@ -813,6 +1176,9 @@ def _gather(cfg: LoadConfig, children: list[tuple[int, int]], t0: float, tick: f
     parts = [LoadResult.from_part(finals[k]) for k in range(len(children))]
     result = LoadResult.merge(parts)
     result.target = cfg.target
+    # The parent's own work (reading and merging the children's progress)
+    # is part of what the client costs.
+    result.cpu_seconds += cpu_seconds() - cpu0
     return result
 
 
@@ -824,56 +1190,164 @@ def _describe_status(status: int) -> str:
 
 # -- command line -------------------------------------------------------------
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_number(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return x
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
+    return n
+
+
+def one_line_errors(parser: argparse.ArgumentParser, prog: str) -> None:
+    """Make ``parser`` report a bad argument as one line on standard error
+    (``PROG: what is wrong``) and exit 2, without the usage block; unknown
+    arguments included (argparse would leave those to the top parser)."""
+    def error(message: str) -> NoReturn:
+        print(f"{prog}: {message} (see {prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        ns, extras = parse_known(args, namespace)
+        if extras:
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "load",
-        help="load-test a server: requests/s, latency percentiles, every reply checked",
+        help="load-test a server (line protocol or HTTP): requests/s, latency percentiles, every reply checked",
         description=(
             "Open -c connections to HOST:PORT, each sending 'conn-<i> say hello <n>' and checking "
-            "the reply, for -d seconds or -n requests; report requests/s, latency percentiles "
-            "(HDR histogram) and every error.  Exit 0 only if every reply was right.  "
+            "the reply, or to an http:// or https:// URL, each sending keep-alive HTTP/1.1 requests "
+            "and parsing every response in full; for -d seconds or -n requests.  Report requests/s, "
+            "latency percentiles (HDR histogram), responses by status, every error by kind, and the "
+            "client's own CPU per response.  Exit 0 only if every reply was right (HTTP: a status in "
+            "--expect-status, no error), 1 otherwise, 2 for bad arguments.  "
             "`greenline load merge A.json B.json` merges the --json output of several runs."),
     )
-    p.add_argument("target", metavar="HOST:PORT", help="the server (or `merge`, followed by JSON files)")
+    p.add_argument("target", metavar="HOST:PORT|URL",
+                   help="the server: HOST:PORT for the line protocol, http://HOST[:PORT]/PATH or "
+                        "https://... for HTTP (or `merge`, followed by JSON files)")
     p.add_argument("files", nargs="*", metavar="FILE.json", help="with `merge`: the --json files to merge")
-    p.add_argument("-c", "--connections", type=int, default=500, metavar="N",
+    p.add_argument("-c", "--connections", type=_count, default=500, metavar="N",
                    help="concurrent connections (default: %(default)s)")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("-d", "--duration", type=float, default=None, metavar="SECONDS",
-                      help="how long to run (default: 10, unless -n is given)")
-    stop.add_argument("-n", "--requests", type=int, default=None, dest="total", metavar="TOTAL",
+    stop.add_argument("-d", "--duration", type=_duration, default=None, metavar="TIME",
+                      help="how long to run: 30s, 2m, 500ms, or plain seconds (default: 10s, unless -n "
+                           "is given)")
+    stop.add_argument("-n", "--requests", type=_count, default=None, dest="total", metavar="TOTAL",
                       help="stop after this many requests in total")
-    p.add_argument("--rate", type=float, default=None, metavar="R",
+    p.add_argument("--rate", type=_positive_number, default=None, metavar="R",
                    help="open loop: R requests/s in total, latency counted from each request's "
                         "intended send time (default: closed loop)")
-    p.add_argument("--size", type=int, default=32, metavar="BYTES",
-                   help="message size (default: %(default)s)")
-    p.add_argument("--procs", type=int, default=1, metavar="N",
+    p.add_argument("--procs", type=_count, default=1, metavar="N",
                    help="client processes to spread the connections over (default: %(default)s)")
-    p.add_argument("--protocol", choices=("upper", "echo"), default="upper",
-                   help="what a right reply is: the message upper-cased, or the message itself "
-                        "(default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="how long to wait for a reply (default: %(default)s)")
-    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="how long to wait for a connection (default: %(default)s)")
+    p.add_argument("--timeout", type=_duration, default=10.0, metavar="TIME",
+                   help="how long to wait for a reply (default: 10s)")
+    p.add_argument("--connect-timeout", type=_duration, default=5.0, metavar="TIME",
+                   help="how long to wait for a connection and its TLS handshake (default: 5s)")
+    line = p.add_argument_group("line protocol (HOST:PORT)")
+    line.add_argument("--size", type=_count, default=None, metavar="BYTES",
+                      help="message size (default: 32)")
+    line.add_argument("--protocol", choices=("upper", "echo"), default=None,
+                      help="what a right reply is: the message upper-cased, or the message itself "
+                           "(default: upper)")
+    http = p.add_argument_group("HTTP (http:// or https:// URL)")
+    http.add_argument("-m", "--method", default=None, metavar="METHOD", help="(default: GET)")
+    http.add_argument("-H", "--header", action="append", default=None, metavar="'NAME: VALUE'",
+                      help="a request header; repeat for more (Host and User-Agent are sent unless given)")
+    body = http.add_mutually_exclusive_group()
+    body.add_argument("--body", default=None, metavar="TEXT", help="the request body (UTF-8)")
+    body.add_argument("--body-file", default=None, metavar="PATH", help="the request body, from a file")
+    http.add_argument("--pipeline", type=_count, default=None, metavar="N",
+                      help="requests in flight per connection, sent back to back (default: 1; closed "
+                           "loop only)")
+    http.add_argument("--expect-status", default=None, metavar="LIST",
+                      help="the statuses that count as right, codes and classes: 200,404 or 2xx,404 "
+                           f"(default: {DEFAULT_EXPECT})")
     tls = p.add_argument_group("TLS")
     tls.add_argument("--tls", action="store_true",
-                     help="connect with TLS (greenline.ssl); the handshake is part of connecting, "
-                          "not of the first request's latency")
+                     help="connect with TLS (greenline.ssl; implied by an https:// URL); the handshake "
+                          "is part of connecting, not of the first request's latency")
     tls.add_argument("--cafile", metavar="PEM", default=None,
-                     help="with --tls: trust the CAs in this file instead of the system's")
+                     help="with TLS: trust the CAs in this file instead of the system's")
     tls.add_argument("--insecure", action="store_true",
-                     help="with --tls: do not verify the certificate or the host name (for "
+                     help="with TLS: do not verify the certificate or the host name (for "
                           "self-signed certificates); the report says so")
     tls.add_argument("--server-name", metavar="NAME", default=None,
-                     help="with --tls: the name sent for SNI and checked against the certificate "
+                     help="with TLS: the name sent for SNI and checked against the certificate "
                           "(default: the target's host)")
     p.add_argument("--json", metavar="PATH", default=None,
-                   help="also write the results, with the encoded histograms, to PATH")
-    p.add_argument("--no-progress", action="store_true", help="no live progress")
+                   help="also write the results, with the encoded histograms, to PATH; `-` writes "
+                        "them to standard output (and the report to standard error)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no live progress (which goes to standard error)")
+    one_line_errors(p, "greenline load")
     p.set_defaults(func=main)
     return p
+
+
+_LINE_OPTIONS = {"size": "--size", "protocol": "--protocol"}
+_HTTP_OPTIONS = {"method": "-m", "header": "-H", "body": "--body", "body_file": "--body-file",
+                 "pipeline": "--pipeline", "expect_status": "--expect-status"}
+
+
+def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    """The LoadConfig the command line asks for, or a LoadError."""
+    duration = args.duration if args.duration is not None else (None if args.total else 10.0)
+    common = dict(connections=args.connections, duration=duration, total=args.total, rate=args.rate,
+                  procs=args.procs, timeout=args.timeout, connect_timeout=args.connect_timeout,
+                  cafile=args.cafile, insecure=args.insecure, server_name=args.server_name)
+    if "://" not in args.target:
+        given = [flag for name, flag in _HTTP_OPTIONS.items() if getattr(args, name) is not None]
+        if given:
+            raise LoadError(f"{', '.join(given)}: HTTP options, for an http:// or https:// URL")
+        host, port = parse_target(args.target)
+        return LoadConfig(host=host, port=port, size=args.size or 32, protocol=args.protocol or "upper",
+                          tls=args.tls, **common)  # type: ignore[arg-type]
+    given = [flag for name, flag in _LINE_OPTIONS.items() if getattr(args, name) is not None]
+    if given:
+        raise LoadError(f"{', '.join(given)}: line-protocol options, for a HOST:PORT target")
+    body: bytes | None = None
+    if args.body is not None:
+        body = args.body.encode()
+    elif args.body_file is not None:
+        try:
+            with open(args.body_file, "rb") as f:
+                body = f.read()
+        except OSError as e:
+            raise LoadError(f"cannot read --body-file {args.body_file!r}: {e.strerror or e}") from None
+    http = http_request(args.target, args.method or "GET", args.header, body, args.pipeline or 1,
+                        args.expect_status)
+    if args.tls and http.scheme == "http":
+        raise LoadError("--tls with an http:// URL: use https:// for TLS")
+    return LoadConfig(host=http.host, port=http.port, tls=http.scheme == "https", http=http,
+                      **common)  # type: ignore[arg-type]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -883,21 +1357,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"greenline load: unexpected arguments {' '.join(args.files)}", file=sys.stderr)
         return 2
     try:
-        host, port = parse_target(args.target)
-        if args.total is not None and args.total < 1:
-            raise LoadError("-n must be at least 1")
-        if args.duration is not None and args.duration <= 0:
-            raise LoadError("-d must be positive")
-        if args.size < 1:
-            raise LoadError("--size must be at least 1")
-        if args.timeout <= 0 or args.connect_timeout <= 0:
-            raise LoadError("--timeout and --connect-timeout must be positive")
-        duration = args.duration if args.duration is not None else (None if args.total else 10.0)
-        cfg = LoadConfig(host=host, port=port, connections=args.connections, duration=duration,
-                         total=args.total, rate=args.rate, size=args.size, protocol=args.protocol,
-                         procs=args.procs, timeout=args.timeout, connect_timeout=args.connect_timeout,
-                         tls=args.tls, cafile=args.cafile, insecure=args.insecure,
-                         server_name=args.server_name)
+        cfg = config_from_args(args)
+        check_config(cfg)
+        client_context(cfg)
         progress = Progress(cfg, progress_mode(args.no_progress))
         try:
             result = run_load(cfg, progress)
@@ -910,17 +1372,26 @@ def main(args: argparse.Namespace) -> int:
 
 
 def progress_mode(disabled: bool, stream: Any = None) -> str:
-    stream = stream if stream is not None else sys.stdout
+    """How to show progress on ``stream`` (standard error by default): a
+    live display on a terminal, plain lines otherwise, or nothing."""
+    stream = stream if stream is not None else sys.stderr
     if disabled:
         return "off"
     return "rich" if stream.isatty() else "plain"
 
 
 def finish(result: LoadResult, json_path: str | None, live: bool = True) -> int:
-    """Print the report, write the JSON, and return the exit code."""
-    print(result.render(), flush=True)
+    """Print the report, write the JSON, and return the exit code.  With
+    ``--json -`` the JSON is standard output's, and the report goes to
+    standard error."""
+    to_stdout = json_path == "-"
+    print(result.render(), file=sys.stderr if to_stdout else sys.stdout, flush=True)
     if json_path:
-        result.write_json(json_path)
+        try:
+            result.write_json(json_path)
+        except OSError as e:
+            print(f"greenline load: cannot write {json_path}: {e.strerror or e}", file=sys.stderr)
+            return 2
     if live and result.interrupted:
         return 130  # as a shell reports a command ended by Ctrl-C
     return 0 if result.ok else 1
@@ -932,7 +1403,7 @@ def _merge(args: argparse.Namespace) -> int:
         return 2
     try:
         parts = [LoadResult.read_json(path) for path in args.files]
-    except (OSError, ValueError, KeyError) as e:
+    except ValueError as e:
         print(f"greenline load merge: {e}", file=sys.stderr)
         return 2
     return finish(LoadResult.merge(parts), args.json, live=False)

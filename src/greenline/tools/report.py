@@ -10,6 +10,8 @@ approximated from percentiles.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -37,6 +39,10 @@ PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 # Error kinds the report always lists (others are named after their errno).
 ERROR_KINDS = ("refused", "reset", "timeout", "closed early")
+# ... and for HTTP, where a response can also be cut short or not be HTTP.
+HTTP_ERROR_KINDS = (*ERROR_KINDS, "truncated", "malformed")
+HTTP_PROTOCOLS = ("http", "https")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 FORMAT_VERSION = 1
 
@@ -155,10 +161,24 @@ def _add_histograms(hs: list[HdrHistogram]) -> HdrHistogram:
     return out
 
 
-def _sorted_errors(errors: dict[str, int]) -> list[tuple[str, int]]:
-    known = [(k, errors.get(k, 0)) for k in ERROR_KINDS]
-    others = sorted((k, n) for k, n in errors.items() if k not in ERROR_KINDS)
+def _sorted_errors(errors: dict[str, int], kinds: tuple[str, ...] = ERROR_KINDS) -> list[tuple[str, int]]:
+    known = [(k, errors.get(k, 0)) for k in kinds]
+    others = sorted((k, n) for k, n in errors.items() if k not in kinds)
     return known + others
+
+
+def _by_code(statuses: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(statuses.items()))
+
+
+def status_classes(statuses: dict[str, int]) -> dict[str, int]:
+    """Responses by class (2xx, 3xx, 4xx, 5xx always; 1xx and others when
+    there are any) from responses by code."""
+    out = {c: 0 for c in STATUS_CLASSES}
+    for code, n in statuses.items():
+        c = f"{code[:1]}xx"
+        out[c] = out.get(c, 0) + n
+    return dict(sorted(out.items()))
 
 
 def _optional_float(v: Any) -> float | None:
@@ -198,8 +218,7 @@ class LoadResult:
     mismatches: int = _f(0, merge=sum, load=int, required=True)
     unfinished: int = _f(0, merge=sum, load=int)
     # Written with every kind the report always lists, zeros included.
-    errors: dict[str, int] = _f(factory=dict, merge=_add_counts, load=_str_ints,
-                                dump=lambda e: dict(_sorted_errors(e)))
+    errors: dict[str, int] = _f(factory=dict, merge=_add_counts, load=_str_ints)
     # The first message seen for each error kind: the report's "why".
     error_samples: dict[str, str] = _f(factory=dict, merge=_first_seen, load=_str_strs, dump=dict)
     # "" for plain TCP, else how the connections were secured (TLS, and
@@ -209,14 +228,42 @@ class LoadResult:
     # None if some connection never got one.
     first_reply: float | None = _f(None, merge=_latest_unless_missing, load=_optional_float)
     first_replied: int = _f(0, merge=sum, load=int)
+    # HTTP (protocol http or https): the request as the report names it
+    # ("GET", "POST with a 12-byte body, pipeline 8"), the statuses that
+    # count as right, and the responses by status code.  For HTTP
+    # ``verified`` counts the responses with an expected status and
+    # ``mismatches`` the others; ``size`` is the request body's size.
+    request: str = _f("", merge=_joined("; ", skip_empty=True), load=str)
+    pipeline: int = _f(1, merge=max, load=int)
+    expect_status: str = _f("", merge=_joined(" / ", skip_empty=True), load=str)
+    statuses: dict[str, int] = _f(factory=dict, merge=_add_counts, load=_str_ints, key="status_counts",
+                                  dump=_by_code)
+    # The client's own CPU time (user + system, every client process).
+    cpu_seconds: float = _f(0.0, merge=sum, load=float, key="client_cpu_s")
     latency: HdrHistogram = _histogram("histogram")
     first_latency: HdrHistogram = _histogram("first_histogram")
 
     # -- building ------------------------------------------------------
 
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in HTTP_PROTOCOLS
+
+    @property
+    def responses(self) -> int:
+        """Replies (HTTP: responses) that came back whole."""
+        return self.verified + self.mismatches
+
+    @property
+    def cpu_per_response_us(self) -> float | None:
+        """The client's CPU time per reply, µs (None before any reply)."""
+        return self.cpu_seconds / self.responses * 1e6 if self.responses and self.cpu_seconds else None
+
     @classmethod
     def from_part(cls, part: dict[str, Any]) -> LoadResult:
         """A result from one part's plain dictionary (see :meth:`to_dict`)."""
+        if not isinstance(part, dict):
+            raise ValueError(f"a result is a JSON object, not {type(part).__name__}")
         if part.get("format") not in (None, FORMAT_VERSION):
             raise ValueError(f"unknown result format {part.get('format')!r}")
         values: dict[str, Any] = {}
@@ -248,7 +295,13 @@ class LoadResult:
     def problems(self) -> list[str]:
         """What went wrong, in words; empty when the run was clean."""
         out = []
-        if self.mismatches:
+        if self.mismatches and self.is_http:
+            codes = ", ".join(f"{code} {n:,}" for code, n in _by_code(self.statuses).items()
+                              if not _expected(code, self.expect_status))
+            s = "" if self.mismatches == 1 else "s"
+            out.append(f"{self.mismatches:,} response{s} with an unexpected status ({codes}; expected "
+                       f"{self.expect_status or 'any'})")
+        elif self.mismatches:
             out.append(f"{self.mismatches:,} mismatched repl{'y' if self.mismatches == 1 else 'ies'}")
         if self.error_count:
             kinds = ", ".join(f"{k} {n:,}" for k, n in self._sorted_errors() if n)
@@ -256,7 +309,7 @@ class LoadResult:
         if self.gave_up:
             out.append(f"{self.gave_up:,} connection{'s' if self.gave_up != 1 else ''} gave up after failing to connect")
         if self.verified == 0:
-            out.append("no reply was verified")
+            out.append("no response had an expected status" if self.is_http else "no reply was verified")
         return out
 
     @property
@@ -264,7 +317,7 @@ class LoadResult:
         return not self.problems()
 
     def _sorted_errors(self) -> list[tuple[str, int]]:
-        return _sorted_errors(self.errors)
+        return _sorted_errors(self.errors, HTTP_ERROR_KINDS if self.is_http else ERROR_KINDS)
 
     def percentiles(self) -> dict[str, int | None]:
         h = self.latency
@@ -291,8 +344,13 @@ class LoadResult:
             dump = f.metadata["dump"]
             (encoded if f.metadata["last"] else figures)[f.metadata["key"] or f.name] = (
                 value if dump is None else dump(value))
+        # Every kind the report lists, zeros included.
+        figures["errors"] = dict(self._sorted_errors())
+        cpu = self.cpu_per_response_us
         return {
             **figures,
+            "status_classes": status_classes(self.statuses) if self.is_http else {},
+            "client_cpu_us_per_response": None if cpu is None else round(cpu, 3),
             "latency_us": self.percentiles(),
             "latency_count": self.latency.get_total_count(),
             "first_exchange_us": first_pct,
@@ -302,22 +360,43 @@ class LoadResult:
         }
 
     def write_json(self, path: str) -> None:
+        """Write the JSON to ``path``; ``-`` is standard output."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        if path == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+            f.write(text)
 
     @classmethod
     def read_json(cls, path: str) -> LoadResult:
-        with open(path, encoding="utf-8") as f:
-            return cls.from_part(json.load(f))
+        """Read a result written by ``--json``; a ValueError, naming the file
+        and what is wrong with it, for anything that is not one."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_part(json.load(f))
+        except OSError as e:
+            raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+        except Exception as e:  # noqa: BLE001 - any way a file can be wrong: one line saying so
+            what = f"missing {e}" if isinstance(e, KeyError) else str(e).splitlines()[0] if str(e) else \
+                type(e).__name__
+            raise ValueError(f"{path} is not a greenline load result ({what})") from None
 
     def render(self) -> str:
         """The final report, as plain text."""
-        replies = self.verified + self.mismatches
+        http = self.is_http
+        reply = "response" if http else "reply"
+        replies_word = "responses" if http else "replies"
+        replies = self.responses
         pct = self.percentiles()
         lines = []
-        head = f"greenline load {self.target}: {self.connections:,} connections, {self.mode}, " \
-               f"{self.size}-byte messages, {self.protocol}"
+        if http:
+            head = f"greenline load {self.target}: {self.connections:,} connections, {self.mode}, " \
+                   f"{self.request or 'GET'}"
+        else:
+            head = f"greenline load {self.target}: {self.connections:,} connections, {self.mode}, " \
+                   f"{self.size}-byte messages, {self.protocol}"
         if self.parts > 1:
             head += f" ({self.parts} parts merged)"
         lines.append(head)
@@ -327,7 +406,7 @@ class LoadResult:
         if self.gave_up:
             conn += f", gave up {self.gave_up:,}"
         lines.append(f"  connections  {conn}")
-        req = f"{self.requests:,} in {self.elapsed:.2f} s, {self.replies_per_s:,.0f} replies/s"
+        req = f"{self.requests:,} in {self.elapsed:.2f} s, {self.replies_per_s:,.0f} {replies_word}/s"
         if self.interrupted:
             req += " (interrupted)"
         if self.unfinished:
@@ -338,26 +417,44 @@ class LoadResult:
         else:
             parts = "  ".join(f"{k} {format_us(v)}" for k, v in pct.items())
             lines.append(f"  latency      {parts}")
-            lines.append(f"               over {self.latency.get_total_count():,} replies "
+            lines.append(f"               over {self.latency.get_total_count():,} {replies_word} "
                          "(each connection's first exchange left out)")
         if self.first_reply is not None:
-            first = f"every connection had its first reply {self.first_reply:.3f} s after the start"
+            first = f"every connection had its first {reply} {self.first_reply:.3f} s after the start"
         else:
-            first = f"{self.first_replied:,} of {self.connections:,} connections had a first reply"
+            first = f"{self.first_replied:,} of {self.connections:,} connections had a first {reply}"
         if self.first_latency.get_total_count():
             first += (f" (first exchanges: p50 {format_us(self.first_latency.get_value_at_percentile(50.0))},"
                       f" max {format_us(self.first_latency.get_max_value())})")
         lines.append(f"  first reply  {first}")
-        lines.append(f"  replies      {self.verified:,} verified, {self.mismatches:,} mismatched"
-                     + ("" if replies == self.requests else f", {self.requests - replies:,} lost to errors"))
+        lost = "" if replies == self.requests else f", {self.requests - replies:,} lost to errors"
+        if http:
+            classes = ", ".join(f"{c} {n:,}" for c, n in status_classes(self.statuses).items())
+            codes = ", ".join(f"{code} {n:,}" for code, n in _by_code(self.statuses).items())
+            lines.append(f"  status       {classes}" + (f"  ({codes})" if codes else ""))
+            lines.append(f"  responses    {self.verified:,} with an expected status "
+                         f"({self.expect_status or 'any'}), {self.mismatches:,} not" + lost)
+        else:
+            lines.append(f"  replies      {self.verified:,} verified, {self.mismatches:,} mismatched" + lost)
         errs = ", ".join(f"{k} {n:,}" for k, n in self._sorted_errors())
         lines.append(f"  errors       {errs}")
         for kind, n in self._sorted_errors():
             if n and kind in self.error_samples:
                 lines.append(f"               {kind}: {self.error_samples[kind]}")
+        cpu = self.cpu_per_response_us
+        if cpu is not None:
+            lines.append(f"  client CPU   {cpu:,.1f} µs per {reply} (user + system, {self.cpu_seconds:.2f} s "
+                         f"in all{', every process' if self.parts > 1 else ''})")
         problems = self.problems()
         lines.append("  result       " + ("OK" if not problems else "FAILED: " + "; ".join(problems)))
         return "\n".join(lines)
+
+
+def _expected(code: str, expect: str) -> bool:
+    """Whether status ``code`` is among ``expect`` (``2xx,404``; merged
+    results join theirs with `` / ``)."""
+    items = {t for t in re.split(r"[\s,/]+", expect.lower()) if t}
+    return not items or code in items or f"{code[:1]}xx" in items
 
 
 def _pname(p: float) -> str:

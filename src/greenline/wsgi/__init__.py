@@ -12,9 +12,14 @@
   timeouts.  Tested rule by rule in ``tests/wsgi/test_http.py``.
 * :mod:`.server` — ``WSGIServer``: PEP 3333 on top of that, a
   :class:`~greenline.servers.stream.StreamServer` underneath.
+  ``greenline serve --wsgi module:app`` runs one per thread per process.
+* :mod:`.gunicorn` — a gunicorn worker class
+  (``gunicorn -k greenline.wsgi.gunicorn.Worker``); not imported here.
 
 May import: the library (``greenline``'s public modules and ``_core``),
-``httptools``, and :mod:`greenline.servers.stream`.  Never the tools.
+``httptools``, :mod:`greenline.monkey` (the gunicorn worker patches) and
+:mod:`greenline.servers.stream`; ``gunicorn`` in :mod:`.gunicorn` only.
+Never the tools.
 """
 
 from greenline.wsgi.http import HTTPError, Limits

@@ -33,6 +33,16 @@ only maps requests and responses to and from PEP 3333.
   (:attr:`HTTPConnection.deadline`, 0 when none) while it waits for a head or
   a body, and its server's watchdog throws :class:`RequestTimeout` into a
   green thread parked past it.
+* Closing without losing a request: when the server stops, a connection
+  waiting for its next request is not cut at once (a request already on its
+  way would be lost, or answered by a reset): it gets a last call
+  (:attr:`HTTPConnection.last_call`), and a request arriving by then is
+  answered with ``Connection: close``.  Whenever the server, not the client,
+  ends a connection it closes it lingering (:meth:`HTTPConnection.linger`):
+  our FIN first, then what the client still sends is read and dropped until
+  it closes too, so that a late request meets a clean end of file rather
+  than a reset that could also destroy the last response in the client's
+  receive buffer.
 
 May import: the standard library, ``httptools`` and :mod:`greenline.socket`.
 """
@@ -40,7 +50,6 @@ May import: the standard library, ``httptools`` and :mod:`greenline.socket`.
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import dataclass
 from email.utils import formatdate
 from time import monotonic as _monotonic
@@ -52,7 +61,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from greenline import socket as gsocket
 
 __all__ = [
-    "Limits", "HTTPError", "RequestTimeout", "Request", "HTTPConnection",
+    "Limits", "HTTPError", "RequestTimeout", "Request", "HTTPConnection", "Shared",
     "REASONS", "format_date",
 ]
 
@@ -84,17 +93,27 @@ class Limits:
     max_pipeline: int = 64
     #: From the first byte of a request to the end of its head (slowloris).
     header_timeout: float = 10.0
-    #: Idle time allowed between requests on a kept-alive connection.
+    #: Idle time allowed between requests on a kept-alive connection (and
+    #: before the first one).  0: no keep-alive, every response closes its
+    #: connection (the wait for the first request is then header_timeout).
     keepalive_timeout: float = 5.0
     #: Longest wait for the next bytes of a request body.
     body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout", "keepalive_timeout", "body_timeout"):
-            if getattr(self, name) <= 0:
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        if self.max_pipeline < 1:
-            raise ValueError("max_pipeline must be at least 1")
+        if not self.keepalive_timeout >= 0:
+            raise ValueError("keepalive_timeout must not be negative")
+        for name in ("max_request_line", "max_field_size", "max_fields", "max_head_size",
+                     "max_pipeline"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_body_size is not None and self.max_body_size < 0:
+            raise ValueError("max_body_size must not be negative")
+        if self.max_drain < 0:
+            raise ValueError("max_drain must not be negative")
 
 
 REASONS: dict[int, str] = {
@@ -271,7 +290,10 @@ _R_PLAIN, _R_HOST, _R_CL, _R_TE, _R_EXPECT = range(5)
 _R_SPECIAL = {b"host": _R_HOST, b"content-length": _R_CL, b"transfer-encoding": _R_TE,
               b"expect": _R_EXPECT}
 _request_kinds: dict[bytes, int] = {}
+
 _NO_HEADERS: list[tuple[str, str]] = []
+# Between heads: no list of request fields (on_url starts one).
+_NO_FIELDS: list[tuple[bytes, bytes]] = []
 
 
 class Request:
@@ -384,89 +406,85 @@ class Request:
         return f"<Request {self.method} {self.target!r} HTTP/{self.version}>"
 
 
-class HTTPConnection:
-    """The server side of one HTTP/1.1 connection.
+class Shared:
+    """What the connections of one server (one OS thread) share: the
+    limits, the receive buffer, llhttp's callbacks, the Server header.
+    Whatever is the same for all of them is kept here once, not in each
+    connection, idle ones included (thousands of them).
 
-    ``next_request()`` returns the next :class:`Request` once its head is
-    complete, or None when the connection should end (the client closed, an
-    error was answered, a timeout).  The caller answers it with
-    :meth:`send_all` (a whole body), or :meth:`send_part` and :meth:`send_end`
-    (a stream), or :meth:`send_file`, having set ``req.status`` and
-    ``req.out_headers``; then :meth:`finish` says whether the connection may
-    serve another request.  Socket errors propagate to the caller.
+    A parser keeps, for each callback, what ``getattr`` gives on its
+    protocol object: with a method, a new bound method per parser (64 bytes
+    apiece).  Here the protocol is one object for all the connections, whose
+    callbacks are bound once (:attr:`protocol`), so an idle connection pays
+    for none of them.  ``feed_data`` never switches green threads (no
+    callback blocks), so pointing :attr:`conn` at the connection about to be
+    fed is all the sharing takes.  One per OS thread: another thread's feed
+    could interleave with ours.
     """
 
-    def __init__(self, sock: gsocket.socket, limits: Limits, buffer: memoryview,
-                 request_class: type[Request] = Request, server: str = "greenline",
-                 tls: bool = False) -> None:
-        self.sock = sock
-        self.limits = limits
-        self._buf = buffer
-        self._request_class = request_class
-        self._server_line = f"Server: {server}\r\n" if server else ""
-        self.tls = tls
-        #: While waiting for the client, when to give up (monotonic); 0: never.
-        self.deadline = 0.0
-        #: True while waiting for a request that has not begun.
-        self.idle = False
-        #: Set by the server when it stops: answer what was read, then close.
-        self.closing = False
-        #: A send failed: the connection is unusable.
-        self.broken = False
-        self._pending: deque[Request] = deque()
-        self._error: HTTPError | None = None
-        self._done = False  # parse nothing more (upgrade, pipeline full)
-        # The parser's side: the request whose head or body is being parsed.
-        self._current: Request | None = None
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
-        self._parser: Any = HttpRequestParser(self)
+    __slots__ = ("limits", "request_class", "server_line", "keep_alive", "buf", "conn", "protocol")
 
-    def close(self) -> None:
-        # The parser holds bound methods of this object: break the cycle.
-        self._parser = None
-        self._pending.clear()
-        self._current = None
-
-    # -- parser callbacks (llhttp calls them from feed_data) -----------------
+    def __init__(self, limits: Limits | None = None, request_class: type[Request] | None = None,
+                 server: str = "greenline", size: int = 65536) -> None:
+        self.limits = limits or Limits()
+        #: What requests are made of (a subclass of :class:`Request`).
+        self.request_class = request_class or Request
+        #: The Server header line ("" for none).
+        self.server_line = f"Server: {server}\r\n" if server else ""
+        self.keep_alive = self.limits.keepalive_timeout > 0
+        #: The receive buffer: a connection holds no buffer while it waits.
+        self.buf = memoryview(bytearray(size))
+        #: The connection being fed.
+        self.conn: Any = None
+        #: What parsers are given as their protocol.
+        self.protocol = _Callbacks(self)
 
     # No on_message_begin (a callback less per request): the state of a
     # head is reset when the head is complete.
 
     def on_url(self, url: bytes) -> None:
-        url = self._url + url if self._url else url
+        c = self.conn
+        if c._url:
+            url = c._url + url
+        else:
+            # A new head begins: its field list (none is kept while idle).
+            c._headers = []
         if len(url) > self.limits.max_request_line:
             raise HTTPError(414)
-        self._url = url
+        c._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        c = self.conn
         limits = self.limits
         size = len(name) + len(value)
         if size > limits.max_field_size:
             raise HTTPError(431, "header field too large")
-        headers = self._headers
+        headers = c._headers
         headers.append((name, value))
         if len(headers) > limits.max_fields:
             raise HTTPError(431, "too many header fields")
-        self._head_size += size + 4
-        if self._head_size > limits.max_head_size:
+        c._head_size += size + 4
+        if c._head_size > limits.max_head_size:
             raise HTTPError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
-        if len(self._pending) >= self.limits.max_pipeline:
+        c = self.conn
+        pending = c._pending
+        if pending is not None and len(pending) >= self.limits.max_pipeline:
             raise _PipelineFull
-        parser = self._parser
+        parser = c._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HTTPError(505)
         method = parser.get_method()
-        headers = self._headers
-        req = self._request_class(self, _METHODS.get(method) or method.decode("latin-1"), self._url,
-                                  version, headers, parser.should_keep_alive())
-        self._url = b""
-        self._headers = []
-        self._head_size = 0
+        headers = c._headers
+        keep_alive = parser.should_keep_alive()
+        c.client_done = not keep_alive
+        req = self.request_class(c, _METHODS.get(method) or method.decode("latin-1"), c._url,
+                                 version, headers, keep_alive and self.keep_alive)
+        c._url = b""
+        c._headers = _NO_FIELDS
+        c._head_size = 0
         hosts = 0
         for name, value in headers:
             kind = _request_kinds.get(name)
@@ -495,11 +513,15 @@ class HTTPConnection:
         max_body = self.limits.max_body_size
         if max_body is not None and req.content_length is not None and req.content_length > max_body:
             raise HTTPError(413)
-        self._current = req
-        self._pending.append(req)
+        c._current = req
+        if pending is None:
+            c._pending = [req]
+        else:
+            pending.append(req)
 
     def on_body(self, data: bytes) -> None:
-        req = self._current
+        c = self.conn
+        req = c._current
         assert req is not None
         req.received += len(data)
         max_body = self.limits.max_body_size
@@ -508,15 +530,94 @@ class HTTPConnection:
         req._body += data
 
     def on_message_complete(self) -> None:
-        req = self._current
+        req = self.conn._current
         if req is not None:
             req.complete = True
+
+
+class _Callbacks:
+    """A :class:`Shared`'s callbacks, bound once."""
+
+    __slots__ = ("on_url", "on_header", "on_headers_complete", "on_body", "on_message_complete")
+
+    def __init__(self, shared: Shared) -> None:
+        self.on_url = shared.on_url
+        self.on_header = shared.on_header
+        self.on_headers_complete = shared.on_headers_complete
+        self.on_body = shared.on_body
+        self.on_message_complete = shared.on_message_complete
+
+
+class HTTPConnection:
+    """The server side of one HTTP/1.1 connection.
+
+    ``next_request()`` returns the next :class:`Request` once its head is
+    complete, or None when the connection should end (the client closed, an
+    error was answered, a timeout).  The caller answers it with
+    :meth:`send_all` (a whole body), or :meth:`send_part` and :meth:`send_end`
+    (a stream), or :meth:`send_file`, having set ``req.status`` and
+    ``req.out_headers``; then :meth:`finish` says whether the connection may
+    serve another request.  Socket errors propagate to the caller.
+
+    Everything here lives as long as the connection, idle ones included
+    (thousands of them): slots, and nothing kept of a finished request.
+    """
+
+    __slots__ = (
+        "sock", "shared", "deadline", "idle", "closing", "last_call", "broken", "peer_closed",
+        "client_done", "timed_out", "_pending", "_error", "_done", "_current", "_url", "_headers",
+        "_head_size", "_parser",
+    )
+
+    def __init__(self, sock: gsocket.socket, shared: Shared | None = None) -> None:
+        self.sock = sock
+        #: The server's: limits, buffer, callbacks (see :class:`Shared`).
+        self.shared = shared = shared if shared is not None else Shared()
+        #: While waiting for the client, when to give up (monotonic); 0: never.
+        self.deadline = 0.0
+        #: True while waiting for a request that has not begun.
+        self.idle = False
+        #: Set by the server when it stops: answer what was read, then close.
+        self.closing = False
+        #: While closing, until when (monotonic) a request that has not begun
+        #: may still come: it is answered, with ``Connection: close``; 0 when
+        #: closing means none may.
+        self.last_call = 0.0
+        #: A send failed: the connection is unusable.
+        self.broken = False
+        #: The client closed its side (we read end of file).
+        self.peer_closed = False
+        #: The last request said it was the client's last (Connection:
+        #: close, or HTTP/1.0 without keep-alive).
+        self.client_done = False
+        #: The client was too slow to send a request: no lingering for it.
+        self.timed_out = False
+        # Requests parsed ahead (pipelining), None when there are none (as
+        # almost always between requests: no list is kept then).
+        self._pending: list[Request] | None = None
+        self._error: HTTPError | None = None
+        self._done = False  # parse nothing more (upgrade, pipeline full)
+        # The parser's side (see Shared): the request whose head or body is
+        # being parsed, and the head being received.
+        self._current: Request | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = _NO_FIELDS
+        self._head_size = 0
+        self._parser: Any = HttpRequestParser(shared.protocol)
+
+    def close(self) -> None:
+        self._parser = None
+        self._pending = None
+        self._current = None
+        if self.shared.conn is self:
+            self.shared.conn = None
 
     # -- reading ----------------------------------------------------------
 
     def _feed(self, data: memoryview) -> None:
         """Parse ``data``; a protocol error is kept in ``self._error`` (it
         belongs to the request being parsed, answered in its turn)."""
+        self.shared.conn = self
         try:
             self._parser.feed_data(data)
         except Exception as e:
@@ -546,19 +647,29 @@ class HTTPConnection:
         """The next request, once its head is complete; None to close."""
         pending = self._pending
         if pending:
-            return pending.popleft()
+            req = pending.pop(0)
+            if not pending:
+                self._pending = None
+            return req
         if self._error is not None:
             self._answer_error(self._error.status)
             return None
-        if self._done or self.closing or self._parser is None:
+        if self._done or self._parser is None or (self.closing and not self.last_call):
             return None
-        limits = self.limits
+        # The last request is answered (nothing of another has come): let it
+        # go, rather than keep it through the wait.
+        self._current = None
+        shared = self.shared
+        limits = shared.limits
         sock = self.sock
-        buf = self._buf
-        feed = self._parser.feed_data
-        # Nothing of the next request yet: the keep-alive timeout runs.
+        buf = shared.buf
+        # Nothing of the next request yet: the keep-alive timeout runs (or
+        # the last call, if sooner).
         self.idle = True
-        self.deadline = _monotonic() + limits.keepalive_timeout
+        deadline = _monotonic() + (limits.keepalive_timeout or limits.header_timeout)
+        if self.closing and self.last_call < deadline:
+            deadline = self.last_call
+        self.deadline = deadline
         received = 0
         while True:
             try:
@@ -568,18 +679,25 @@ class HTTPConnection:
                     self._answer_error(408)
                 return None
             except ConnectionError:
+                self.broken = True
                 return None
             finally:
                 self.deadline = 0.0
             if not n:
+                self.peer_closed = True
                 return None
             self.idle = False
+            shared.conn = self
             try:
-                feed(buf[:n])
+                self._parser.feed_data(buf[:n])
             except Exception as e:
                 self._parse_failed(e)
+            pending = self._pending
             if pending:
-                return pending.popleft()
+                req = pending.pop(0)
+                if not pending:
+                    self._pending = None
+                return req
             if self._error is not None:
                 self._answer_error(self._error.status)
                 return None
@@ -606,16 +724,18 @@ class HTTPConnection:
         if req.expect_continue and not req.continue_sent and not req.head_sent:
             req.continue_sent = True
             self._sendall(_CONTINUE)
-        self.deadline = _monotonic() + self.limits.body_timeout
+        shared = self.shared
+        self.deadline = _monotonic() + shared.limits.body_timeout
         try:
-            n = sock.recv_into(self._buf)
+            n = sock.recv_into(shared.buf)
         finally:
             self.deadline = 0.0
         if not n:
+            self.peer_closed = True
             self._error = HTTPError(400, "the client closed the connection before the end of the body")
             self._done = True
             raise self._error
-        self._feed(self._buf[:n])
+        self._feed(shared.buf[:n])
         if self._error is not None and not req.complete:
             raise self._error
 
@@ -628,7 +748,7 @@ class HTTPConnection:
             if req.expect_continue and not req.continue_sent:
                 # The client waits for our word before it sends the body.
                 return False
-            left = self.limits.max_drain
+            left = self.shared.limits.max_drain
             body = req._body
             try:
                 while not req.complete:
@@ -641,6 +761,38 @@ class HTTPConnection:
                 return False
         return True
 
+    def linger(self, timeout: float) -> None:
+        """Close our side first, when the server ends the connection: send
+        FIN, then read and drop what the client still sends (at most
+        :attr:`Limits.max_drain` bytes, for at most ``timeout`` seconds) until
+        it closes too.  Closing with unread data would send a reset instead,
+        and a reset makes the client's system drop whatever it had received
+        and not yet read (our last response, say).  Nothing to do when the
+        client closed first, said it was done and sent it all, timed out,
+        or the connection is broken."""
+        cur = self._current
+        if self.peer_closed or self.broken or self.timed_out or \
+                (self.client_done and (cur is None or cur.complete)):
+            return
+        sock = self.sock
+        try:
+            sock.shutdown(gsocket.SHUT_WR)
+        except OSError:
+            return
+        left = self.shared.limits.max_drain
+        buf = self.shared.buf
+        self.deadline = _monotonic() + timeout
+        try:
+            while left > 0:
+                n = sock.recv_into(buf)
+                if not n:
+                    return
+                left -= n
+        except (OSError, HTTPError):
+            pass
+        finally:
+            self.deadline = 0.0
+
     # -- writing ----------------------------------------------------------
 
     def _sendall(self, data: bytes) -> None:
@@ -651,13 +803,16 @@ class HTTPConnection:
             raise
 
     def _answer_error(self, status: int) -> None:
-        """Answer a request the protocol refused, then the connection closes."""
+        """Answer a request the protocol refused, then the connection closes
+        (lingering: the client may still be sending what we refused)."""
+        self._done = True
+        if status == 408:
+            self.timed_out = True
         try:
             self.sock.settimeout(1.0)  # a client that does not read must not keep us
             self.sock.sendall(_error_response(status))
         except OSError:
-            pass
-        self.broken = True
+            self.broken = True
 
     def send_error(self, req: Request, status: int) -> None:
         """Answer ``req`` with an error status (nothing must have been sent)
@@ -679,13 +834,14 @@ class HTTPConnection:
         if now != _date_cache[0]:
             _refresh_date(now)
         try:
-            key: Any = (self._server_line, status, *out)
+            server_line = self.shared.server_line
+            key: Any = (server_line, status, *out)
             entry = _heads.get(key)
         except TypeError:  # an unhashable header (a list): no caching
             key = None
             entry = None
         if entry is None:
-            entry = _head_entry(status, out, self._server_line)
+            entry = _head_entry(status, out, self.shared.server_line)
             if key is not None and len(_heads) < _HEAD_CACHE_MAX:
                 _heads[key] = entry
         prefix, code, app_length, close = entry
@@ -714,7 +870,7 @@ class HTTPConnection:
             if req.expect_continue and not req.continue_sent:
                 close = True
             elif req.content_length is not None and \
-                    req.content_length - req.received + len(req._body) > self.limits.max_drain:
+                    req.content_length - req.received + len(req._body) > self.shared.limits.max_drain:
                 close = True
         if close:
             req.close = True

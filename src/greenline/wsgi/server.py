@@ -30,7 +30,15 @@ response:
   that is not bytes gets a 500 if nothing was sent yet, else its connection
   is closed; the error is logged once with its traceback, and the server
   goes on.
-* An access log in the common log format, off unless ``log`` is given.
+* An access log in the common log format, off unless ``log`` is given
+  (:meth:`WSGIServer.log_request` writes a line; override it for another
+  format).
+* Stopping loses no request: ``close()`` stops accepting, a request being
+  answered gets ``Connection: close``, and a connection waiting for its next
+  request gets a last call of :data:`LAST_CALL` seconds, in which a request
+  that was already on its way is still answered (with ``Connection:
+  close``); then the connection closes, our side first
+  (:meth:`~greenline.wsgi.http.HTTPConnection.linger`).
 
 May import: :mod:`greenline.wsgi.http`, the stream server, and the hub and
 tasks it runs on.
@@ -54,17 +62,27 @@ from greenline import socket as gsocket
 from greenline._core.hub import get_hub
 from greenline._core.task import Task
 from greenline.servers.stream import StreamServer
-from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout
+from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout, Shared
 
-__all__ = ["WSGIServer", "FileWrapper", "Limits"]
+__all__ = ["WSGIServer", "FileWrapper", "Limits", "LAST_CALL", "LINGER"]
 
 logger = logging.getLogger("greenline.wsgi")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # Bytes read from a socket in one call; the buffer is shared by all the
-# connections of a server, so its size costs nothing per connection.
+# connections of a server (greenline.wsgi.http.Shared), so its size costs
+# nothing per connection.
 RECV_SIZE = 65536
+
+#: When the server stops, how long a connection waiting for its next request
+#: may still send one (answered with Connection: close).  A client that was
+#: sending just then gets its answer instead of a closed connection; one
+#: silent for this long is not in the middle of anything.
+LAST_CALL = 1.0
+#: When the server ends a connection the client may still be sending on,
+#: how long it reads and drops what comes, waiting for the client's close.
+LINGER = 1.0
 
 
 class FileWrapper:
@@ -205,8 +223,10 @@ class WSGIServer(StreamServer):
     ``limits``: sizes and timeouts, see :class:`Limits`.
     ``server_header``: the ``Server`` header's value ("" for none).
     ``multiprocess``/``multithread``: what ``wsgi.multiprocess`` and
-    ``wsgi.multithread`` say (the supervisor sets them when it runs
+    ``wsgi.multithread`` say (``greenline serve`` sets them when it runs
     several processes or threads).
+    ``max_connections``, ``idle_timeout``, ``ssl_context`` or
+    ``certfile``/``keyfile``: as for :class:`~greenline.servers.stream.StreamServer`.
     """
 
     base_env: dict[str, Any] = {
@@ -225,8 +245,11 @@ class WSGIServer(StreamServer):
                  spawn: Any = "default", log: Any = None, error_log: Any = None,
                  handler_class: Any = None, environ: dict[str, Any] | None = None, *,
                  limits: Limits | None = None, server_header: str = "greenline",
-                 multiprocess: bool = False, multithread: bool = False, **ssl_args: Any) -> None:
-        super().__init__(listener, None, backlog=backlog, spawn=spawn, **ssl_args)
+                 multiprocess: bool = False, multithread: bool = False,
+                 max_connections: int | None = None, idle_timeout: float | None = None,
+                 **ssl_args: Any) -> None:
+        super().__init__(listener, None, backlog=backlog, spawn=spawn, max_connections=max_connections,
+                         idle_timeout=idle_timeout, **ssl_args)
         if handler_class is not None:
             raise TypeError("handler_class is gevent.pywsgi's; greenline's WSGIServer has none")
         self.application = application
@@ -237,9 +260,11 @@ class WSGIServer(StreamServer):
         self.environ: dict[str, Any] = dict(environ or {})
         self.multiprocess = multiprocess
         self.multithread = multithread
-        self._rbuf = memoryview(bytearray(RECV_SIZE))
+        self._shared: Shared | None = None
         self._live: dict[HTTPConnection, Any] = {}
         self._watchdog: Task | None = None
+        self._last_call = 0.0
+        self._last_call_timer: Any = None
         self._env: dict[str, Any] | None = None
         #: Application failures so far (each logged once).
         self.app_errors = 0
@@ -251,6 +276,7 @@ class WSGIServer(StreamServer):
         # The real port, still known after stop() (pywsgi's server_port is).
         self._address = self.address
         self._env = self.get_environ()
+        self._shared = Shared(self.limits, _Exchange, self.server_header, RECV_SIZE)
         self._watchdog = Task(self._watch)
         self._watchdog.name = f"http-timeouts-{self.server_port}"
         self._watchdog.start()
@@ -271,29 +297,50 @@ class WSGIServer(StreamServer):
         return env
 
     def close(self) -> None:
-        """Stop accepting; connections waiting for a new request close now,
-        the others after the response in flight."""
+        """Stop accepting.  A response in flight goes out with
+        ``Connection: close``; a connection waiting for its next request may
+        still send one for :data:`LAST_CALL` seconds, then it is closed."""
         if self.closed:
             return
         super().close()
+        self._last_call = time.monotonic() + LAST_CALL
+        for conn in self._live:
+            conn.closing = True
+            conn.last_call = self._last_call
+        if self._started:
+            hub = get_hub()
+            self._last_call_timer = hub.call_later(LAST_CALL, self._end_last_call)
+
+    def _end_last_call(self, _arg: Any = None) -> None:
+        # A hub callback: it must not block, and throwing does not.
+        self._last_call_timer = None
+        hub = get_hub()
+        for conn, g in list(self._live.items()):
+            if conn.idle and g in hub.parked:
+                hub.throw(g, RequestTimeout("server stopping"))
+
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(timeout)
+        hub = get_hub()
+        if self._last_call_timer is not None:
+            hub.cancel_timer(self._last_call_timer)
+            self._last_call_timer = None
         wd = self._watchdog
         if wd is not None and not wd.dead and wd is not getcurrent():
             wd.kill(block=False)
-        hub = get_hub()
-        for conn, g in list(self._live.items()):
-            conn.closing = True
-            if conn.idle and g in hub.parked:
-                hub.throw(g, RequestTimeout("server stopping"))
 
     def _watch(self) -> None:
         """Throw RequestTimeout into connections parked past their deadline:
         one green thread for all of them instead of a timer per request."""
         hub = get_hub()
         lim = self.limits
-        interval = min(lim.header_timeout, lim.keepalive_timeout, lim.body_timeout, 4.0) / 4
+        # A quarter of the shortest timeout: none fires more than 25 % late
+        # (lingering, bounded by a socket timeout too, may be later).
+        interval = min(t for t in (lim.header_timeout, lim.keepalive_timeout, lim.body_timeout, 4.0)
+                       if t > 0) / 4
         live = self._live
         parked = hub.parked
-        while True:
+        while live or not self.closed:
             hub.sleep(interval)
             now = time.monotonic()
             for conn, g in list(live.items()):
@@ -309,20 +356,26 @@ class WSGIServer(StreamServer):
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (a Unix socket)
-        conn = HTTPConnection(sock, self.limits, self._rbuf, _Exchange, self.server_header,
-                              tls=self.ssl_context is not None)
+        shared = self._shared
+        if shared is None:  # handle() called without start()
+            shared = self._shared = Shared(self.limits, _Exchange, self.server_header, RECV_SIZE)
+        conn = HTTPConnection(sock, shared)
         if self.closed:
+            # Accepted just before the server closed: it may still make its
+            # request, within the last call.
             conn.closing = True
+            conn.last_call = self._last_call
         env = self._env
         if env is None:
             env = self._env = self.get_environ()
-        env = env.copy()
+        # The environ is made per request from the server's (no dict per
+        # connection: an idle connection keeps nothing it does not need).
         if isinstance(address, tuple) and len(address) >= 2:
-            env["REMOTE_ADDR"] = str(address[0])
-            env["REMOTE_PORT"] = str(address[1])
+            remote_addr = str(address[0])
+            remote_port = str(address[1])
         else:
-            env["REMOTE_ADDR"] = str(address or "")
-            env["REMOTE_PORT"] = ""
+            remote_addr = str(address or "")
+            remote_port = ""
         live = self._live
         live[conn] = getcurrent()
         cgi_keys = _cgi_keys
@@ -334,8 +387,10 @@ class WSGIServer(StreamServer):
                 # the calls below.
                 req: Any = conn.next_request()
                 if req is None:
-                    return
+                    break
                 environ = env.copy()
+                environ["REMOTE_ADDR"] = remote_addr
+                environ["REMOTE_PORT"] = remote_port
                 environ["REQUEST_METHOD"] = req.method
                 target = req.target
                 path, _, query = target.partition(b"?")
@@ -357,6 +412,8 @@ class WSGIServer(StreamServer):
                         environ[key] = environ[key] + sep + value.decode("latin-1")
                     else:
                         environ[key] = value.decode("latin-1")
+                if access is not None:
+                    started = time.monotonic()
                 try:
                     result = app(environ, req.start_response)  # type: ignore[misc]
                 except Exception as e:
@@ -373,10 +430,14 @@ class WSGIServer(StreamServer):
                     else:
                         self._respond(conn, req, result)
                 if access is not None:
-                    self._access(req, environ)
+                    self.log_request(req, environ, time.monotonic() - started)
                 if req.close or not req.complete or not req.keep_alive or conn.closing or conn.broken:
                     if not conn.finish(req):
-                        return
+                        break
+                # Nothing of this request is kept through the wait for the next.
+                req = environ = result = None  # type: ignore[assignment]
+            # We end it (not an error, not the client): our side first.
+            conn.linger(LINGER)
         finally:
             del live[conn]
             conn.close()
@@ -446,13 +507,21 @@ class WSGIServer(StreamServer):
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             target.write(f"application error on {where}\n{text}")
 
-    def _access(self, req: Request, environ: dict[str, Any]) -> None:
-        assert self.log is not None
+    def log_request(self, request: Request, environ: dict[str, Any], duration: float) -> None:
+        """Write one access-log line for an answered request (called only
+        when ``log`` was given).  The common log format; override for
+        another.  ``request`` has ``method``, ``target`` (bytes), ``version``
+        ("1.1"), ``headers`` (bytes pairs), ``code`` (the status code sent,
+        0 if none), ``status`` (the application's status line),
+        ``out_headers`` and ``sent`` (body bytes); ``duration`` is the
+        seconds from calling the application to the end of the response."""
+        if self.log is None:
+            return
         when = time.strftime("%d/%b/%Y:%H:%M:%S %z")
-        size = str(req.sent) if req.sent else "-"
+        size = str(request.sent) if request.sent else "-"
         self.log.write(f'{environ.get("REMOTE_ADDR") or "-"} - - [{when}] '
-                       f'"{req.method} {environ["RAW_URI"]} HTTP/{req.version}" '
-                       f'{req.code or "-"} {size}\n')
+                       f'"{request.method} {environ["RAW_URI"]} HTTP/{request.version}" '
+                       f'{request.code or "-"} {size}\n')
 
 
 def environ_peer(req: Request) -> str:

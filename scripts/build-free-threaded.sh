@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Build free-threaded CPython 3.13 (--disable-gil) into a cache directory and
+# make a venv on it with greenline (this checkout, editable) and what the
+# tests need.
+#
+#   scripts/build-free-threaded.sh            build or reuse, then the venv
+#   scripts/build-free-threaded.sh --python   print the venv's python (after building)
+#
+# GREENLINE_FT_CACHE  where the interpreter goes (default ~/.cache/greenline/python3.13t);
+#                     reused at once when its python runs with sys._is_gil_enabled() False
+# GREENLINE_FT_VENV   the venv (default .venv-3.13t in this checkout)
+# GREENLINE_FT_JOBS   make -j (default: the number of cores)
+#
+# The source is Debian trixie's python3.13 source package (3.13.5), fetched with
+# a private apt sources list (deb-src, the Debian archive keyring) so the
+# machine's own apt configuration is untouched.  Upstream source only: the
+# Debian patches are not applied.  No PGO/LTO (the build takes about 8 minutes
+# on 2 cores; with PGO it would be 3-4 times that).
+#
+# greenlet is pinned to 3.3.0: 3.5.x does not compile on 3.13t (it uses
+# 3.14-only critical-section internals) and 3.2.x turns the GIL back on at
+# import.  It is built from source with build-free-threaded.greenlet.patch
+# (see there): 3.3.0 leaves CPython's per-thread chain of critical sections
+# as it is across a switch, and a green thread that switches inside one
+# crashes the interpreter ("PyMutex_Unlock: unlocking mutex that is not
+# locked").  hypothesis stays below 6.150, whose newer releases need a Rust
+# extension built from source.  trustme (cryptography), requests, redis,
+# gunicorn, flask and django are installed if they install; the tests that
+# need them skip when they do not (trustme does not: no cryptography for 3.13t).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+CACHE="${GREENLINE_FT_CACHE:-$HOME/.cache/greenline/python3.13t}"
+VENV="${GREENLINE_FT_VENV:-$REPO/.venv-3.13t}"
+JOBS="${GREENLINE_FT_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+PY="$CACHE/bin/python3.13t"
+SUITE=trixie
+PACKAGE=python3.13
+
+if [[ "${1:-}" == "--python" ]]; then
+    echo "$VENV/bin/python"
+    exit 0
+fi
+
+log() { echo "build-free-threaded: $*" >&2; }
+
+# pip, without the warnings about this machine's extra index locations.
+pip_quiet() {
+    "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
+interpreter_ok() {
+    [[ -x "$1" ]] && "$1" -c 'import sys; sys.exit(0 if hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled() else 1)' 2>/dev/null
+}
+
+build_interpreter() {
+    local work="$CACHE.build"
+    rm -rf "$work"
+    mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/src"
+    # A private apt configuration: only trixie's deb-src, signed by the Debian
+    # archive keyring; its own lists and cache, so the system's stay as they are.
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    echo "deb-src [signed-by=$keyring] http://deb.debian.org/debian $SUITE main" >"$work/apt/sources.list"
+    local apt_opts=(
+        -o "Dir::Etc::SourceList=$work/apt/sources.list"
+        -o "Dir::Etc::SourceParts=$work/apt/none"
+        -o "Dir::State::Lists=$work/apt/lists"
+        -o "Dir::Cache=$work/apt/cache"
+        -o "APT::Sandbox::User=root"
+        -o "Debug::NoLocking=1"
+    )
+    mkdir -p "$work/apt/none"
+    log "fetching Debian $SUITE's $PACKAGE source package"
+    apt-get "${apt_opts[@]}" -qq update
+    (cd "$work/src" && apt-get "${apt_opts[@]}" -qq source --download-only "$PACKAGE")
+    local orig
+    orig="$(ls "$work"/src/${PACKAGE}_*.orig.tar.* | head -n1)"
+    tar -xf "$orig" -C "$work/src"
+    local srcdir
+    srcdir="$(find "$work/src" -mindepth 1 -maxdepth 1 -type d -name 'Python-*' | head -n1)"
+    [[ -n "$srcdir" ]] || { log "no Python-* directory in $orig"; exit 1; }
+    log "configuring $(basename "$srcdir") --disable-gil --prefix=$CACHE"
+    (
+        cd "$srcdir"
+        ./configure --disable-gil --prefix="$CACHE" --with-ensurepip=install >"$work/configure.log" 2>&1
+        log "make -j$JOBS (log: $work/make.log)"
+        make -j"$JOBS" >"$work/make.log" 2>&1
+        # Staged, then moved in whole: a build killed half-way never leaves
+        # an interpreter in the cache that runs but lacks half its library.
+        make install DESTDIR="$work/stage" >"$work/install.log" 2>&1
+    )
+    rm -rf "$CACHE"
+    mkdir -p "$(dirname "$CACHE")"
+    mv "$work/stage$CACHE" "$CACHE"
+    interpreter_ok "$PY" || { log "the built interpreter does not run with the GIL off"; exit 1; }
+    rm -rf "$work"
+    log "installed $("$PY" -VV | head -n1) in $CACHE"
+}
+
+# The venv is remade only when this script, pyproject.toml or the checkout
+# it points to changed since it was last made.
+venv_stamp() {
+    cat "$0" "$REPO/scripts/build-free-threaded.greenlet.patch" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1
+    echo "$REPO"
+}
+
+make_venv() {
+    local stamp="$VENV/.greenline-stamp"
+    if [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$(venv_stamp)" ]] && interpreter_ok "$VENV/bin/python"; then
+        log "reusing the venv $VENV"
+        return
+    fi
+    if [[ ! -x "$VENV/bin/python" ]] || ! interpreter_ok "$VENV/bin/python"; then
+        rm -rf "$VENV"
+        "$PY" -m venv "$VENV"
+    fi
+    local pip=(pip_quiet "$VENV/bin/python" -m pip -q --disable-pip-version-check)
+    # The machine's pip constraints may pin versions made for the default
+    # build; this venv has its own.
+    export PIP_CONSTRAINT=
+    # What greenline needs, then what the tests need.  greenline itself with
+    # --no-deps: its declared greenlet>=3.0 would let pip pick a newer one.
+    # greenlet 3.3.0 with scripts/build-free-threaded.greenlet.patch: a
+    # switch suspends the critical sections of the greenlet switched out
+    # and resumes those of the one switched in (without it a green thread
+    # that blocks inside one, e.g. in sorted() over a generator or in a
+    # buffered file's read, crashes or deadlocks the interpreter).
+    local gwork
+    gwork="$(mktemp -d)"
+    "${pip[@]}" download --no-deps --no-binary :all: "greenlet==3.3.0" -d "$gwork"
+    tar -xzf "$gwork"/greenlet-3.3.0.tar.gz -C "$gwork"
+    patch -d "$gwork/greenlet-3.3.0" -p1 -s <"$REPO/scripts/build-free-threaded.greenlet.patch"
+    "${pip[@]}" install "setuptools>=68" wheel
+    "${pip[@]}" wheel --no-deps --no-build-isolation "$gwork/greenlet-3.3.0" -w "$gwork/wheel"
+    "${pip[@]}" install --force-reinstall --no-deps "$gwork"/wheel/greenlet-3.3.0-*.whl
+    rm -rf "$gwork"
+    "${pip[@]}" install "greenlet==3.3.0" "hdrhistogram>=0.10" "rich>=13" "httptools>=0.6" \
+        "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6,<6.150" "psutil>=5.9"
+    "${pip[@]}" install --no-deps -e "$REPO"
+    local optional
+    for optional in trustme requests redis "gunicorn>=21" "flask>=2.2" "django>=4.2"; do
+        "${pip[@]}" install "$optional" >/dev/null 2>&1 ||
+            log "$optional does not install on 3.13t: the tests that need it skip"
+    done
+    venv_stamp >"$stamp"
+}
+
+mkdir -p "$(dirname "$CACHE")"
+# One builder at a time (a session and CI may share the cache).
+exec 9>"$CACHE.lock"
+flock 9
+if interpreter_ok "$PY"; then
+    log "reusing $CACHE ($("$PY" -c 'import sys; print(sys.version.split()[0])'), GIL off)"
+else
+    build_interpreter
+fi
+make_venv
+echo "$VENV/bin/python"
