@@ -17,6 +17,7 @@ crash costs the tests not yet run, which count as failed.
     python scripts/gevent_tests.py test__event.py     # some
     python scripts/gevent_tests.py -j 2 --write-docs  # refresh docs/gevent.md's table
     python scripts/gevent_tests.py test__queue.py -v  # each failure's traceback
+    python scripts/gevent_tests.py --json run.json    # keep the outcomes; --reuse run.json reports them
 
 Exit status: 0 if at least --threshold (90%) of the tests run pass.
 """
@@ -434,11 +435,18 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--write-docs", action="store_true", help="refresh docs/gevent.md's table")
     parser.add_argument("--threshold", type=float, default=90.0)
+    parser.add_argument("--reuse", metavar="JSON", help="report an earlier --json run instead of running")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     if shutil.which("pip") is None and not cache_dir(args.version).exists():
         parser.error("pip is needed to download gevent's source")
+    if args.reuse:
+        rows = json.loads(Path(args.reuse).read_text())
+        print(table(rows))
+        if args.write_docs:
+            write_docs(rows, args.version)
+        return 0
     src = fetch(args.version)
     files = expand(args.files or FILES, src / "tests")
     missing = [f for f in files if not (src / "tests" / f).exists()]

@@ -304,8 +304,13 @@ class HubAPI:
         self._threadpool = pool
 
     def switch(self) -> Any:
-        """Let the hub run, from a green thread that arranged its own wake."""
-        return self.greenlet.switch()
+        """Let the hub run, from a green thread that arranged its own wake
+        (a timer, a waiter): parked like any wait, so a Timeout or a kill
+        reaches it there."""
+        self.block()
+
+    def block(self) -> None:
+        raise NotImplementedError
 
     def handle_error(self, context: object, type: Any = None, value: Any = None,
                      tb: Any = None) -> None:
