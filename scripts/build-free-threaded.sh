@@ -53,7 +53,30 @@ interpreter_ok() {
     [[ -x "$1" ]] && "$1" -c 'import sys; sys.exit(0 if hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled() else 1)' 2>/dev/null
 }
 
+# What CPython's configure needs for the modules the tests use (ssl, zlib,
+# ctypes, lzma, bz2, sqlite3, readline); installed only if missing, and only
+# as root (CI, these machines).
+BUILD_DEPS=(gcc make patch libssl-dev zlib1g-dev libffi-dev libbz2-dev liblzma-dev
+            libsqlite3-dev libreadline-dev libncurses-dev uuid-dev libexpat1-dev)
+
+install_build_deps() {
+    local missing=() pkg
+    for pkg in "${BUILD_DEPS[@]}"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        if [[ $(id -u) -ne 0 ]]; then
+            log "missing build packages (install them as root): ${missing[*]}"
+            return
+        fi
+        log "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
 build_interpreter() {
+    install_build_deps
     local work="$CACHE.build"
     rm -rf "$work"
     mkdir -p "$work/apt/lists/partial" "$work/apt/cache/archives/partial" "$work/src"

@@ -979,3 +979,110 @@ def test_getnameinfo_argument_errors_are_the_callers():
         socket.getnameinfo("127.0.0.1", 0)
     with pytest.raises(TypeError):
         socket.getnameinfo(("127.0.0.1", 80), "0")
+
+
+# -- fairness: every IO call that completes without blocking spends the budget --
+#
+# A green thread whose calls never block must still let the others run: each
+# call that completes at once spends one unit of the hub's IO budget, and the
+# call that spends the last one yields (src/greenline/_core/hub.py,
+# IO_BUDGET).  Each case below makes three budgets' worth of calls that never
+# block while another green thread counts passes; between two of its counts
+# the caller may make at most IO_BUDGET calls, and makes exactly that many.
+
+_ROUNDS = 3
+_CALLS = _ROUNDS * IO_BUDGET
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        a = socket.create_connection(srv.getsockname())
+        b, _ = srv.accept()
+    return a, b
+
+
+def _readable_pair() -> tuple[socket.socket, socket.socket]:
+    """b has more bytes waiting than the calls will take, one at a time."""
+    a, b = socket.socketpair()
+    a.sendall(b"x" * (_CALLS + 10))
+    return a, b
+
+
+def _fairness_case(kind: str):
+    """(call, things to close) for one way of calling, set up so that the
+    call never blocks; one warm-up call made."""
+    if kind in ("recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into"):
+        a, b = _readable_pair()
+        buf = bytearray(1)
+        call = {
+            "recv": lambda: b.recv(1),
+            "recv_into": lambda: b.recv_into(buf, 1),
+            "recvfrom": lambda: b.recvfrom(1),
+            "recvfrom_into": lambda: b.recvfrom_into(buf, 1),
+            "recvmsg": lambda: b.recvmsg(1),
+            "recvmsg_into": lambda: b.recvmsg_into([buf]),
+        }[kind]
+        closing = [a, b]
+    elif kind in ("send", "sendall", "sendall_bytearray", "sendmsg"):
+        a, b = _tcp_pair()  # TCP: thousands of one-byte sends fit in its buffers
+        call = {
+            "send": lambda: a.send(b"x"),
+            "sendall": lambda: a.sendall(b"x"),
+            "sendall_bytearray": lambda: a.sendall(bytearray(b"x")),
+            "sendmsg": lambda: a.sendmsg([b"x"]),
+        }[kind]
+        closing = [a, b]
+    elif kind == "sendto":
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind(("127.0.0.1", 0))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        addr = r.getsockname()
+        call = lambda: s.sendto(b"x", addr)  # noqa: E731  (a datagram send never waits)
+        closing = [r, s]
+    elif kind == "accept":
+        srv = socket.create_server(("127.0.0.1", 0), backlog=_CALLS + 20)
+        # Plain blocking clients: the kernel completes their handshakes into
+        # the backlog, so every accept finds one waiting.
+        clients = [stdsocket.create_connection(srv.getsockname()) for _ in range(_CALLS + 1)]
+        accepted: list[socket.socket] = []
+        call = lambda: accepted.append(srv.accept()[0])  # noqa: E731
+        closing = [srv, *clients, accepted]
+    else:
+        raise AssertionError(kind)
+    call()
+    return call, closing
+
+
+@pytest.mark.parametrize("kind", [
+    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into",
+    "send", "sendall", "sendall_bytearray", "sendmsg", "sendto", "accept",
+])
+def test_calls_that_never_block_yield_once_per_io_budget(kind):
+    call, closing = _fairness_case(kind)
+    passes = 0
+    seen: list[int] = []  # the other green thread's count at each call
+    done = False
+
+    def caller():
+        nonlocal done
+        for _ in range(_CALLS):
+            seen.append(passes)
+            call()
+        done = True
+
+    def counter():
+        nonlocal passes
+        while not done:
+            passes += 1
+            greenline.sleep(0)
+
+    try:
+        greenline.joinall([greenline.spawn(caller), greenline.spawn(counter)], raise_error=True, timeout=10)
+        assert done
+        runs = [seen.count(p) for p in sorted(set(seen))]  # calls in a row, between two counts
+        assert max(runs) <= IO_BUDGET, runs  # never more than a budget without yielding...
+        assert runs == [IO_BUDGET] * _ROUNDS, runs  # ...and not less: it never blocked
+    finally:
+        for c in closing:
+            for s in (c if isinstance(c, list) else [c]):
+                s.close()

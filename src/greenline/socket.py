@@ -373,7 +373,14 @@ class GreenSocket(_STD_SOCKET):
                     if hub.io_budget <= 0:
                         hub.budget_spent()
                     return
+                # Anything else (a bytearray, a memoryview, a partial send):
+                # the rest, then the budget as above, whether or not the
+                # rest had to wait.
                 self._send_rest(data, flags, n)
+                hub = st.hub or get_hub()
+                hub.io_budget -= 1
+                if hub.io_budget <= 0:
+                    hub.budget_spent()
                 return
         self._send_rest(data, flags, 0)
 

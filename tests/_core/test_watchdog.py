@@ -109,7 +109,11 @@ class Heard(logging.Handler):
     def emit(self, record):
         Heard.said = True
 
-logging.getLogger("greenline.watchdog").addHandler(Heard())
+# On the root logger, after the stderr handler: the hog stops once the
+# warning is written, not while the detector's thread is still writing it
+# (without a GIL the two run at once, and the child's os._exit would cut
+# the warning off).
+logging.getLogger().addHandler(Heard())
 
 def hog_in_the_child():
     # Stall until the detector speaks (at most 5 s: on a loaded machine its

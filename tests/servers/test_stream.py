@@ -16,6 +16,7 @@ from serve_helpers import recv_exactly
 
 import greenline
 from greenline import socket
+from greenline.servers import stream
 from greenline.servers.apps import echo, upper
 from greenline.servers.stream import StreamServer, parse_address
 
@@ -118,16 +119,19 @@ def test_half_close_still_gets_the_reply_and_one_mebibyte_comes_back_whole():
 
 
 def test_stop_lets_in_flight_handlers_finish():
+    working = greenline.Event()
+
     def slow(sock, address):
         data = sock.recv(100)
-        greenline.sleep(0.2)
+        working.set()
+        greenline.sleep(0.2)  # the work
         sock.sendall(data.upper())
 
     server = StreamServer(("127.0.0.1", 0), slow)
     server.start()
     c = connect(server)
     c.sendall(b"in flight")
-    greenline.sleep(0.05)  # the handler has read it and is working
+    assert working.wait(5)  # the handler has read it and is working
     t0 = time.monotonic()
     server.stop(timeout=5)
     assert time.monotonic() - t0 < 2  # returned when the handler finished, not at 5 s
@@ -156,18 +160,22 @@ def test_stop_closes_handlers_still_running_after_the_timeout(fd_count):
     fd_count()
 
 
-def test_at_the_deadline_a_handler_holding_a_request_still_answers_it():
+def test_at_the_deadline_a_handler_holding_a_request_still_answers_it(until):
+    working = greenline.Event()
+
     def handler(sock, address):
         while data := sock.recv(100):
             if data == b"slow":
+                working.set()
                 greenline.sleep(0.3)  # read, being worked on at the deadline
             sock.sendall(data.upper())
 
     server = StreamServer(("127.0.0.1", 0), handler)
     server.start()
     idle, busy = connect(server), connect(server)
-    greenline.sleep(0.05)
+    until(lambda: server.connection_count == 2, what="both connections accepted")
     busy.sendall(b"slow")
+    assert working.wait(5)
     stopper = greenline.spawn(server.stop, 0.1)
     t0 = time.monotonic()
     assert idle.recv(10) == b""  # waiting for its client: closed at the deadline
@@ -179,7 +187,7 @@ def test_at_the_deadline_a_handler_holding_a_request_still_answers_it():
     busy.close()
 
 
-def test_max_connections_makes_accept_wait_without_dropping_anyone():
+def test_max_connections_makes_accept_wait_without_dropping_anyone(until):
     active = []
     peak = []
 
@@ -197,8 +205,9 @@ def test_max_connections_makes_accept_wait_without_dropping_anyone():
         clients = [connect(server) for _ in range(5)]
         for c in clients:
             c.sendall(b"q")
-        greenline.sleep(0.2)
-        assert server.connection_count == 2  # the other three wait in the backlog
+        until(lambda: len(peak) == 2, what="two handlers running")
+        greenline.sleep(0)  # a pass more for the accept loop...
+        assert server.connection_count == 2  # ...which waits: the other three are in the backlog
         served = []
         for c in clients:
             # Each closes after its reply, which lets the next one in.
@@ -414,13 +423,14 @@ def test_ctrl_c_landing_in_a_handler_still_stops_a_server_in_the_main_thread(tmp
     assert proc.returncode == 0
 
 
-def test_a_client_reset_is_a_debug_line_not_an_error(caplog):
+def test_a_client_reset_is_a_debug_line_not_an_error(caplog, until):
     reset_seen = []
+    client_gone = greenline.Event()
 
     def handler(sock, address):
         try:
             sock.recv(10)
-            greenline.sleep(0.1)
+            assert client_gone.wait(5)  # its reset is here: the send or the next read gets it
             sock.sendall(b"x" * 1000)
             sock.recv(10)
         except ConnectionResetError:
@@ -435,12 +445,9 @@ def test_a_client_reset_is_a_debug_line_not_an_error(caplog):
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # linger 0: RST
         c.sendall(b"hi")
         c.close()
-        deadline = time.monotonic() + 5
-        while not reset_seen and time.monotonic() < deadline:
-            greenline.sleep(0.02)
-        greenline.sleep(0.05)
-        assert reset_seen
-        assert server.connection_count == 0
+        client_gone.set()
+        until(lambda: reset_seen, what="the handler seeing the reset")
+        until(lambda: server.connection_count == 0, what="the connection closed")
     finally:
         server.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -564,10 +571,12 @@ class _FlakyListener:
         self.err = err
         self.left = times
         self.calls = 0
+        self.times: list[float] = []  # when each accept() was called
         self.family = real.family
 
     def accept(self):
         self.calls += 1
+        self.times.append(time.monotonic())
         if self.left:
             self.left -= 1
             raise OSError(self.err, "simulated")
@@ -577,7 +586,15 @@ class _FlakyListener:
         return getattr(self.real, name)
 
 
-def test_out_of_descriptors_backs_off_logs_once_and_recovers(caplog):
+def test_out_of_descriptors_backs_off_logs_once_and_recovers(caplog, monkeypatch, loop_lag):
+    # The pause doubles from EMFILE_MIN_DELAY up to EMFILE_MAX_DELAY: with
+    # the cap lowered to 8x the first pause (to keep the test short), six
+    # failures pause 1, 2, 4, 8, 8, 8 times the first.
+    assert stream.EMFILE_MIN_DELAY < stream.EMFILE_MAX_DELAY
+    first = stream.EMFILE_MIN_DELAY
+    monkeypatch.setattr(stream, "EMFILE_MAX_DELAY", first * 8)
+    designed = [first * m for m in (1, 2, 4, 8, 8, 8)]
+    lag = loop_lag(first)
     real = socket.create_server(("127.0.0.1", 0))
     server = StreamServer(real, upper)
     flaky = _FlakyListener(server.socket, errno.EMFILE, 6)
@@ -587,12 +604,17 @@ def test_out_of_descriptors_backs_off_logs_once_and_recovers(caplog):
     try:
         c = connect(server)
         c.sendall(b"waited")
-        t0 = time.monotonic()
         assert recv_exactly(c, 6) == b"WAITED"
-        waited = time.monotonic() - t0
-        # Six failures with a doubling pause: no spin (few calls), but served.
-        assert flaky.calls <= 8
-        assert 0.3 < waited < 5
+        # Six failures, the accept that served, perhaps the next one
+        # (waiting for a client): no spin, no extra try.
+        assert 7 <= flaky.calls <= 8
+        pauses = [b - a for a, b in zip(flaky.times[:6], flaky.times[1:7], strict=True)]
+        for pause, want in zip(pauses, designed, strict=True):
+            # Never shorter than designed (a pause that did not double is
+            # short by at least the first pause from the second on); late by
+            # at most the loop's lag twice over plus half the pause or 30 ms
+            # (a pause that quadrupled, or a cap not kept, is later than that).
+            assert want - 0.002 <= pause <= want + max(want / 2, 0.03) + 2 * lag, (pauses, designed, lag)
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert sum("pausing accept" in m for m in warnings) == 1
         assert sum("accepting again" in m for m in warnings) == 1
@@ -658,7 +680,7 @@ def test_a_burst_of_clients_all_get_a_first_reply_soon():
         server.stop()
 
 
-def test_a_pool_as_spawn_runs_the_handlers_and_limits_them():
+def test_a_pool_as_spawn_runs_the_handlers_and_limits_them(until):
     from greenline.pool import Pool
 
     pool = Pool(2)
@@ -668,7 +690,8 @@ def test_a_pool_as_spawn_runs_the_handlers_and_limits_them():
         clients = [connect(server) for _ in range(4)]
         for c in clients:
             c.sendall(b"p")
-        greenline.sleep(0.2)
+        until(lambda: len(pool) == 2, what="two handlers in the pool")
+        greenline.sleep(0)  # a pass more: the accept loop waits for room in the pool
         assert len(pool) == 2 and server.connection_count == 2
         for c in clients:
             assert recv_exactly(c, 1) == b"P"
@@ -756,7 +779,9 @@ def test_a_tls_handshake_not_finished_in_time_is_closed(tls_files, caplog):
             except ConnectionResetError:
                 pass                               # ...with our bytes unread
             assert 0.25 <= time.monotonic() - start < 3
-        greenline.sleep(0.3)  # past the handshake timeout: the served client is not cut
+        # Time itself is the condition here: past the handshake timeout (0.3 s
+        # after the start), the served client is not cut.
+        greenline.sleep(max(0.0, start + 0.45 - time.monotonic()))
         good.sendall(b"still")
         assert recv_exactly(good, 5) == b"STILL"
         good.close()

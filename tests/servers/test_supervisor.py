@@ -138,14 +138,13 @@ def test_sigkill_of_a_worker_under_load(serve):
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-def test_sigterm_under_load_answers_what_was_read_and_exits_zero(serve):
+def test_sigterm_under_load_answers_what_was_read_and_exits_zero(serve, until):
     srv = serve("upper", "--procs", "2", "--threads", "2", "--graceful-timeout", "2")
     srv.wait_workers(2)
     clients = [PingPong(srv.address, f"c{i}") for i in range(100)]
     tasks = [greenline.spawn(c.run) for c in clients]
-    greenline.sleep(0.5)
+    until(lambda: all(c.replies for c in clients), timeout=10, what="every client answered")
     before = sum(c.replies for c in clients)
-    assert before > 0
     t0 = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     code = srv.wait(2 + 2.0)
@@ -164,12 +163,13 @@ def test_sigterm_under_load_answers_what_was_read_and_exits_zero(serve):
         ask(srv.address, b"x", timeout=1)
 
 
-def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path):
+def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path, until):
     (tmp_path / "slowapp.py").write_text(textwrap.dedent("""
         import greenline
 
         def handle(sock, address):
             data = sock.recv(100)
+            open("request-read", "w").close()  # in the server's directory: the test's tmp_path
             greenline.sleep(1.0)
             sock.sendall(data.upper())
     """))
@@ -177,7 +177,7 @@ def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path):
     srv.wait_workers(1)
     c = socket.create_connection(srv.address, timeout=10)
     c.sendall(b"in flight")
-    greenline.sleep(0.3)
+    until((tmp_path / "request-read").exists, what="the handler reading the request")
     t0 = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
     assert recv_exactly(c, 9) == b"IN FLIGHT"
@@ -189,7 +189,7 @@ def test_sigterm_lets_a_request_in_flight_finish(serve, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-def test_descriptor_exhaustion_neither_crashes_nor_spins_and_recovers(serve):
+def test_descriptor_exhaustion_neither_crashes_nor_spins_and_recovers(serve, until):
     srv = serve("upper", "--log-level", "debug", nofile=64)
     (pid,) = srv.wait_workers(1)
     worker = psutil.Process(pid)
@@ -200,8 +200,7 @@ def test_descriptor_exhaustion_neither_crashes_nor_spins_and_recovers(serve):
         s = socket.create_connection(srv.address, timeout=5)
         s.sendall(b"flood %d;" % i)
         flood.append(s)
-    greenline.sleep(0.5)
-    assert "pausing accept" in srv.logs()
+    until(lambda: "pausing accept" in srv.logs(), what="the worker out of descriptors")
     cpu0 = sum(worker.cpu_times()[:2])
     greenline.sleep(2.0)
     cpu = sum(worker.cpu_times()[:2]) - cpu0
@@ -232,7 +231,7 @@ def test_descriptor_exhaustion_neither_crashes_nor_spins_and_recovers(serve):
     assert srv.terminate() == 0
 
 
-def test_a_user_app_that_raises_for_one_client_disturbs_none_of_100_others(serve, tmp_path):
+def test_a_user_app_that_raises_for_one_client_disturbs_none_of_100_others(serve, tmp_path, until):
     (tmp_path / "fragile.py").write_text(textwrap.dedent("""
         from greenline.servers.apps import upper
 
@@ -247,7 +246,7 @@ def test_a_user_app_that_raises_for_one_client_disturbs_none_of_100_others(serve
     (pid,) = srv.wait_workers(1)
     good = [PingPong(srv.address, f"g{i}") for i in range(100)]
     tasks = [greenline.spawn(c.run) for c in good]
-    greenline.sleep(0.2)
+    until(lambda: all(c.replies for c in good), timeout=10, what="every good client answered")
     bad = socket.create_connection(srv.address, timeout=5)
     bad.sendall(b"boom")
     assert bad.recv(10) == b""
@@ -502,7 +501,9 @@ def test_tls_on_the_command_line(serve, tmp_path):
     assert r.returncode == 2 and "certificate" in r.stderr
 
 
-def test_restart_back_off_grows_for_workers_dying_young_only(serve, tmp_path):
+def test_restart_back_off_grows_for_workers_dying_young_only(serve, tmp_path, until):
+    from greenline.servers.supervisor import HEALTHY_SECONDS, RESTART_MIN_DELAY
+
     (tmp_path / "crashy.py").write_text(textwrap.dedent("""
         import os
 
@@ -513,20 +514,36 @@ def test_restart_back_off_grows_for_workers_dying_young_only(serve, tmp_path):
     """))
     srv = serve("crashy:handle")
     first = srv.wait_workers(1)[0]
-    greenline.sleep(1.1)  # accepting for over a second: healthy
+    born = psutil.Process(first).create_time()
+    # Accepting for longer than HEALTHY_SECONDS: a healthy life.
+    until(lambda: time.time() - born > HEALTHY_SECONDS + 0.1, what="a healthy life")
     seen = {first}
-    delays = []
+    delays = []   # from the worker's death to its replacement's fork, as measured here
+    logged = []   # what the supervisor said it would wait
     for _ in range(4):
         c = socket.create_connection(srv.address, timeout=5)
         c.sendall(b"die")
-        assert c.recv(10) == b""
+        assert c.recv(10) == b""  # the worker is gone (os._exit closed it)
+        died = time.monotonic()
         c.close()
+        while True:  # the replacement's fork, watched closely
+            new = [p.pid for p in srv.workers() if p.pid not in seen]
+            if new:
+                delays.append(time.monotonic() - died)
+                break
+            assert time.monotonic() - died < 10, "no replacement worker"
+            greenline.sleep(0.002)
         (pid,) = srv.wait_workers(1, exclude=seen)
         seen.add(pid)
         line = [ln for ln in srv.logs().splitlines() if "exited with code 7" in ln][-1]
-        delays.append(float(line.rsplit("restarting in ", 1)[1].split()[0]))
-    # At once after a healthy life, then 0.1 s doubling while it dies young.
-    assert delays == [0.0, 0.1, 0.2, 0.4]
+        logged.append(float(line.rsplit("restarting in ", 1)[1].split()[0]))
+    # At once after a healthy life, then RESTART_MIN_DELAY doubling while it
+    # dies young: each replacement forked no sooner than designed (less the
+    # few ms between the death and this client seeing it) and not much later.
+    designed = [0.0, RESTART_MIN_DELAY, 2 * RESTART_MIN_DELAY, 4 * RESTART_MIN_DELAY]
+    for took, want in zip(delays, designed, strict=True):
+        assert want - 0.02 <= took <= want + max(want / 2, 0.15), (delays, designed)
+    assert logged == designed
     c = socket.create_connection(srv.address, timeout=5)
     c.sendall(b"hello")
     assert recv_exactly(c, 2) == b"ok"

@@ -11,9 +11,7 @@ from time import monotonic
 import psutil
 import pytest
 
-pytest.importorskip("greenline.servers.stream", reason="`greenline serve` is not built yet")
-
-from greenline.tools.demo import DemoError, start_server, stop_server  # noqa: E402
+from greenline.tools.demo import DemoError, start_server, stop_server
 
 
 def run_demo(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:

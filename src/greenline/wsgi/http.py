@@ -70,8 +70,10 @@ __all__ = [
 class Limits:
     """Bounds on what one client may make the server hold or wait for.
 
-    The size defaults are gunicorn's where it has one; the body limit is
-    waitress's.  Timeouts are in seconds.
+    The field limits are gunicorn's defaults; the request-target limit is
+    gunicorn's largest allowed request line (its default, 4094, counts the
+    method and version too); the body limit is waitress's.  Timeouts are in
+    seconds.
     """
 
     #: Longest request target (the URL); longer gets 414.

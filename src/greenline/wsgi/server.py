@@ -229,6 +229,10 @@ class WSGIServer(StreamServer):
     ``certfile``/``keyfile``: as for :class:`~greenline.servers.stream.StreamServer`.
     """
 
+    #: :meth:`stop`'s default: time for the last call (:data:`LAST_CALL`)
+    #: and a lingering close (gevent's default, 1 s, would cut them short).
+    stop_timeout: float = LAST_CALL + LINGER
+
     base_env: dict[str, Any] = {
         "GATEWAY_INTERFACE": "CGI/1.1",
         "SERVER_SOFTWARE": "greenline",
