@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": "greenline.tools.demo",
     "bench": "greenline.tools.bench",
     "lab": "greenline.tools.lab",
+    "run": "greenline.tools.run",
 }
 
 

@@ -76,6 +76,16 @@ class Event:
         True if it was set (False on timeout)."""
         if self._flag:
             return True
+        if isinstance(timeout, Timeout):
+            # gevent's: a Timeout object bounds the wait; its expiry is a
+            # timed-out wait, not an error.
+            try:
+                with timeout:
+                    return self.wait()
+            except Timeout as e:
+                if e is not timeout:
+                    raise
+                return self._flag
         if timeout is not None and timeout <= 0:
             return False
         return self._wait(timeout)
@@ -100,6 +110,8 @@ class Event:
     def rawlink(self, callback: Callable[[Any], object]) -> None:
         """Call ``callback(self)`` when the event is set (at once if it is).
         It runs inside :meth:`set`, so it must not block."""
+        if not callable(callback):
+            raise TypeError(f"Expected callable: {callback!r}")
         self._links.append(callback)
         if self.ready():
             self._run_links()
@@ -107,6 +119,9 @@ class Event:
     def unlink(self, callback: Callable[[Any], object]) -> None:
         if callback in self._links:
             self._links.remove(callback)
+
+    def linkcount(self) -> int:
+        return len(self._links)
 
     def _run_links(self) -> None:
         if not self._links:
@@ -217,6 +232,9 @@ class AsyncResult(Event):
         ``timeout`` seconds (at once with ``block=False``)."""
         if self._flag:
             return self._outcome()
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self.get(block)
         if not block or (timeout is not None and timeout <= 0):
             raise Timeout(timeout)
         if not self._wait(timeout):

@@ -32,14 +32,25 @@ import queue as _stdlib_queue  # absolute import: the stdlib module
 from collections import deque
 from collections.abc import Iterable, Iterator
 from time import monotonic
+from types import GenericAlias
 from typing import Any
 
+from greenline._core.timeout import Timeout
 from greenline._core.waiters import Waiter, notify, notify_all, park
 
-__all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "Empty", "Full"]
+__all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "SimpleQueue", "Channel",
+           "Empty", "Full", "ShutDown"]
 
 Empty = _queue.Empty
 Full = _stdlib_queue.Full
+
+
+class _ShutDown(Exception):
+    """Raised by put() on a queue that was shut down, and by get() on one
+    that is also empty (``queue.ShutDown`` of Python 3.13)."""
+
+
+ShutDown: type[Exception] = getattr(_stdlib_queue, "ShutDown", _ShutDown)
 
 _allocate_real_lock = _thread.allocate_lock
 
@@ -64,6 +75,8 @@ class Queue:
     ``_qsize``, ``_put``, ``_get`` (and ``_peek``).
     """
 
+    __class_getitem__: Any = classmethod(GenericAlias)
+
     def __init__(self, maxsize: int | None = None, items: Iterable[Any] = ()) -> None:
         self.maxsize = maxsize if maxsize is not None and maxsize > 0 else 0
         self._init(self.maxsize)
@@ -76,6 +89,9 @@ class Queue:
         self._item_reserved = 0
         self._slot_reserved = 0
         self.unfinished_tasks = 0
+        self.is_shutdown = False
+        # Waiters woken by shutdown(): they raise ShutDown, not take a slot.
+        self._shut: set[Waiter] = set()
         for item in items:
             self._put(item)
             self.unfinished_tasks += 1
@@ -160,6 +176,12 @@ class Queue:
         """Put ``item`` in, waiting (up to ``timeout``) while the queue is
         full; raises :class:`Full` if it stays full (at once with
         ``block=False``)."""
+        if isinstance(timeout, Timeout):
+            # gevent's: a Timeout object bounds the wait, raising itself.
+            with timeout:
+                return self.put(item, block)
+        if self.is_shutdown:
+            raise ShutDown
         guard = self._guard
         with guard:
             maxsize = self.maxsize
@@ -182,13 +204,18 @@ class Queue:
             park(w, timeout)
         except BaseException:
             with guard:
-                if w.fired:
+                if w in self._shut:
+                    self._shut.discard(w)
+                elif w.fired:
                     self._slot_reserved -= 1
                     self._grant_putter()
                 else:
                     self._putters.remove(w)
             raise
         with guard:
+            if w in self._shut:
+                self._shut.discard(w)
+                raise ShutDown
             if w.fired:
                 self._slot_reserved -= 1
                 self._put(item)
@@ -210,6 +237,9 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return an item, waiting (up to ``timeout``) for one;
         raises :class:`Empty` if none comes (at once with ``block=False``)."""
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self.get(block)
         guard = self._guard
         with guard:
             if self._qsize() > self._item_reserved:
@@ -217,6 +247,8 @@ class Queue:
                 if self._putters:
                     self._grant_putter()
                 return item
+        if self.is_shutdown:
+            raise ShutDown
         if not block or (timeout is not None and timeout <= 0):
             raise Empty
         w = Waiter()
@@ -228,13 +260,18 @@ class Queue:
             park(w, timeout)
         except BaseException:
             with guard:
-                if w.fired:
+                if w in self._shut:
+                    self._shut.discard(w)
+                elif w.fired:
                     self._item_reserved -= 1
                     self._grant_getter()
                 else:
                     self._getters.remove(w)
             raise
         with guard:
+            if w in self._shut:
+                self._shut.discard(w)
+                raise ShutDown
             if w.fired:
                 self._item_reserved -= 1
                 return self._take()
@@ -247,6 +284,9 @@ class Queue:
     def peek(self, block: bool = True, timeout: float | None = None) -> Any:
         """Return the next item without removing it, waiting for one like
         :meth:`get`."""
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self.peek(block)
         deadline = None if timeout is None else monotonic() + timeout
         guard = self._guard
         while True:
@@ -320,6 +360,28 @@ class Queue:
 
     next = __next__
 
+    def shutdown(self, immediate: bool = False) -> None:
+        """Refuse further puts (``ShutDown``); gets drain what is left, then
+        raise ``ShutDown``.  With ``immediate``, drop what is left too.
+        Green threads waiting to put or get wake with ``ShutDown``."""
+        with self._guard:
+            self.is_shutdown = True
+            if immediate:
+                while self._qsize() > self._item_reserved:
+                    self._get()
+                    if self.unfinished_tasks > 0:
+                        self.unfinished_tasks -= 1
+                if self.unfinished_tasks == 0 and self._joiners:
+                    joiners, self._joiners = self._joiners, []
+                    notify_all(joiners)
+            woken = list(self._putters)
+            self._putters.clear()
+            if immediate or not self._qsize():
+                woken.extend(self._getters)
+                self._getters.clear()
+            self._shut.update(woken)
+            notify_all(woken)
+
     # gevent's names
     def getters(self) -> int:
         return len(self._getters)
@@ -329,6 +391,114 @@ class Queue:
 
 
 JoinableQueue = Queue
+
+
+class SimpleQueue(Queue):
+    """gevent's name for the queue without the need to call ``task_done``
+    (greenline's Queue keeps the count either way)."""
+
+
+class Channel:
+    """A queue of size zero: :meth:`put` waits until a :meth:`get` takes the
+    item, and the other way round (gevent's ``Channel``).
+
+    >>> import greenline
+    >>> from greenline.queue import Channel
+    >>> ch = Channel()
+    >>> t = greenline.spawn(ch.put, "hand-over")
+    >>> ch.get(), t.get()
+    ('hand-over', None)
+    """
+
+    maxsize = 0
+    __class_getitem__: Any = classmethod(GenericAlias)
+
+    def __init__(self, maxsize: int = 1) -> None:
+        if maxsize != 1:
+            raise ValueError("Channel maxsize must be 1")
+        self._guard = _allocate_real_lock()
+        # (waiter, [item]) of green threads waiting to hand an item over,
+        # and (waiter, [slot]) of those waiting to receive one.
+        self._putters: deque[tuple[Waiter, list[Any]]] = deque()
+        self._getters: deque[tuple[Waiter, list[Any]]] = deque()
+
+    def __repr__(self) -> str:
+        return f"<Channel getters={len(self._getters)} putters={len(self._putters)}>"
+
+    @property
+    def balance(self) -> int:
+        return len(self._putters) - len(self._getters)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def full(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return 0
+
+    def __bool__(self) -> bool:
+        return True
+
+    def _transfer(self, mine: deque[tuple[Waiter, list[Any]]],
+                  theirs: deque[tuple[Waiter, list[Any]]], cell: list[Any], block: bool,
+                  timeout: Any, fail: type[Exception]) -> None:
+        if isinstance(timeout, Timeout):
+            with timeout:
+                return self._transfer(mine, theirs, cell, block, None, fail)
+        with self._guard:
+            if theirs:
+                w, other = theirs.popleft()
+                if cell:
+                    other.append(cell[0])
+                else:
+                    cell.append(other[0])
+                w.fired = True
+                notify(w)
+                return
+            if not block or (timeout is not None and timeout <= 0):
+                raise fail
+            w = Waiter()
+            entry = (w, cell)
+            mine.append(entry)
+        try:
+            park(w, timeout)
+        finally:
+            if not w.fired:
+                with self._guard:
+                    if not w.fired:
+                        mine.remove(entry)
+        if not w.fired:
+            raise fail
+
+    def put(self, item: Any, block: bool = True, timeout: Any = None) -> None:
+        self._transfer(self._putters, self._getters, [item], block, timeout, Full)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, False)
+
+    def get(self, block: bool = True, timeout: Any = None) -> Any:
+        cell: list[Any] = []
+        self._transfer(self._getters, self._putters, cell, block, timeout, Empty)
+        return cell[0]
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        item = self.get()
+        if item is StopIteration:
+            raise StopIteration
+        return item
+
+    next = __next__
 
 
 class LifoQueue(Queue):

@@ -147,6 +147,41 @@ class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
             if f is not None:
                 setattr(self, name, _green_file(f, bufsize))
 
+    # -- gevent's rawlink: wait()/iwait() on processes ---------------------
+
+    def rawlink(self, callback: Any) -> None:
+        """Call ``callback(self)`` once the process has ended (at once if it
+        has), so ``wait([proc, ...])`` and ``iwait`` take processes."""
+        links = self.__dict__.setdefault("_gl_links", [])
+        links.append(callback)
+        if self.returncode is not None:
+            self._gl_run_links()
+        elif self.__dict__.get("_gl_watcher") is None:
+            from greenline._core.task import spawn
+
+            self._gl_watcher: Any = spawn(self._gl_watch)
+
+    def unlink(self, callback: Any) -> None:
+        links = self.__dict__.get("_gl_links", [])
+        if callback in links:
+            links.remove(callback)
+
+    def ready(self) -> bool:
+        return self.poll() is not None
+
+    def _gl_watch(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._gl_watcher = None
+            self._gl_run_links()
+
+    def _gl_run_links(self) -> None:
+        links: list[Any] = self.__dict__.get("_gl_links", [])
+        self._gl_links: list[Any] = []
+        for callback in links:
+            callback(self)
+
     # -- waiting ---------------------------------------------------------
 
     def _wait(self, timeout: float | None) -> int:  # type: ignore[override]

@@ -60,6 +60,8 @@ from typing import Any
 
 from greenlet import getcurrent, greenlet
 
+from greenline._core.loop import HubAPI
+
 __all__ = [
     "Hub",
     "LoopExit",
@@ -159,7 +161,7 @@ class _Expired(Exception):
     """Thrown by a wait's own timer; turned into the caller's timeout error."""
 
 
-class Hub:
+class Hub(HubAPI):
     """The event loop of one OS thread.  Get it with :func:`get_hub`."""
 
     def __init__(self) -> None:
@@ -537,7 +539,7 @@ class Hub:
             try:
                 callback(arg)
             except BaseException:
-                self.handle_error(None)
+                self.handle_error(self)
 
     # ------------------------------------------------------------------
     # The loop
@@ -656,7 +658,7 @@ class Hub:
                 # the rest of this pass runs in the next one.
                 self.switches -= self.run_left
                 self.run_left = 0
-                self.handle_error(None)
+                self.handle_error(self)
             self.current = None
             lag = monotonic() - started
             if lag > self.max_lag:
@@ -677,24 +679,6 @@ class Hub:
         self.parked.pop(main, None)
         self.pending[main] = LoopExit(msg)
         self.ready.append(main)
-
-    def handle_error(self, where: object) -> None:
-        """Report an exception nobody else will see (stderr, like threading)."""
-        exc_type, exc, tb = sys.exc_info()
-        if exc_type is None:
-            return
-        if issubclass(exc_type, (SystemExit, KeyboardInterrupt)):
-            # Those end the program: send them to the main green thread.
-            assert exc is not None
-            self.throw(self.main, exc)
-            return
-        try:
-            print(f"greenline: unhandled error in {where!r}:", file=sys.stderr)
-            import traceback  # only when there is an error to print
-
-            traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
-        except Exception:  # pragma: no cover - stderr gone
-            pass
 
     def _selector_poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:
         # The poll of platforms without epoll (macOS, the BSDs: kqueue or

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from greenline._core.hub import Hub, get_hub
+from greenline._core.loop import unschedule
 from greenline._core.timeout import Timeout
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "spawn_later",
     "joinall",
     "killall",
+    "kill",
+    "spawn_raw",
     "getcurrent",
 ]
 
@@ -42,6 +44,8 @@ class Task(greenlet):
                  "_started", "_finished", "_hub", "_name")
 
     def __init__(self, run: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> None:
+        if run is not None and not callable(run):
+            raise TypeError(f"The run argument or self._run must be callable, not {run!r}")
         hub = get_hub()
         greenlet.__init__(self, parent=hub.greenlet)
         self._hub = hub
@@ -90,7 +94,10 @@ class Task(greenlet):
                 raise pending
             fn = self._fn
             if fn is None:
-                raise TypeError("Task has nothing to run")
+                # gevent's way to give a Greenlet subclass its body.
+                fn = getattr(self, "_run", None)
+                if fn is None:
+                    raise TypeError("Task has nothing to run")
             # Spelled out for the common shapes: a call with * or ** runs
             # the callee in a new C-level interpreter loop, and that C stack
             # is what greenlet copies aside for every parked green thread.
@@ -126,13 +133,9 @@ class Task(greenlet):
             return
         if not self.report_failures:
             return
-        try:
-            print(f"greenline: {self!r} failed with {type(exc).__name__}", file=sys.stderr)
-            import traceback  # only when there is an error to print
-
-            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        except Exception:  # pragma: no cover - stderr is gone
-            pass
+        # Through the hub, as gevent reports a dead greenlet, so a program
+        # that replaces ``hub.handle_error`` sees every failure.
+        self._hub.handle_error(self, type(exc), exc, exc.__traceback__)
 
     def _finish(self, value: Any, exc: BaseException | None) -> None:
         self.value = value
@@ -152,7 +155,7 @@ class Task(greenlet):
                 except BaseException:
                     self._hub.handle_error(callback)
         # Break the reference cycle through the traceback's frames.
-        if exc is not None and exc.__traceback__ is not None:
+        if isinstance(exc, BaseException) and exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
 
     # -- state ---------------------------------------------------------
@@ -170,7 +173,37 @@ class Task(greenlet):
 
     @property
     def started(self) -> bool:
-        return self._started
+        """Started and not finished yet (gevent's meaning)."""
+        return self._started and not self._finished
+
+    @property
+    def exc_info(self) -> tuple[Any, Any, Any] | None:
+        """``(type, value, traceback)`` of the exception it failed with, or
+        None."""
+        e = self._exc
+        return None if e is None else (type(e), e, e.__traceback__)
+
+    @property
+    def loop(self) -> Any:
+        return self._hub.loop
+
+    @property
+    def minimal_ident(self) -> int:
+        return id(self)
+
+    def __enter__(self) -> Task:
+        return self
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        # gevent's: leaving the block waits for it; an error in the block
+        # kills it with that error.
+        if typ is None:
+            try:
+                self.join()
+            finally:
+                self.kill()
+        else:
+            self.kill(value if value is not None else typ)
 
     @property
     def dead(self) -> bool:  # type: ignore[override]
@@ -203,6 +236,10 @@ class Task(greenlet):
         """Wait until the task finishes, or ``timeout`` seconds pass."""
         if self._finished:
             return
+        if isinstance(timeout, Timeout):
+            # gevent's: a Timeout object bounds the wait, raising itself.
+            with timeout:
+                return self.join()
         if getcurrent() is self:
             raise RuntimeError("a task cannot join itself")
         joiner = _Joiner([self])
@@ -225,6 +262,9 @@ class Task(greenlet):
         if not self._finished:
             if not block:
                 raise Timeout()
+            if isinstance(timeout, Timeout):
+                with timeout:
+                    return self.get()
             self.join(timeout)
             if not self._finished:
                 raise Timeout(timeout)
@@ -286,6 +326,13 @@ class Task(greenlet):
         """Remove a callback given to :meth:`link` or :meth:`rawlink`."""
         if self._links and callback in self._links:
             self._links.remove(callback)
+
+    def unlink_all(self) -> None:
+        """Remove every callback."""
+        self._links = None
+
+    def has_links(self) -> bool:
+        return bool(self._links)
 
 
 class _SpawnedLink:
@@ -420,12 +467,44 @@ def joinall(tasks: Iterable[Task], timeout: float | None = None, raise_error: bo
     return done
 
 
+def spawn_raw(function: Callable[..., Any], *args: Any, **kwargs: Any) -> greenlet:
+    """Start ``function(*args, **kwargs)`` in a bare greenlet (no result,
+    no links), gevent's cheapest spawn."""
+    hub = get_hub()
+    if args or kwargs:
+        g = greenlet(lambda: function(*args, **kwargs), parent=hub.greenlet)
+    else:
+        g = greenlet(function, parent=hub.greenlet)
+    hub.schedule(g)
+    return g
+
+
+def kill(g: greenlet, exception: Any = GreenletExit) -> None:
+    """Kill ``g`` (a task or a bare greenlet) with ``exception`` where it
+    blocks, without waiting."""
+    if isinstance(g, Task):
+        g.kill(exception, block=False)
+        return
+    if g.dead:
+        return
+    hub = get_hub()
+    if not g:
+        # A bare greenlet not started yet: it will never run.
+        unschedule(hub, g)
+        return
+    hub.throw(g, exception if not isinstance(exception, type) else exception())
+
+
 def killall(tasks: Sequence[Task] | Iterable[Task], exception: Any = GreenletExit,
             block: bool = True, timeout: float | None = None) -> None:
     """Kill every task in ``tasks``; with ``block`` wait (up to ``timeout``)
     until they have all finished."""
     tasks = list(tasks)
     for t in tasks:
-        t.kill(exception, block=False)
+        if isinstance(t, Task):
+            t.kill(exception, block=False)
+        else:
+            kill(t, exception)
     if block:
-        joinall(tasks, timeout=timeout)
+        joinall([t for t in tasks if isinstance(t, Task)], timeout=timeout)
+

@@ -28,7 +28,8 @@ from greenlet import getcurrent
 from greenline._core import hub as _hub
 from greenline._core.hub import get_hub
 
-__all__ = ["ThreadPool", "to_thread", "get_threadpool", "get_resolver_pool", "RESOLVER_THREADS"]
+__all__ = ["ThreadPool", "to_thread", "run_in", "get_threadpool", "get_resolver_pool",
+           "RESOLVER_THREADS"]
 
 T = TypeVar("T")
 
@@ -177,6 +178,11 @@ def to_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     dropped.
     """
     return _apply(get_threadpool(), fn, args, kwargs)
+
+
+def run_in(pool: ThreadPool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`to_thread` in the threads of ``pool``."""
+    return _apply(pool, fn, args, kwargs)
 
 
 def _apply(pool: ThreadPool, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

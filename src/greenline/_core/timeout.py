@@ -141,3 +141,4 @@ def with_timeout(seconds: float, function: Callable[..., T], *args: Any,
         raise
     finally:
         timeout.cancel()
+

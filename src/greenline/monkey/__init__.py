@@ -48,6 +48,7 @@ from greenline.monkey.multiprocessing import patch_multiprocessing
 from greenline.monkey.originals import (
     MonkeyPatchWarning,
     get_original,
+    is_anything_patched,
     is_module_patched,
     is_object_patched,
     saved,
@@ -82,6 +83,7 @@ __all__ = [
     "patch_signal",
     "patch_multiprocessing",
     "is_module_patched",
+    "is_anything_patched",
     "is_object_patched",
     "get_original",
     "saved",

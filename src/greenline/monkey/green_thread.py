@@ -219,7 +219,7 @@ def interrupt_main(signum: int = _signal.SIGINT) -> None:
     handled in whichever green thread happens to run).  Any other handler is
     run as the stdlib would run it.
     """
-    hub = _main_hub if _main_hub is not None else _get_hub()
+    hub = _main_hub if _main_hub is not None else _find_main_hub()
     on_main_os_thread = hub.thread_ident == _real_get_ident()
     if on_main_os_thread and _getcurrent() is hub.main:
         # Called by the main green thread itself: the real one raises right
@@ -247,10 +247,25 @@ _main_hub: Any = None
 
 def set_main_hub(hub: Any) -> None:
     """Record the main OS thread's hub, unless one is recorded already
-    (called by patching, in the main OS thread)."""
+    (called by patching, in the main OS thread, if it has a hub yet)."""
     global _main_hub
-    if _main_hub is None:
+    if _main_hub is None and hub is not None:
         _main_hub = hub
+
+
+def _find_main_hub() -> Any:
+    # Patching does not make the main thread's hub (gevent's patch_all does
+    # not either: a program may fork or configure first); find it now.
+    import threading
+
+    from greenline._core.hub import all_hubs
+
+    main_ident = threading.main_thread().ident
+    for hub in list(all_hubs):
+        if hub.thread_ident == main_ident:
+            set_main_hub(hub)
+            return hub
+    return _get_hub()
 
 
 def excepthook(args: Any) -> None:

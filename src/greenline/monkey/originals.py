@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = [
     "MonkeyPatchWarning", "MISSING", "saved", "patched", "replace", "warn", "builtin_like",
-    "is_module_patched", "is_object_patched", "get_original",
+    "is_module_patched", "is_anything_patched", "is_object_patched", "get_original",
 ]
 
 
@@ -101,6 +101,11 @@ def is_module_patched(name: str) -> bool:
     """True if ``name`` (a module, e.g. ``"socket"``, or a patch_all keyword)
     has been patched."""
     return name in patched or name in saved
+
+
+def is_anything_patched() -> bool:
+    """Whether any part of the standard library has been patched."""
+    return bool(patched) or bool(saved)
 
 
 def is_object_patched(mod_name: str, item_name: str) -> bool:

@@ -144,12 +144,10 @@ def patch_select(aggressive: bool = True) -> None:
     import select
 
     from greenline import select as gselect
-    from greenline._core.hub import get_hub
 
-    # Make this thread's hub now, on the real epoll: one made after patching
-    # gets greenline's wrapper, which works (it knows when the hub itself
-    # polls) but costs a Python call on every pass of the loop.
-    get_hub()
+    # No hub is made here (gevent's patch_all makes none either): the hub
+    # module saved the real epoll when greenline was imported, before any
+    # patching, so a hub made later still polls with it.
     replace(select, "select", builtin_like(gselect.select, "select", "select"))
     replace(select, "poll", builtin_like(gselect.poll, "select", "poll"))
     if hasattr(gselect, "epoll"):

@@ -42,7 +42,7 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
     lock shared with one cannot wake it)."""
     import _thread
 
-    from greenline._core.hub import get_hub
+    from greenline._core.hub import get_hub_if_exists
     from greenline.local import local as glocal
     from greenline.lock import Lock, RLock
     from greenline.monkey import green_thread as gthread
@@ -57,7 +57,7 @@ def patch_thread(threading: bool = True, _threading_local: bool = True, logging:
                   "queues shared with them can block the hub. Call greenline.monkey.patch_all() first.")
 
     if _on_main_os_thread():
-        gthread.set_main_hub(get_hub())
+        gthread.set_main_hub(get_hub_if_exists())
 
     # _count only below: the hub may still ask it how many OS threads exist.
     for name in ("allocate_lock", "allocate", "start_new_thread", "start_new", "get_ident",

@@ -168,16 +168,19 @@ class StreamServer:
                  **ssl_args: Any) -> None:
         if handle is not None:
             self.handle = handle  # type: ignore[method-assign,assignment]
-        # gevent's spawn argument: "default", a connection limit (int), or a
+        # gevent's spawn argument: "default", a connection limit (int), a
         # Pool/Group whose spawn() starts the handlers (a Pool's size then
-        # limits the connections, as in gevent).
+        # limits the connections, as in gevent), or a callable that does.
         self.pool: Any = None
+        self._spawn: Callable[..., Any] | None = None
         if isinstance(spawn, int) and not isinstance(spawn, bool):
             max_connections = spawn if max_connections is None else max_connections
-        elif hasattr(spawn, "spawn") and hasattr(spawn, "wait_available"):
+        elif hasattr(spawn, "spawn"):
             self.pool = spawn
+        elif callable(spawn):
+            self._spawn = spawn
         elif spawn not in ("default", None):
-            raise TypeError("spawn must be 'default', a connection limit (int) or a Pool")
+            raise TypeError("spawn must be 'default', a connection limit (int), a Pool or a callable")
         self.ssl_context = make_ssl_context(ssl_context, ssl_args)
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -270,6 +273,29 @@ class StreamServer:
     def handle(self, sock: gsocket.socket, address: Any) -> object:
         """Serve one connection; override, or pass ``handle`` to the constructor."""
         raise NotImplementedError("give StreamServer a handle(sock, address) function")
+
+    def set_handle(self, handle: Handler) -> None:
+        """Serve the connections accepted from now on with ``handle``."""
+        self.handle = handle  # type: ignore[method-assign,assignment]
+
+    def handler_failed(self, address: Any) -> None:
+        """Called in the handler's green thread, inside ``except``, when
+        ``handle`` raised: logs it with the peer's address.  Override to
+        report differently (gevent's servers hand it to the hub's
+        ``handle_error``)."""
+        log.exception("%s: handler failed", _peer(address))
+
+    def stop_accepting(self) -> None:
+        """Stop accepting (the listener stays open: clients wait in the
+        backlog); :meth:`start_accepting` resumes."""
+        task, self._accept_task = self._accept_task, None
+        if task is not None and not task.dead and task is not getcurrent():
+            task.kill(block=False)
+
+    def start_accepting(self) -> None:
+        if self._started and not self._closing and self._accept_task is None:
+            self._accept_task = Task(self._accept_loop)
+            self._accept_task.start()
 
     def start(self) -> None:
         """Bind if needed and start accepting in a new green thread; returns at once."""
@@ -463,7 +489,7 @@ class StreamServer:
             if limit is not None and len(conns) >= limit:
                 self._wait_for_slot(hub)
                 continue
-            if pool is not None and pool.full():
+            if pool is not None and hasattr(pool, "full") and pool.full():
                 pool.wait_available()
                 continue
             try:
@@ -498,7 +524,13 @@ class StreamServer:
             self.accepted += 1
             if idle is not None:
                 conn.set_idle_timeout(idle)  # type: ignore[attr-defined]  # ours, always
-            if pool is None:
+            if self._spawn is not None:
+                try:
+                    conns[self._spawn(serve, conn, address)] = conn
+                except Exception:
+                    conn.close()
+                    self.handler_failed(address)
+            elif pool is None:
                 task = Task(serve, conn, address)
                 conns[task] = conn
                 task.start()
@@ -527,10 +559,10 @@ class StreamServer:
                 pass  # closed by stop(): expected
             else:
                 self.failed += 1
-                log.exception("%s: handler failed", _peer(address))
+                self.handler_failed(address)
         except Exception:
             self.failed += 1
-            log.exception("%s: handler failed", _peer(address))
+            self.handler_failed(address)
         except (SystemExit, KeyboardInterrupt) as e:
             # A handler is a connection's thread: sys.exit() in it ends that
             # connection, not the server (a plain task would send it on to

@@ -488,13 +488,19 @@ class WSGIServer(StreamServer):
             status = exc.status
         else:
             self.app_errors += 1
-            self._log_error(req, exc)
+            self.application_failed(req, exc)
             status = 500
         if not req.head_sent:
             try:
                 conn.send_error(req, status)
             except OSError:
                 pass
+
+    def application_failed(self, req: Request, exc: BaseException) -> None:
+        """The application raised ``exc`` for ``req`` (the client gets a 500
+        if nothing was sent yet): log it to ``error_log``.  Override to
+        report it elsewhere (gevent.pywsgi's names send it to the hub)."""
+        self._log_error(req, exc)
 
     def _log_error(self, req: Request, exc: BaseException) -> None:
         where = f"{environ_peer(req)} {req.method} {req.target.decode('latin-1')}"

@@ -1,0 +1,7 @@
+"""``gevent.subprocess``: greenline's cooperative ``subprocess`` module.
+
+May import: greenline's modules, not the tools.
+"""
+
+from greenline.subprocess import *  # noqa: F403 - the whole stdlib-shaped module
+from greenline.subprocess import __all__  # noqa: F401

@@ -1,0 +1,236 @@
+"""gevent's API on greenline, in greenline's own modules: each test is one
+promise of issue 14 (wait/iwait, the thread pool, the Greenlet API, queues,
+loop watchers, file objects, the datagram server, error reporting)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import greenline
+from greenline import socket
+from greenline._core.hub import get_hub
+from greenline._core.task import Task, kill, spawn_raw
+from greenline._core.wait import idle, iwait, wait
+from greenline._core.workers import ThreadPool, ThreadPoolExecutor
+from greenline.blocking.fileobject import FileObjectPosix, FileObjectThread
+from greenline.blocking.os import make_nonblocking, nb_read, nb_write
+from greenline.blocking.signal import signal_handler
+from greenline.event import AsyncResult, Event
+from greenline.queue import Channel, Empty, Queue, ShutDown, SimpleQueue
+from greenline.servers.datagram import DatagramServer
+
+
+def test_iwait_yields_in_the_order_things_finish():
+    tasks = [greenline.spawn(greenline.sleep, s) for s in (0.03, 0.01, 0.02)]
+    assert [tasks.index(t) for t in iwait(tasks)] == [1, 2, 0]
+
+
+def test_wait_takes_events_results_and_tasks_and_stops_at_count_or_timeout():
+    e, r = Event(), AsyncResult()
+    greenline.spawn_later(0.01, e.set)
+    assert wait([e, r], count=1) == [e]
+    assert wait([r], timeout=0.01) == []
+
+
+def test_wait_with_no_arguments_runs_until_nothing_is_left():
+    done = []
+    for s in (0.01, 0.02):
+        greenline.spawn(lambda s=s: (greenline.sleep(s), done.append(s)))
+    assert wait() is True
+    assert done == [0.01, 0.02]
+
+
+def test_idle_returns_after_the_others_ran():
+    ran = []
+    greenline.spawn(ran.append, 1)
+    idle()
+    assert ran == [1]
+
+
+def test_threadpool_spawn_apply_map_imap_and_the_hubs_pool():
+    pool = ThreadPool(3)
+    assert pool.spawn(time.sleep, 0).get() is None
+    assert pool.apply(sum, ([1, 2],)) == 3
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+    assert list(pool.imap(abs, [-3, -4])) == [3, 4]
+    assert sorted(pool.imap_unordered(abs, [-5, -6])) == [5, 6]
+    got = []
+    pool.apply_async(abs, (-7,), callback=got.append).join()
+    greenline.sleep(0.01)
+    assert got == [7]
+    assert get_hub().threadpool.apply(pow, (2, 3)) == 8
+
+
+def test_threadpool_jobs_run_at_once_in_real_threads():
+    pool = ThreadPool(4)
+    started = time.monotonic()
+    pool.map(time.sleep, [0.1] * 4)  # the real sleep: it blocks its OS thread
+    assert time.monotonic() - started < 0.35
+
+
+def test_threadpool_executor_future_waits_cooperatively():
+    with ThreadPoolExecutor(2) as ex:
+        f = ex.submit(pow, 2, 10)
+        assert f.result(timeout=5) == 1024
+
+
+def test_greenlet_subclass_runs_its__run_and_reports_exc_info():
+    class Job(Task):
+        def _run(self, x):
+            if x < 0:
+                raise ValueError(x)
+            return x * 2
+
+    assert Job.spawn(None, 4).get() == 8
+    bad = Job(None, -1)
+    bad.report_failures = False
+    bad.start()
+    bad.join()
+    assert bad.exc_info[0] is ValueError and not bad.started and bad.dead
+
+
+def test_greenlet_as_context_manager_joins_and_unlink_all():
+    with Task.spawn(lambda: 5) as t:
+        t.link(lambda _t: None)
+        t.unlink_all()
+        assert not t.has_links()
+    assert t.value == 5
+
+
+def test_spawn_raw_and_kill_of_a_raw_greenlet():
+    ran = []
+    g = spawn_raw(lambda: (ran.append(1), greenline.sleep(10)))
+    greenline.sleep(0)
+    kill(g)
+    greenline.sleep(0)
+    assert ran == [1] and g.dead
+
+
+def test_a_failing_task_is_reported_through_hub_handle_error():
+    seen = []
+    hub = get_hub()
+    hub.handle_error = lambda *args: seen.append(args)  # type: ignore[method-assign]
+    try:
+        greenline.spawn(lambda: 1 / 0).join()
+    finally:
+        del hub.handle_error
+    (context, typ, value, tb), = seen
+    assert isinstance(context, Task) and typ is ZeroDivisionError and tb is not None
+
+
+def test_timeout_objects_are_accepted_as_timeouts():
+    t = greenline.Timeout(0.01)
+    with pytest.raises(greenline.Timeout) as raised:
+        Queue().get(timeout=t)
+    assert raised.value is t
+    assert Event().wait(timeout=greenline.Timeout(0.01)) is False
+
+
+def test_channel_hands_over_only_when_both_sides_are_there():
+    ch = Channel()
+    with pytest.raises(Empty):
+        ch.get(block=False)
+    t = greenline.spawn(ch.put, "x")
+    assert ch.get(timeout=1) == "x"
+    t.join()
+    assert t.successful()
+
+
+def test_queue_shutdown_drains_then_refuses_and_wakes_waiters():
+    q = SimpleQueue()
+    q.put(1)
+    waiter = greenline.spawn(Queue.get, Queue())  # another queue: untouched
+    q.shutdown()
+    with pytest.raises(ShutDown):
+        q.put(2)
+    assert q.get() == 1
+    with pytest.raises(ShutDown):
+        q.get()
+    empty = Queue()
+    getter = greenline.spawn(empty.get)
+    greenline.sleep(0)
+    empty.shutdown()
+    with pytest.raises(ShutDown):
+        getter.get(timeout=1)
+    waiter.kill()
+
+
+def test_loop_watchers_timer_callback_and_io():
+    loop = get_hub().loop
+    fired = Event()
+    timer = loop.timer(0.01)
+    timer.start(fired.set)
+    assert fired.wait(1)
+    called = []
+    loop.run_callback(called.append, 1)
+    greenline.sleep(0.01)
+    assert called == [1]
+    a, b = socket.socketpair()
+    readable = Event()
+    watcher = loop.io(a.fileno(), 1)
+    watcher.start(readable.set)
+    b.sendall(b"x")
+    assert readable.wait(1)
+    watcher.stop()
+    a.close()
+    b.close()
+
+
+def test_nb_read_write_and_file_objects_over_a_pipe():
+    r, w = os.pipe()
+    assert make_nonblocking(r) is True
+    make_nonblocking(w)
+    reader = greenline.spawn(nb_read, r, 10)
+    greenline.sleep(0)
+    nb_write(w, b"abc")
+    assert reader.get(timeout=1) == b"abc"
+    out, inp = FileObjectPosix(w, "wb"), FileObjectPosix(r, "rb")
+    out.write(b"line\n")
+    out.flush()
+    assert inp.readline() == b"line\n"
+    out.close()
+    inp.close()
+
+
+def test_file_object_thread_reads_a_file(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("hello\n")
+    with FileObjectThread(str(path), "r") as f:
+        assert f.read() == "hello\n"
+
+
+def test_signal_handler_runs_in_a_green_thread():
+    got = Event()
+    handler = signal_handler(signal.SIGUSR1, got.set)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert got.wait(2)
+    finally:
+        handler.cancel()
+
+
+def test_datagram_server_answers_each_datagram():
+    server = DatagramServer("127.0.0.1:0", lambda data, addr: server.sendto(data.upper(), addr))
+    server.start()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(2)
+    try:
+        c.sendto(b"hi", server.address)
+        assert c.recvfrom(100)[0] == b"HI"
+    finally:
+        c.close()
+        server.stop()
+
+
+def test_patch_all_makes_no_hub():
+    import subprocess
+    import sys
+
+    code = ("from greenline import monkey; monkey.patch_all();"
+            "from greenline._core.hub import get_hub_if_exists; assert get_hub_if_exists() is None;"
+            "assert monkey.is_anything_patched()")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
