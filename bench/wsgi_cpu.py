@@ -31,6 +31,9 @@ and then stay open and idle; the growth of the server's resident memory (its
 whole process tree), divided by N, is the cost of an idle connection.
 
 This is a benchmark, not a test: run it on a machine as quiet as you can.
+``greenline bench --http`` (src/greenline/tools/bench.py) imports this file
+and uses ``start``, ``stop``, ``wrk``, ``cpu_seconds``, ``REQUIRES`` and
+``PATHS``: keep their signatures.
 
     python bench/wsgi_cpu.py                                   # hello world, all servers
     python bench/wsgi_cpu.py --apps hello flask --rounds 3 --seconds 4
