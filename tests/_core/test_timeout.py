@@ -149,3 +149,39 @@ def test_start_new_and_none_seconds():
     assert t2.pending
     t2.cancel()
     assert not t2.pending
+
+
+# -- the small print, each pinned by a mutant that survived without it -------------
+
+def test_a_timeout_carries_its_seconds_and_says_them():
+    assert Timeout(0.5).args == (0.5,)
+    assert str(Timeout()) == ""
+    assert str(Timeout(1)) == "1 second"
+    assert str(Timeout(2)) == "2 seconds"
+    assert str(Timeout(0.5, False)) == "0.5 seconds"
+    assert str(Timeout(0.5, ConnectionError("gave up"))) == "0.5 seconds: gave up"
+
+
+def test_starting_a_started_timeout_is_an_error_that_says_so():
+    with Timeout(5) as t:
+        with pytest.raises(AssertionError, match=r"^this Timeout is already started; cancel it first$"):
+            t.start()
+
+
+def test_start_new_starts_a_timeout_given_to_it_once_and_passes_the_exception_on():
+    t = Timeout(5)
+    try:
+        assert Timeout.start_new(t) is t and t.pending  # started...
+        assert Timeout.start_new(t) is t  # ...and not started twice (that would raise)
+    finally:
+        t.cancel()
+    with pytest.raises(ConnectionError, match="gave up"):
+        t = Timeout.start_new(0.01, ConnectionError("gave up"))
+        try:
+            greenline.sleep(5)
+        finally:
+            t.cancel()
+
+
+def test_with_timeout_passes_keyword_arguments_on():
+    assert with_timeout(1, lambda a, b=0: (a, b), 1, b=2) == (1, 2)
