@@ -27,7 +27,13 @@ from greenline._core.hub import get_hub
 from greenline._core.hub import sleep as gsleep
 from greenline._core.task import Task, killall, spawn
 from greenline.tools.load import LoadError, http_request, parse_duration
-from greenline.tools.load_http import HeadResponses, Response, parse_expect_status
+from greenline.tools.load_http import (
+    HeadResponses,
+    Response,
+    TrackedResponse,
+    ended_by_eof,
+    parse_expect_status,
+)
 from greenline.tools.report import LoadResult
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
@@ -46,10 +52,14 @@ RESPONSES = {
     "truncated head": b"HTTP/1.1 200 OK\r\nContent-Le",
     "malformed": b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
     "garbage": b"SSH-2.0-OpenSSH_9.6\r\n",
+    # Bodies over many reads (and over what the client keeps of a response).
+    "big": b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000,
+    "big eof": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"y" * 300_000,
+    "big truncated": b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"z" * 150_000,
 }
 # After these the server closes its side of the connection.
 CLOSES = {"close", "eof", "truncated", "truncated chunked", "truncated head", "malformed", "garbage",
-          "closed", "reset"}
+          "closed", "reset", "big eof", "big truncated"}
 
 
 class HTTPFixture:
@@ -324,6 +334,20 @@ def test_server_closing_connections_is_no_error(tmp_path: Path) -> None:
     assert r["opened"] == srv.accepted and 200 <= r["opened"] <= 205
 
 
+def test_bodies_over_many_reads(tmp_path: Path) -> None:
+    # 300 kB bodies: with a length, read to the end of the connection, and
+    # cut short half-way (each over more reads than the client keeps).
+    names = {0: "big", 1: "big eof", 2: "big truncated", 3: "ok"}
+    out = tmp_path / "r.json"
+    with HTTPFixture(lambda i: names[i % 4]) as srv:
+        p = run_cli(srv.url(), "-c", "4", "-n", "200", "--json", str(out), "--no-progress")
+    assert p.returncode == 1, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["status_counts"] == {"200": 150} and r["errors"]["truncated"] == 50
+    assert r["error_samples"]["truncated"].endswith("(in its body)")
+    assert sum(v for k, v in r["errors"].items() if k != "truncated") == 0
+
+
 def test_headers_and_bodies_are_sent(tmp_path: Path) -> None:
     body_file = tmp_path / "body.bin"
     body_file.write_bytes(b"\x00\x01binary\xff" * 1000)
@@ -518,21 +542,35 @@ def test_expect_status_table() -> None:
 
 def test_response_parser_counts_and_frames() -> None:
     statuses: dict[int, int] = {}
-    proto = Response(statuses, parse_expect_status("2xx"))
+    lean = Response(statuses, parse_expect_status("2xx"))
+    lean.parser().feed_data(OK + CHUNKED + RESPONSES["500"] + RESPONSES["continue"])
+    assert (lean.done, lean.good, statuses) == (4, 3, {200: 3, 500: 1}) and not lean.closing
+    statuses = {}
+    proto = TrackedResponse(statuses, parse_expect_status("2xx"))
     parser = proto.parser()
     parser.feed_data(OK + CHUNKED + RESPONSES["500"] + RESPONSES["continue"])
     assert (proto.done, proto.good, statuses) == (4, 3, {200: 3, 500: 1})
     assert not proto.closing and not proto.in_message
     parser.feed_data(RESPONSES["eof"])  # no length: complete only at EOF
     assert proto.done == 4 and proto.in_message and proto.ends_at_eof() and proto.done == 5
-    proto = Response({}, parse_expect_status("2xx"))
+    proto = TrackedResponse({}, parse_expect_status("2xx"))
     proto.parser().feed_data(RESPONSES["truncated"])
     assert proto.in_message and not proto.ends_at_eof()  # it had a length: truncated
 
 
+def test_a_response_ended_by_eof_is_judged_from_its_start() -> None:
+    assert ended_by_eof(RESPONSES["eof"]) == (True, True)
+    assert ended_by_eof(RESPONSES["big eof"][:1000]) == (True, True)
+    assert ended_by_eof(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\nabc") == (True, True)
+    assert ended_by_eof(RESPONSES["truncated"]) == (False, True)
+    assert ended_by_eof(RESPONSES["truncated chunked"]) == (False, True)
+    assert ended_by_eof(RESPONSES["truncated head"]) == (False, False)
+    assert ended_by_eof(b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\n\r\nab") == (False, True)
+
+
 def test_head_responses_split_at_the_blank_line() -> None:
     statuses: dict[int, int] = {}
-    proto = Response(statuses, parse_expect_status("2xx"))
+    proto = TrackedResponse(statuses, parse_expect_status("2xx"))
     feed = HeadResponses(proto)
     heads = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" * 3 + b"HTTP/1.1 204 No Content\r\n\r\n"
     feed(heads[:20])

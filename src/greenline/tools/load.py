@@ -54,12 +54,15 @@ from greenline._core.hub import sleep as gsleep
 from greenline._core.task import Task, joinall, killall, spawn
 from greenline.tools.load_http import (
     DEFAULT_EXPECT,
+    MAX_KEPT,
     HeadResponses,
     HTTPArgumentError,
     HTTPRequest,
     MalformedResponse,
     Response,
+    TrackedResponse,
     build_request,
+    ended_by_eof,
     host_header,
     parse_expect_status,
     parse_header,
@@ -580,10 +583,10 @@ class Engine:
         cfg = self.cfg
         http = cfg.http
         assert http is not None
+        if http.pipeline > 1 or http.head:
+            return self._http_pipelined(slot, sock, n)
         proto = Response(self.statuses, http.expect)
-        feed = HeadResponses(proto) if http.head else proto.parser().feed_data
-        if http.pipeline > 1:
-            return self._http_pipelined(slot, sock, n, proto, feed)
+        feed = proto.parser().feed_data
         index = self.first + slot
         wire = http.wire
         paced = cfg.rate is not None
@@ -608,6 +611,10 @@ class Engine:
         tally_get = tally.get
         first = True
         seen = good = 0  # proto.done and proto.good already accounted for
+        # The start of a response that spans several reads, kept in case the
+        # connection ends before the response does (ended_by_eof).  With one
+        # request in flight a response starts at the first byte of a read.
+        kept = bytearray()
         try:
             while not self.stopping and not proto.closing:
                 if paced and intended >= deadline:
@@ -636,13 +643,22 @@ class Engine:
                         feed(view)
                         if proto.done != seen:
                             break
-                    elif proto.in_message:
-                        if proto.ends_at_eof():
+                        if len(kept) < MAX_KEPT:
+                            kept += view[:MAX_KEPT - len(kept)]
+                    elif kept:
+                        complete, whole_head = ended_by_eof(kept)
+                        if complete:
+                            # Its body had no length: it ran to the end of
+                            # the connection, and is whole.
+                            proto.on_message_complete()
+                            proto.closing = True
                             break
                         raise _Truncated("the server closed the connection in the middle of a response "
-                                         + ("(in its body)" if proto.headers_done else "(in its head)"))
+                                         + ("(in its body)" if whole_head else "(in its head)"))
                     else:
                         raise _ClosedEarly("the server closed the connection before the response began")
+                if kept:
+                    kept.clear()
                 t_reply = monotonic()
                 seen += 1
                 if proto.done != seen:
@@ -672,13 +688,17 @@ class Engine:
             raise _Broken(e, n) from e
         return n, proto.closing
 
-    def _http_pipelined(self, slot: int, sock: gsocket.socket, n: int, proto: Response,
-                        feed: Callable[[Any], None]) -> tuple[int, bool]:
+    def _http_pipelined(self, slot: int, sock: gsocket.socket, n: int) -> tuple[int, bool]:
         """:meth:`_http_requests` with up to ``--pipeline`` requests in
         flight (closed loop): send as many as are missing in one
-        ``sendall``, take the responses as they come, oldest first."""
+        ``sendall``, take the responses as they come, oldest first.  Also
+        HEAD's loop (at any depth), whose heads are parsed one by one.
+        The parser's callbacks follow every message here, as responses do
+        not start at the first byte of a read."""
         http = self.cfg.http
         assert http is not None
+        proto = TrackedResponse(self.statuses, http.expect)
+        feed = HeadResponses(proto) if http.head else proto.parser().feed_data
         depth = http.pipeline
         batches = self.batches
         rbuf = bytearray(self.rbuf_size)

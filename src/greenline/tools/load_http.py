@@ -9,9 +9,10 @@
 * :class:`Response` is the protocol object fed to one
   ``httptools.HttpResponseParser`` per connection (llhttp underneath):
   status, Content-Length or chunked framing, trailers and malformed input are
-  llhttp's business; the callbacks only count.  A body read until the
-  connection closes (no Content-Length, not chunked) is complete at EOF;
-  any other response cut short is *truncated*.
+  llhttp's business; one callback per response counts.  A body read until
+  the connection closes (no Content-Length, not chunked) is complete at EOF;
+  any other response cut short is *truncated* (:func:`ended_by_eof` tells
+  them apart, and :class:`TrackedResponse` where responses are pipelined).
 * :class:`HeadResponses` reads the responses to HEAD, which llhttp cannot be
   told carry no body through httptools: each head is cut at its blank line
   and parsed by a parser of its own.
@@ -26,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from httptools import HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-__all__ = ["HTTPRequest", "HTTPArgumentError", "MalformedResponse", "Response", "HeadResponses",
+__all__ = ["HTTPRequest", "HTTPArgumentError", "MalformedResponse", "Response", "TrackedResponse",
+           "HeadResponses", "ended_by_eof", "MAX_KEPT",
            "parse_url", "parse_header", "parse_expect_status", "build_request", "host_header",
            "DEFAULT_EXPECT"]
 
@@ -182,19 +184,22 @@ _FRAMING_LENGTHS = (14, 17)
 
 
 class Response:
-    """The callbacks of one connection's response parser.
+    """The callbacks of one connection's response parser, as few as will do:
+    only the end of each message calls back into Python.
 
     ``done`` counts final responses (1xx ones are skipped); each one's
     status is counted in ``statuses`` (shared by every connection of the
     process) and judged against ``expect``: ``good`` counts the accepted
     ones.  ``closing`` is set by a response after which the server will
     close the connection (``Connection: close``, or a body read to EOF).
-    ``in_message``, ``headers_done`` and ``framed`` say, when the connection
-    ends, whether a response was cut short and whether it had a length.
+
+    Whether a response cut short by the end of the connection was complete
+    after all (a body without a length runs to EOF) is for
+    :func:`ended_by_eof` to say, from the bytes the loop kept of it: that
+    costs nothing while responses come whole.
     """
 
-    __slots__ = ("done", "good", "statuses", "expect", "closing", "in_message", "headers_done",
-                 "framed", "status", "keep_alive")
+    __slots__ = ("done", "good", "statuses", "expect", "closing", "status", "keep_alive")
 
     def __init__(self, statuses: dict[int, int], expect: bytes) -> None:
         self.done = 0
@@ -202,9 +207,6 @@ class Response:
         self.statuses = statuses
         self.expect = expect
         self.closing = False
-        self.in_message = False
-        self.headers_done = False
-        self.framed = False
         self.status: Any = None
         self.keep_alive: Any = None
 
@@ -214,6 +216,34 @@ class Response:
         self.status = p.get_status_code
         self.keep_alive = p.should_keep_alive
         return p
+
+    def on_message_complete(self) -> None:
+        code = self.status()
+        if code < 200:
+            return  # 100 Continue and the like: the final response follows
+        self.done += 1
+        statuses = self.statuses
+        statuses[code] = statuses.get(code, 0) + 1
+        if self.expect[code]:
+            self.good += 1
+        if not self.keep_alive():
+            self.closing = True
+
+
+class TrackedResponse(Response):
+    """A Response that also follows where each message is (``in_message``,
+    ``headers_done``) and whether it has a length (``framed``), so that the
+    end of the connection can be judged from the parser's state alone.  For
+    pipelined responses (which do not start at a read's first byte) and
+    for HEAD."""
+
+    __slots__ = ("in_message", "headers_done", "framed")
+
+    def __init__(self, statuses: dict[int, int], expect: bytes) -> None:
+        super().__init__(statuses, expect)
+        self.in_message = False
+        self.headers_done = False
+        self.framed = False
 
     def on_message_begin(self) -> None:
         self.in_message = True
@@ -227,16 +257,7 @@ class Response:
 
     def on_message_complete(self) -> None:
         self.in_message = self.headers_done = self.framed = False
-        code = self.status()
-        if code < 200:
-            return  # 100 Continue and the like: the final response follows
-        self.done += 1
-        statuses = self.statuses
-        statuses[code] = statuses.get(code, 0) + 1
-        if self.expect[code]:
-            self.good += 1
-        if not self.keep_alive():
-            self.closing = True
+        Response.on_message_complete(self)
 
     def ends_at_eof(self) -> bool:
         """At EOF in the middle of a response: True if that response was
@@ -249,12 +270,31 @@ class Response:
         return False
 
 
+# How much of a response that spans several reads the one-request loop
+# keeps, in case the connection ends before the response does: the head is
+# in there.
+MAX_KEPT = 1 << 16
+
+
+def ended_by_eof(kept: Any) -> tuple[bool, bool]:
+    """For a response cut off by the end of the connection, of which
+    ``kept`` is the start: (whether it was complete after all — a head
+    without a length, its body running to EOF —, whether its head was
+    whole).  Parsed again, with every callback, on this rare path only."""
+    probe = TrackedResponse({}, bytes(1000))
+    try:
+        probe.parser().feed_data(kept)
+    except (HttpParserError, HttpParserUpgrade):
+        return False, probe.headers_done
+    return probe.in_message and probe.headers_done and not probe.framed, probe.headers_done
+
+
 class HeadResponses:
     """``feed`` for the responses to HEAD: each is a head alone, whatever its
     Content-Length says, so each is cut at its blank line and parsed by a
     parser of its own (llhttp would otherwise wait for the body)."""
 
-    def __init__(self, proto: Response) -> None:
+    def __init__(self, proto: TrackedResponse) -> None:
         self.proto = proto
         self.carry = bytearray()
 
