@@ -306,12 +306,13 @@ class WSGIServer(StreamServer):
         still send one for :data:`LAST_CALL` seconds, then it is closed."""
         if self.closed:
             return
+        started = self.started
         super().close()
         self._last_call = time.monotonic() + LAST_CALL
         for conn in self._live:
             conn.closing = True
             conn.last_call = self._last_call
-        if self._started:
+        if started:
             hub = get_hub()
             self._last_call_timer = hub.call_later(LAST_CALL, self._end_last_call)
 
