@@ -389,3 +389,251 @@ def test_nesting_model(layers):
     assert ran_after == ([] if cancelled_visible else [True])
     _no_cancellation_left()
     assert current_cancel_scope() is None
+
+
+# -- what the mutants of cancel.py showed untested (issue 18) ----------------------
+
+def test_the_messages_say_what_happened():
+    with CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(Cancelled) as info:
+            greenline.sleep(1)
+        assert str(info.value) == "cancelled by a cancel scope"
+        raise info.value  # caught by the scope
+    with pytest.raises(TooSlowError, match=r"^deadline exceeded$"):
+        with fail_after(0.001):
+            greenline.sleep(1)
+    for make in (move_on_after, fail_after):
+        with pytest.raises(ValueError, match=r"^seconds must be a non-negative number$"):
+            make(-1)
+    with pytest.raises(ValueError, match=r"^seconds must be a non-negative number$"):
+        move_on_after(float("nan"))
+    scope = CancelScope()
+    with scope:
+        pass
+    with pytest.raises(RuntimeError, match=r"^a CancelScope can be entered only once$"):
+        with scope:
+            pass
+    outer, inner = CancelScope(), CancelScope()
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(RuntimeError, match=r"^cancel scopes must be left in the reverse order they were entered$"):
+        outer.__exit__(None, None, None)
+    inner.__exit__(None, None, None)
+    outer.__exit__(None, None, None)
+
+
+def test_the_hub_itself_cannot_enter_a_scope():
+    hub = greenline.get_hub()
+    seen: list[BaseException] = []
+
+    def in_the_hub(_arg: object) -> None:
+        try:
+            CancelScope().__enter__()
+        except RuntimeError as e:
+            seen.append(e)
+
+    hub.call_later(0, in_the_hub)
+    greenline.sleep(0.01)
+    assert [str(e) for e in seen] == ["the hub cannot enter a cancel scope"]
+
+
+def test_a_zero_duration_is_allowed_and_cuts_at_the_first_blocking_point():
+    with move_on_after(0) as scope:
+        greenline.sleep(1)
+    assert scope.cancelled_caught
+    with pytest.raises(TooSlowError):
+        with fail_after(0):
+            greenline.sleep(1)
+
+
+def test_a_deadline_that_is_now_cancels_on_entry(monkeypatch):
+    import greenline._core.cancel as cancel_module
+
+    monkeypatch.setattr(cancel_module, "monotonic", lambda: 100.0)
+    scope = CancelScope(deadline=100.0)
+    with scope:
+        assert scope.cancel_called  # at once, not by a timer of zero seconds
+        with pytest.raises(Cancelled):
+            greenline.sleep(0)
+        raise Cancelled()
+
+
+def test_state_before_entering_and_the_small_helpers():
+    from greenline._core.cancel import cancel_scope_of, move_on_at
+
+    scope = CancelScope()
+    assert scope.cancelled is False and scope.cancel_called is False and scope.cancelled_caught is False
+    assert repr(scope) == "<CancelScope active deadline=inf shield=False>"
+    scope.cancel()
+    assert repr(scope) == "<CancelScope cancelled deadline=inf shield=False>"
+    assert repr(CancelScope(5.0, shield=True)) == "<CancelScope active deadline=5.0 shield=True>"
+    assert move_on_at(123.5).deadline == 123.5
+    assert current_cancel_scope() is None
+    with CancelScope() as outer:
+        assert current_cancel_scope() is outer
+        assert cancel_scope_of(greenline.getcurrent()) is outer
+        with CancelScope() as inner:
+            assert current_cancel_scope() is inner
+        assert current_cancel_scope() is outer
+        assert not outer._children  # a left scope is forgotten by its parent
+    assert current_cancel_scope() is None
+
+
+def test_cancelling_a_scope_with_a_deadline_disarms_it_cleanly():
+    # Cancelled by hand before its deadline: its timer is withdrawn, and
+    # leaving is clean.
+    hub = greenline.get_hub()
+    with move_on_after(60) as scope:
+        scope.cancel()
+        greenline.sleep(1)
+    assert scope.cancelled_caught
+    assert all(t[2] is None for t in hub.timers)  # no live timer left behind
+    # Its deadline moved to never while active: not cut, leaving is clean.
+    with move_on_after(0.01) as scope:
+        scope.deadline = float("inf")
+        greenline.sleep(0.03)
+    assert not scope.cancel_called and not scope.cancelled_caught
+    # Cancelled after it was left: only the flag changes.
+    with move_on_after(60) as scope:
+        pass
+    scope.cancel()
+    assert scope.cancel_called and not scope.cancelled_caught
+
+
+def test_a_deadline_set_after_leaving_does_nothing():
+    with CancelScope() as scope:
+        pass
+    scope.deadline = time.monotonic() - 1  # in the past
+    assert not scope.cancel_called
+    greenline.sleep(0.01)
+    assert not scope.cancel_called
+
+
+def test_an_exception_inside_a_cancelled_scope_passes_through_it():
+    with pytest.raises(ValueError):
+        with CancelScope() as scope:
+            scope.cancel()
+            raise ValueError("not a cancellation")
+    assert not scope.cancelled_caught
+
+
+def test_exception_groups_the_scope_takes_its_cancellations_out_of():
+    # Only cancellations: swallowed (or TooSlowError for fail_after).
+    with CancelScope() as scope:
+        scope.cancel()
+        raise BaseExceptionGroup("g", [Cancelled(), Cancelled()])
+    assert scope.cancelled_caught
+    with pytest.raises(TooSlowError):
+        with fail_after(60) as scope:
+            scope.cancel()
+            raise BaseExceptionGroup("g", [Cancelled()])
+    # Cancellations and others: the others go on, as a group.
+    with pytest.raises(ExceptionGroup) as info:
+        with CancelScope() as scope:
+            scope.cancel()
+            raise BaseExceptionGroup("g", [Cancelled(), ValueError("v")])
+    assert scope.cancelled_caught
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    # No cancellation in the group: untouched.
+    group = ExceptionGroup("g", [ValueError("v")])
+    with pytest.raises(ExceptionGroup) as info:
+        with CancelScope() as scope:
+            scope.cancel()
+            raise group
+    assert info.value is group and not scope.cancelled_caught
+    # And a scope that was not cancelled lets a group with cancellations by.
+    with pytest.raises(BaseExceptionGroup):
+        with CancelScope() as scope:
+            raise BaseExceptionGroup("g", [Cancelled()])
+    assert not scope.cancelled_caught
+
+
+def test_cancel_reaches_other_green_threads_whose_scopes_hang_below():
+    # A TaskGroup's children enter a scope whose parent is the group's
+    # (CancelScope._enter(parent)): cancelling the parent must reach them
+    # even when its own green thread does nothing to pass it on.
+    outer = CancelScope()
+    got: list[str] = []
+
+    def child():
+        scope = CancelScope()
+        scope._enter(outer)
+        try:
+            greenline.sleep(5)
+            got.append("not cancelled")
+        except Cancelled:
+            got.append("cancelled")
+        finally:
+            scope._leave()
+
+    with outer:
+        t = greenline.spawn(child)
+        greenline.sleep(0.01)  # a pass for the child to park in its sleep
+        canceller = greenline.spawn(outer.cancel)
+        with pytest.raises(Cancelled):
+            greenline.sleep(5)
+        raise Cancelled()
+    t.join(timeout=1)  # (outside: inside the cancelled scope every wait raises)
+    canceller.join(timeout=1)
+    assert got == ["cancelled"]
+
+
+def test_cancel_before_entering_with_a_hub_running():
+    greenline.get_hub()
+    scope = CancelScope()
+    scope.cancel()  # no hub of its own yet: just the flag
+    with scope:
+        greenline.sleep(5)
+    assert scope.cancelled_caught
+
+
+class _EnteredMeanwhile(CancelScope):
+    """A scope that another OS thread enters between cancel()'s two looks
+    at its hub: the first look sees none (not entered), the second the
+    other thread's.  The race cancel() handles, made deterministic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.racing = False
+        self.real_hub = None
+
+    @property  # type: ignore[override]
+    def _hub(self):
+        if self.racing:
+            self.racing = False
+            return None
+        return self.real_hub
+
+    @_hub.setter
+    def _hub(self, value):
+        self.real_hub = value
+
+
+def test_cancel_racing_an_entry_in_another_os_thread_is_delivered_there():
+    scope = _EnteredMeanwhile()
+    entered = threading.Event()
+    outcome: list[object] = []
+
+    def other_thread():
+        try:
+            start = time.monotonic()
+            with scope:
+                entered.set()
+                greenline.sleep(5)
+            outcome.append((scope.cancelled_caught, time.monotonic() - start))
+        except BaseException as e:  # reported below
+            outcome.append(e)
+
+    th = threading.Thread(target=other_thread)
+    th.start()
+    assert entered.wait(5)
+    greenline.get_hub()  # this thread has a hub of its own
+    scope.racing = True
+    scope.cancel()
+    th.join(5)
+    assert not th.is_alive()
+    (result,) = outcome
+    assert isinstance(result, tuple), result
+    caught, took = result
+    assert caught and took < 2
