@@ -512,7 +512,8 @@ def test_a_request_sent_during_the_last_call_is_answered_with_connection_close()
     c.sendall(GET)
     read_responses(c, 1)
     stopper = greenline.spawn(server.stop, 5)
-    greenline.sleep(0.2)  # the server is closing; our next request was "on its way"
+    while not server.closed:  # the server is closing; our next request was "on its way"
+        greenline.sleep(0.01)
     c.sendall(GET)
     (r,), closed = read_responses(c, 1)
     assert r.status == 200 and r.header("Connection") == "close"
