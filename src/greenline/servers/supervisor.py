@@ -56,7 +56,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from greenline.servers.stream import StreamServer
+    from greenline.socket import socket as GreenSocket
 
 __all__ = ["ServeConfig", "Supervisor", "Worker", "WORKER_BOOT_ERROR", "ServerFactory",
            "stream_server_factory"]
@@ -119,13 +123,13 @@ class ServeConfig:
 #: cooperative duplicate of the listening socket; returns an unstarted
 #: :class:`~greenline.servers.stream.StreamServer` (or subclass).  Called in
 #: the worker, after fork: what it captured travels by fork, not by pickling.
-ServerFactory = Callable[[Any], Any]
+ServerFactory = Callable[["GreenSocket"], "StreamServer"]
 
 
 def stream_server_factory(handler: Callable[[Any, Any], object], cfg: ServeConfig) -> ServerFactory:
     """The factory for a plain ``handle(sock, address)`` app."""
 
-    def make(sock: Any) -> Any:
+    def make(sock: GreenSocket) -> StreamServer:
         from greenline.servers.stream import StreamServer
 
         return StreamServer(sock, handler, max_connections=cfg.max_conns,

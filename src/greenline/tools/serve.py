@@ -292,7 +292,7 @@ def _wsgi_factory(args: argparse.Namespace, cfg: ServeConfig) -> ServerFactory:
     access = _access_log(args.access_log)
     ssl_args = cfg.ssl_args()
 
-    def make(sock: Any) -> Any:
+    def make(sock: Any) -> WSGIServer:
         return WSGIServer(sock, app, log=access, limits=limits, max_connections=cfg.max_conns,
                           idle_timeout=cfg.idle_timeout, multiprocess=cfg.procs > 1,
                           multithread=cfg.threads > 1, **ssl_args)
