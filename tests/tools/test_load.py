@@ -33,8 +33,9 @@ class FixtureServer:
     seed's protocol (upper-case what you get) with a configurable fault."""
 
     def __init__(self, mode: str = "upper", close_prob: float = 0.0, stall_at: float = 0.5,
-                 stall_for: float = 0.5) -> None:
+                 stall_for: float = 0.5, idle_timeout: float | None = None) -> None:
         self.mode = mode
+        self.idle_timeout = idle_timeout  # close a connection idle this long
         self.close_prob = close_prob
         self.stall_at = stall_at
         self.stall_for = stall_for
@@ -85,6 +86,7 @@ class FixtureServer:
             t.rawlink(self._handlers.discard)
 
     def _handle(self, conn: gsocket.socket) -> None:
+        conn.settimeout(self.idle_timeout)
         try:
             while True:
                 data = conn.recv(65536)
@@ -745,6 +747,19 @@ def test_a_low_rate_still_runs_for_the_whole_duration(tmp_path: Path) -> None:
     r = load_json(out)
     assert r["requests"] == r["verified"] == 2
     assert r["elapsed"] >= 1.95 and took >= 1.95
+
+
+def test_an_idle_connection_the_server_closed_is_no_error(tmp_path: Path) -> None:
+    # Open loop, each connection idle 0.5 s between requests, the server
+    # closing connections idle 0.3 s (as `serve --idle-timeout` does): the
+    # client notices before it sends and connects again, nothing lost.
+    out = tmp_path / "r.json"
+    with FixtureServer(idle_timeout=0.3) as srv:
+        p = run_cli(srv.target, "-c", "2", "--rate", "4", "-d", "2s", "--json", str(out), "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["verified"] == r["requests"] == 8 and not any(r["errors"].values())
+    assert r["opened"] == srv.accepted >= 6
 
 
 def test_durations_take_units(tmp_path: Path) -> None:

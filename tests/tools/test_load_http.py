@@ -71,8 +71,10 @@ class HTTPFixture:
     checked: a wrong body or a missing header gets a 400."""
 
     def __init__(self, schedule: Callable[[int], str] = lambda i: "ok", *, expect_body: bytes = b"",
-                 expect_header: bytes | None = None, tls: Any = None) -> None:
+                 expect_header: bytes | None = None, tls: Any = None,
+                 keepalive: float | None = None) -> None:
         self.schedule = schedule
+        self.keepalive = keepalive  # close a connection idle this long
         self.expect_body = expect_body
         self.expect_header = expect_header
         self.tls = tls
@@ -142,6 +144,7 @@ class HTTPFixture:
         try:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True)
+            conn.settimeout(self.keepalive)
             while True:
                 data = conn.recv(65536)
                 if not data:
@@ -422,6 +425,32 @@ def test_open_loop_over_http_keeps_the_rate(tmp_path: Path) -> None:
     assert r["parts"] == 2 and r["mode"] == "open loop at 500 req/s"
     assert 740 <= r["requests"] == r["verified"] <= 760
     assert r["status_counts"] == {"200": r["requests"]}
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_an_idle_connection_the_server_closed_is_no_error(tmp_path: Path, tls: bool) -> None:
+    # Open loop at 4 requests/s over 2 connections: each is idle 0.5 s
+    # between requests, and the server closes connections idle 0.3 s (its
+    # keep-alive timeout).  The client notices before it sends, and
+    # connects again: no request is lost, no error counted.
+    ctx = None
+    args: list[str] = []
+    if tls:
+        trustme = pytest.importorskip("trustme")
+        from greenline import ssl as gssl
+
+        ca = trustme.CA()
+        ctx = gssl.create_default_context(gssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(ctx)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        args = ["--cafile", str(tmp_path / "ca.pem")]
+    out = tmp_path / "r.json"
+    with HTTPFixture(keepalive=0.3, tls=ctx) as srv:
+        p = run_cli(srv.url(), "-c", "2", "--rate", "4", "-d", "2s", "--json", str(out), "--no-progress", *args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["verified"] == r["requests"] == 8 and not any(r["errors"].values())
+    assert r["opened"] == srv.accepted >= 6  # a new connection for almost every request
 
 
 def test_two_processes_and_merge_add_status_counts_exactly(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ gives the client's own CPU time per response.
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import errno
 import json
@@ -476,7 +477,8 @@ class Engine:
     def _requests(self, slot: int, sock: gsocket.socket, n: int) -> tuple[int, bool]:
         """The line protocol: send, receive, check and time requests on
         ``sock`` until this connection's work is done; return the request
-        counter (and False: no reason to connect again).  One loop for both
+        counter, and whether to connect again (the server closed the
+        connection while it sat idle in the open loop).  One loop for both
         modes: open loop (``--rate``) only adds the ``if paced`` steps."""
         # Inlined on purpose: this is the client's per-request cost, which the
         # CPU benchmark holds against the server's.  Hence one loop with
@@ -527,6 +529,12 @@ class Engine:
                     now = monotonic()
                     if intended > now:
                         gsleep(intended - now)
+                        if idle_closed(sock):
+                            # The server closed the idle connection (serve
+                            # --idle-timeout): connect again, nothing lost.
+                            if budgeted:
+                                self.remaining += 1
+                            return n - 1, True
                 msg = fmt % n
                 expect = msg.upper() if upper else msg
                 want = len(msg)
@@ -620,15 +628,19 @@ class Engine:
                 if paced and intended >= deadline:
                     self._wait_for_the_end(deadline)
                     break
+                if paced:
+                    now = monotonic()
+                    if intended > now:
+                        gsleep(intended - now)
+                        if idle_closed(sock):
+                            # The server closed the idle connection (its
+                            # keep-alive timeout): connect again, nothing lost.
+                            return n, True
                 if budgeted:
                     if self.remaining <= 0:
                         break
                     self.remaining -= 1
                 n += 1
-                if paced:
-                    now = monotonic()
-                    if intended > now:
-                        gsleep(intended - now)
                 start = monotonic()
                 inflight[slot] = start
                 sendall(wire)
@@ -943,6 +955,24 @@ class _Interrupt:
     def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+_PEEK = gsocket.MSG_PEEK | gsocket.MSG_DONTWAIT
+_raw_recv = _socket.socket.recv
+
+
+def idle_closed(sock: gsocket.socket) -> bool:
+    """Whether the server closed (or is closing) a connection that sat idle:
+    anything to read on it before a request is sent — EOF, a reset, a TLS
+    close_notify, a 408 — means it is going.  One non-blocking peek at the
+    TCP level (under TLS too), made only after the open loop slept."""
+    try:
+        _raw_recv(sock, 1, _PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def cpu_seconds() -> float:
