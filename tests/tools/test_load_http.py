@@ -368,10 +368,11 @@ def test_headers_and_bodies_are_sent(tmp_path: Path) -> None:
     assert "PUT with a 9,000-byte body" in p.stdout
 
 
-def test_head_responses_have_no_body(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", ["1", "4"])
+def test_head_responses_have_no_body(tmp_path: Path, depth: str) -> None:
     out = tmp_path / "r.json"
     with HTTPFixture(lambda i: "ok" if i % 2 else "500") as srv:
-        p = run_cli(srv.url(), "-m", "HEAD", "-c", "3", "-n", "300", "--pipeline", "4", "--expect-status",
+        p = run_cli(srv.url(), "-m", "HEAD", "-c", "3", "-n", "300", "--pipeline", depth, "--expect-status",
                     "200,500", "--json", str(out), "--no-progress")
     assert p.returncode == 0, p.stdout + p.stderr
     r = load_json(out)
