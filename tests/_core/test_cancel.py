@@ -524,7 +524,7 @@ def test_exception_groups_the_scope_takes_its_cancellations_out_of():
         scope.cancel()
         raise BaseExceptionGroup("g", [Cancelled(), Cancelled()])
     assert scope.cancelled_caught
-    with pytest.raises(TooSlowError):
+    with pytest.raises(TooSlowError, match=r"^deadline exceeded$"):
         with fail_after(60) as scope:
             scope.cancel()
             raise BaseExceptionGroup("g", [Cancelled()])
