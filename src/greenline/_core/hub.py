@@ -37,6 +37,13 @@ Invariants (each is kept by the code right below the place it is written):
   it sleeps until the first live timer, and a heap of cancelled timers only
   is no timer at all (a deadlock is reported at once).  Timers that are not
   cancelled pay nothing for this: only an idle loop looks, at the head only.
+* Hubs of different OS threads share nothing on the hot path: each has its
+  own poller, ready queue, timers, descriptor table and counters, and no
+  lock is taken between a readiness edge and the switch into the green
+  thread that waits for it.  On a free-threaded build (3.13t) that is what
+  lets one process's threads run their hubs in parallel: the loop touches
+  no object made by another thread except immortal ones (functions, types,
+  small ints).  ``all_hubs`` is touched only when a hub is made or closed.
 * Readiness is edge-triggered: a descriptor is registered once, for both
   directions, the first time a call on it would block.  ``FdState.readable``
   and ``writable`` remember what the last edge or the last call said, so a
@@ -553,6 +560,12 @@ class Hub(HubAPI):
         parked = self.parked
         poll = self._poll
         heappop = heapq.heappop
+        # This thread's own int, not the module's: on a free-threaded build
+        # an object made by another thread has its reference count updated
+        # atomically, in a cache line every hub would share (the loop loads
+        # it every pass).  Small ints and functions are immortal, and the
+        # rest of what a pass touches is this hub's own (see the module doc).
+        max_events = _MAX_EVENTS + 0
         while True:
             self.loops += 1
             # 1. Poll.  Block only if there is nothing to run.  (Polling and
@@ -571,7 +584,7 @@ class Hub(HubAPI):
                 self._deadlock()
                 timeout = 0
             try:
-                events = poll(timeout, _MAX_EVENTS)
+                events = poll(timeout, max_events)
             except InterruptedError:
                 events = []
             except BaseException as e:

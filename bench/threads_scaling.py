@@ -1,0 +1,238 @@
+"""``greenline serve upper`` across threads and processes, from a C client.
+
+Runs the server with each configuration (an interpreter, ``--procs``,
+``--threads``), drives it with ``bench/upper_client.c`` (compiled here with
+the system C compiler; one OS thread, epoll, closed loop, every reply
+checked), and reads the CPU time of the server's whole process tree
+(supervisor and workers, from /proc) at the client's "mark start" and
+"mark end".  Rounds are interleaved (every configuration once per round) so
+drift in the machine's load hits them all alike; the medians are printed.
+
+    python bench/threads_scaling.py                         # 3.13t t1/t2/p1/p2 + this python p1/p2
+    python bench/threads_scaling.py --rounds 5 --seconds 5 --connections 200
+    python bench/threads_scaling.py --config ft:1x1 --config ft:1x2 --perf-out /tmp/perf
+
+A configuration is ``NAME:PROCSxTHREADS``; NAME is ``ft`` (the free-threaded
+venv made by scripts/build-free-threaded.sh), ``this`` (the interpreter
+running the script) or a path to a python.  ``--perf-out DIR`` records the
+server of each configuration with ``perf record -g`` over the window of the
+first round (``-X perf`` makes Python frames visible).
+
+Only the standard library: the script itself may run on any Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_SRC = ROOT / "bench" / "upper_client.c"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+DEFAULT_CONFIGS = ["ft:1x1", "ft:1x2", "ft:2x1", "this:1x1", "this:2x1"]
+
+
+def build_client(out_dir: Path) -> Path | None:
+    """Compile the C client; None (with a note on stderr) without a compiler."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        print("no C compiler (cc, gcc, clang): the C client is skipped", file=sys.stderr)
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exe = out_dir / "upper_client"
+    if exe.exists() and exe.stat().st_mtime >= CLIENT_SRC.stat().st_mtime:
+        return exe
+    r = subprocess.run([cc, "-O2", "-o", str(exe), str(CLIENT_SRC)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"the C client did not compile ({cc}): {r.stderr.strip()}", file=sys.stderr)
+        return None
+    return exe
+
+
+def ft_python() -> str:
+    out = subprocess.run([str(ROOT / "scripts" / "build-free-threaded.sh"), "--python"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    if not os.path.exists(out):
+        raise SystemExit(f"{out} does not exist: run scripts/build-free-threaded.sh first")
+    return out
+
+
+def tree_pids(pid: int) -> list[int]:
+    pids = [pid]
+    i = 0
+    while i < len(pids):
+        p = pids[i]
+        i += 1
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants so far."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLK_TCK
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Config:
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        # NAME:PxT:gil runs the server with PYTHON_GIL=1 (the GIL forced on,
+        # as an extension that has not declared it can run without does).
+        self.gil = spec.endswith(":gil")
+        if self.gil:
+            spec = spec[: -len(":gil")]
+        name, _, shape = spec.rpartition(":")
+        procs, _, threads = shape.partition("x")
+        self.name = name or "this"
+        self.procs = int(procs)
+        self.threads = int(threads or 1)
+        if self.name == "ft":
+            self.python = ft_python()
+        elif self.name == "this":
+            self.python = sys.executable
+        else:
+            self.python = self.name
+        self.version = subprocess.run(
+            [self.python, "-c", "import sys; print(sys.version.split()[0] + "
+             "('t' if hasattr(sys, '_is_gil_enabled') and not sys._is_gil_enabled() else ''))"],
+            capture_output=True, text=True, check=True).stdout.strip()
+
+    def label(self) -> str:
+        return f"{self.version} procs {self.procs} threads {self.threads}" + (" GIL on" if self.gil else "")
+
+
+def run_one(cfg: Config, client: Path, conns: int, warmup: float, seconds: float,
+            perf_out: Path | None) -> dict[str, float]:
+    port = free_port()
+    cmd = [cfg.python]
+    if perf_out is not None:
+        cmd += ["-X", "perf"]
+    cmd += ["-m", "greenline", "serve", "upper", "--port", str(port), "--procs", str(cfg.procs),
+            "--threads", str(cfg.threads), "--log-level", "warning"]
+    env = dict(os.environ)
+    env.pop("PYTHON_GIL", None)
+    if cfg.gil:
+        env["PYTHON_GIL"] = "1"
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"{cfg.spec}: server did not start: {line!r} {server.stderr.read() if server.stderr else ''}")
+        proc = subprocess.Popen([str(client), "127.0.0.1", str(port), str(conns), str(warmup), str(seconds)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        perf = None
+        out: dict[str, float] = {}
+        for line in proc.stdout:
+            if line.startswith("mark start"):
+                cpu0, t0 = tree_cpu(server.pid), time.monotonic()
+                if perf_out is not None:
+                    perf_out.mkdir(parents=True, exist_ok=True)
+                    data = perf_out / f"{cfg.spec.replace(':', '-').replace('/', '_')}.data"
+                    perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", str(data), "-p",
+                                             ",".join(map(str, tree_pids(server.pid)))],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elif line.startswith("mark end"):
+                cpu1, t1 = tree_cpu(server.pid), time.monotonic()
+                if perf is not None:
+                    perf.send_signal(2)
+                    perf.wait(30)
+            elif line.startswith("result"):
+                for kv in line.split()[1:]:
+                    k, _, v = kv.partition("=")
+                    out[k] = float(v)
+        if proc.wait(seconds + warmup + 60) != 0 or "requests" not in out:
+            raise RuntimeError(f"{cfg.spec}: the client failed")
+        out["cpu"] = cpu1 - cpu0
+        out["wall"] = t1 - t0
+        out["us_per_req"] = out["cpu"] / out["requests"] * 1e6
+        return out
+    finally:
+        try:
+            os.killpg(server.pid, 2)
+            server.wait(15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(server.pid, 9)
+            server.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", action="append", help="NAME:PROCSxTHREADS (repeatable)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--connections", type=int, default=200)
+    ap.add_argument("--perf-out", type=Path, default=None)
+    ap.add_argument("--build-dir", type=Path, default=ROOT / "bench-out")
+    args = ap.parse_args()
+    client = build_client(args.build_dir)
+    if client is None:
+        return 0
+    configs = [Config(s) for s in (args.config or DEFAULT_CONFIGS)]
+    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
+    print(f"load: C client, {args.connections} connections, 32-byte lines, closed loop, "
+          f"{args.warmup:g} s warm-up + {args.seconds:g} s measured, {args.rounds} rounds interleaved")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    results: dict[str, list[dict[str, float]]] = {c.spec: [] for c in configs}
+    print(f"{'round':>5}  {'server':<32} {'requests':>9} {'req/s':>8} {'CPU s':>6} {'CPU/req':>9}")
+    for r in range(args.rounds):
+        for cfg in configs:
+            res = run_one(cfg, client, args.connections, args.warmup, args.seconds,
+                          args.perf_out if r == 0 else None)
+            results[cfg.spec].append(res)
+            print(f"{r + 1:>5}  {cfg.label():<32} {res['requests']:>9.0f} {res['rps']:>8.0f} "
+                  f"{res['cpu']:>6.2f} {res['us_per_req']:>6.2f} µs", flush=True)
+    print()
+    print("medians:")
+    med = {}
+    for cfg in configs:
+        rs = results[cfg.spec]
+        med[cfg.spec] = (statistics.median(r["us_per_req"] for r in rs), statistics.median(r["rps"] for r in rs))
+        print(f"  {cfg.label():<32} {med[cfg.spec][0]:6.2f} µs/req {med[cfg.spec][1]:>9.0f} req/s")
+    by_shape = {(c.version, c.procs, c.threads, c.gil): c for c in configs}
+    for (version, _p, _t, _gil), cfg in by_shape.items():
+        base = by_shape.get((version, 1, 1, False))
+        if base is None or base is cfg:
+            continue
+        cpu_ratio = med[cfg.spec][0] / med[base.spec][0]
+        rps_ratio = med[cfg.spec][1] / med[base.spec][1]
+        print(f"  {cfg.label()} against threads 1: CPU/req {cpu_ratio:.2f}x, req/s {rps_ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
