@@ -70,10 +70,22 @@ class Timeout(BaseException):
         t.start()
         return t
 
+    @classmethod
+    def _start_new_or_dummy(cls, timeout: float | Timeout | None,
+                            exception: Any = None) -> Any:
+        """gevent's: a started Timeout, or a context manager doing nothing
+        when ``timeout`` is None."""
+        if timeout is None:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return cls.start_new(timeout, exception)
+
     def _fire(self, _arg: object = None) -> None:
         self._timer = None
         exc = self.exception
-        if exc is None or exc is False:
+        if exc is None or exc is False or isinstance(exc, str):
+            # A string is the message (gevent's): the Timeout itself is raised.
             exc = self
         self._hub.throw(self._target, exc)
 

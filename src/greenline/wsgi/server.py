@@ -413,7 +413,7 @@ class WSGIServer(StreamServer):
                     if key is None:
                         continue
                     if key in environ:
-                        sep = "; " if key == "HTTP_COOKIE" else ", "
+                        sep = "; " if key == "HTTP_COOKIE" or key == "HTTP_COOKIE2" else ", "
                         environ[key] = environ[key] + sep + value.decode("latin-1")
                     else:
                         environ[key] = value.decode("latin-1")
@@ -453,11 +453,18 @@ class WSGIServer(StreamServer):
             if type(result) is FileWrapper and req.status is not None and not req.head_sent and \
                     (where := _regular_file(result)) is not None:
                 conn.send_file(req, result.filelike, *where)
+            elif type(result) is list and req.status is not None and not req.head_sent and \
+                    all(type(d) is bytes or type(d) is bytearray for d in result):
+                # A list is all there is: one write, with its Content-Length.
+                conn.send_all(req, b"".join(result))
             else:
                 head_only = req.method == "HEAD"
                 for data in result:
                     if type(data) is not bytes:
-                        raise TypeError(f"the application yielded {type(data).__name__}, not bytes")
+                        if type(data) is bytearray:  # bytes in all but name (pywsgi takes them)
+                            data = bytes(data)
+                        else:
+                            raise TypeError(f"the application yielded {type(data).__name__}, not bytes")
                     if data:
                         if req.status is None:
                             raise AssertionError("the application yielded a body before start_response()")
