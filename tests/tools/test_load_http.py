@@ -454,6 +454,26 @@ def test_an_idle_connection_the_server_closed_is_no_error(tmp_path: Path, tls: b
     assert r["opened"] == srv.accepted >= 6  # a new connection for almost every request
 
 
+def test_https_open_loop_keeps_its_connections(tmp_path: Path) -> None:
+    # The server's TLS 1.3 session tickets arrive after the handshake, unread:
+    # bytes waiting on an idle connection that is not closing.  Each
+    # connection must keep going on its one connection.
+    trustme = pytest.importorskip("trustme")
+    from greenline import ssl as gssl
+
+    ca = trustme.CA()
+    ctx = gssl.create_default_context(gssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    out = tmp_path / "r.json"
+    with HTTPFixture(tls=ctx) as srv:
+        p = run_cli(srv.url(), "--cafile", str(tmp_path / "ca.pem"), "-c", "4", "--rate", "40", "-d", "1s",
+                    "--json", str(out), "--no-progress")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = load_json(out)
+    assert r["opened"] == srv.accepted == 4 and r["verified"] == r["requests"] >= 38
+
+
 def test_two_processes_and_merge_add_status_counts_exactly(tmp_path: Path) -> None:
     a, b, merged, both = (tmp_path / n for n in ("a.json", "b.json", "m.json", "p.json"))
     with HTTPFixture(lambda i: "500" if i % 10 == 0 else "ok") as srv:

@@ -965,13 +965,27 @@ def idle_closed(sock: gsocket.socket) -> bool:
     """Whether the server closed (or is closing) a connection that sat idle:
     anything to read on it before a request is sent — EOF, a reset, a TLS
     close_notify, a 408 — means it is going.  One non-blocking peek at the
-    TCP level (under TLS too), made only after the open loop slept."""
+    TCP level, made only after the open loop slept.  Under TLS the bytes
+    may also be the server's own post-handshake messages (TLS 1.3 session
+    tickets): then a non-blocking read through TLS tells, as it takes them
+    in and finds nothing for the application."""
     try:
         _raw_recv(sock, 1, _PEEK)
     except BlockingIOError:
         return False
     except OSError:
         return True
+    if not isinstance(sock, gssl.SSLSocket):
+        return True
+    sock.settimeout(0.0)
+    try:
+        sock.recv(1)  # data or b"" (EOF): going either way
+    except (gssl.SSLWantReadError, gssl.SSLWantWriteError, BlockingIOError):
+        return False  # only TLS housekeeping: still open
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(None)
     return True
 
 
