@@ -141,8 +141,19 @@ def main() -> int:
     (work / "pyproject.toml").write_text(scratch_config(mod, tests, args.slow))
 
     env = dict(os.environ)
-    # Subprocesses started by the tests (serve, load) import the mutated copy.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work / "mutants" / "src"), env.get("PYTHONPATH")) if p)
+    # Subprocesses started by the tests (serve, load) import the mutated copy
+    # and run the mutant under test (mutmut passes its name in
+    # MUTANT_UNDER_TEST).  While mutmut maps tests to functions ("stats"), a
+    # child must run the original code: the trampoline would record the hit
+    # by reading mutmut's configuration from the child's directory, and fail.
+    child_site = work / "child-site"
+    child_site.mkdir(exist_ok=True)
+    (child_site / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('MUTANT_UNDER_TEST') in ('stats', 'mutant_generation', 'list_all_tests'):\n"
+        "    os.environ['MUTANT_UNDER_TEST'] = ''\n")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(child_site), str(work / "mutants" / "src"), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-c", "import sys; from mutmut.__main__ import cli; sys.exit(cli())",
            "run", "--max-children", str(args.max_children)]
     print(f"mutmut on src/{mod} against {' '.join(tests)}" + (" (slow tests too)" if args.slow else ""),
