@@ -32,12 +32,13 @@ it passes the permit on to the next waiter, so no permit is ever lost.
 from __future__ import annotations
 
 import _thread
+import sys
 from collections import deque
 from typing import Any
 
 from greenlet import getcurrent, greenlet
 
-from greenline._core.hub import LoopExit, get_hub_if_exists
+from greenline._core.hub import LoopExit, get_hub, get_hub_if_exists
 from greenline._core.waiters import Waiter, notify, notify_all, park
 
 __all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock", "DummySemaphore"]
@@ -209,12 +210,97 @@ class Semaphore:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    # -- gevent's link API: call back (in the linking thread's hub, never
+    # inside release()) whenever a permit is free, until unlinked ------------
+
+    #: gevent's semaphores are bound to a hub; greenline's are not (any
+    #: green or OS thread may wait on one): always None.
+    hub: Any = None
+    _links: list[_Link] | None = None
+
+    def rawlink(self, callback: Any) -> None:
+        """Call ``callback(self)`` soon after each time a permit becomes
+        free (soon, if one is free now), until :meth:`unlink`."""
+        if not callable(callback):
+            raise TypeError(f"Expected callable: {callback!r}")
+        link = _Link(self, callback)
+        with self._guard:
+            if self._links is None:
+                self._links = []
+            self._links.append(link)
+            if self.counter <= 0:
+                self._watchers.append(link)
+                return
+        link.release()  # free now: call back soon
+
+    def unlink(self, callback: Any) -> None:
+        with self._guard:
+            for link in self._links or ():
+                if link.callback == callback:
+                    self._links.remove(link)  # type: ignore[union-attr]
+                    if link in self._watchers:
+                        self._watchers.remove(link)
+                    return
+
+    def linkcount(self) -> int:
+        return len(self._links or ())
+
     def _at_fork_reinit(self) -> None:
         # The child has none of the parent's waiters, and the guard may have
         # been held by a thread that does not exist there.
         self._guard = _allocate_real_lock()
         self._waiters = deque()
         self._watchers = []
+        self._links = None
+
+
+class _Link(Waiter):
+    """A :meth:`Semaphore.rawlink` callback, kept among the semaphore's
+    watchers: ``notify`` takes it for a hub-less OS thread's waiter and
+    calls ``os_lock.release()``, which schedules the callback in the hub of
+    the thread that linked it (so release() costs nothing more)."""
+
+    __slots__ = ("sem", "callback", "link_hub", "scheduled")
+
+    def __init__(self, sem: Semaphore, callback: Any) -> None:
+        # No green thread waits on it: none of Waiter's set-up.
+        self.hub = None
+        self.os_lock = self
+        self.g = None  # type: ignore[assignment]
+        self.fired = self.expired = self.waiting = False
+        self.sem = sem
+        self.callback = callback
+        self.link_hub = get_hub()
+        self.scheduled = False
+
+    def release(self) -> None:
+        if self.scheduled:
+            return
+        self.scheduled = True
+        hub = self.link_hub
+        if hub.thread_ident == _get_ident():
+            hub.call_later(0, self._run)
+        else:
+            hub.call_threadsafe(self._run)
+
+    def _run(self, _arg: object = None) -> None:
+        self.scheduled = False
+        self.fired = False
+        sem = self.sem
+        with sem._guard:
+            if self not in (sem._links or ()):
+                return
+            if sem.counter <= 0:  # taken again meanwhile: wait for the next
+                if self not in sem._watchers:
+                    sem._watchers.append(self)
+                return
+            # Free: call back, and watch for the next time.
+            if self not in sem._watchers:
+                sem._watchers.append(self)
+        try:
+            self.callback(sem)
+        except BaseException:
+            self.link_hub.handle_error(self.callback, *sys.exc_info())
 
 
 class BoundedSemaphore(Semaphore):

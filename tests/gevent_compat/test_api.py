@@ -234,3 +234,50 @@ def test_patch_all_makes_no_hub():
             "from greenline._core.hub import get_hub_if_exists; assert get_hub_if_exists() is None;"
             "assert monkey.is_anything_patched()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_semaphore_rawlink_calls_back_when_a_permit_is_free_and_wait_takes_it():
+    from greenline.lock import Semaphore
+
+    sem = Semaphore(0)
+    seen = []
+    sem.rawlink(seen.append)
+    greenline.sleep(0)
+    assert seen == [] and sem.hub is None
+    greenline.spawn_later(0.01, sem.release)
+    assert wait([sem], timeout=5) == [sem]
+    greenline.sleep(0)
+    assert seen == [sem]
+    sem.unlink(seen.append)
+    sem.release()
+    greenline.sleep(0)
+    assert seen == [sem]
+
+
+def test_executor_futures_are_waitable_by_gevent_wait_and_the_stdlib_wait():
+    import concurrent.futures
+
+    ex = ThreadPoolExecutor(2)
+    f = ex.submit(time.sleep, 0.02)
+    assert wait([f], timeout=5) == [f]
+    g = ex.submit(sum, [1, 2])
+    # The OS thread blocked in the stdlib's wait still sees it settled.
+    done, _ = concurrent.futures.wait([g], timeout=5)
+    assert done == {g} and g.result() == 3
+    ex.shutdown()
+
+
+def test_threadpool_of_maxsize_zero_waits_and_refuses_other_threads():
+    from greenline._core.workers import InvalidThreadUseError
+
+    pool = ThreadPool(0)
+    done = []
+    t = greenline.spawn(lambda: pool.spawn(done.append, 1).get())
+    greenline.sleep(0.02)  # time in which nothing may run
+    assert done == [] and not t.ready()
+    pool.maxsize = 1
+    t.join(timeout=5)
+    assert done == [1]
+    other = ThreadPool(1)
+    with pytest.raises(InvalidThreadUseError):
+        other.apply(lambda: pool.spawn(done.append, 2))

@@ -303,6 +303,17 @@ class HubAPI:
     def threadpool(self, pool: Any) -> None:
         self._threadpool = pool
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Run the hub until nothing is left for it to do (True), or
+        ``timeout`` passes (False): gevent's ``hub.join()``."""
+        from greenline._core.wait import wait
+
+        return bool(wait(None, timeout))
+
+    def destroy(self, destroy_loop: bool | None = None) -> None:
+        """gevent's: let go of the hub.  greenline's hub belongs to its OS
+        thread and goes with it; nothing to do."""
+
     def switch(self) -> Any:
         """Let the hub run, from a green thread that arranged its own wake
         (a timer, a waiter): parked like any wait, so a Timeout or a kill

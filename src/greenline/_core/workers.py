@@ -21,15 +21,23 @@ from __future__ import annotations
 
 import _thread
 import concurrent.futures
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from greenline._core import threadpool as _threads
-from greenline._core.hub import get_hub
+from greenline._core.hub import get_hub, os_thread_ident
 from greenline._core.task import Task, joinall
 from greenline._core.threadpool import run_in
+from greenline._core.waiters import Waiter, notify_all, park
 
-__all__ = ["ThreadPool", "ThreadResult", "ThreadPoolExecutor"]
+__all__ = ["ThreadPool", "ThreadResult", "ThreadPoolExecutor", "InvalidThreadUseError"]
+
+
+class InvalidThreadUseError(RuntimeError):
+    """An object was used from an OS thread it does not belong to (a
+    :class:`ThreadPool` spawned on from another thread than its hub's)."""
+
 
 class _InWorker(_thread._local):  # type: ignore[misc,valid-type]
     pool: Any = None
@@ -72,6 +80,8 @@ class ThreadPool:
         self._threads = _threads.ThreadPool(max(1, maxsize))
         self._jobs: set[ThreadResult] = set()
         self.idle_task_timeout = idle_task_timeout
+        # Green threads waiting in spawn() for maxsize to be above 0.
+        self._resized: list[Waiter] = []
 
     # -- size ------------------------------------------------------------
 
@@ -87,6 +97,9 @@ class ThreadPool:
         self._threads.maxsize = max(1, value)
         if self._size > value:
             self._size = value
+        if value > 0 and self._resized:
+            waiters, self._resized = self._resized, []
+            notify_all(waiters)
 
     @property
     def size(self) -> int:
@@ -110,7 +123,11 @@ class ThreadPool:
 
     # -- running -----------------------------------------------------------
 
-    def _run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _run(self, call: list[Any]) -> Any:
+        # The job forgets its call before running it: once it is done, the
+        # pool holds no reference to the function or its arguments.
+        func, args, kwargs = call
+        call.clear()
         return run_in(self._threads, self._call_in_worker, func, args, kwargs)
 
     def _call_in_worker(self, func: Callable[..., Any], args: tuple[Any, ...],
@@ -123,9 +140,19 @@ class ThreadPool:
 
     def spawn(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> ThreadResult:
         """Start ``func(*args, **kwargs)`` in a worker thread; its result."""
-        if self._maxsize == 0:
-            raise ValueError("a ThreadPool of maxsize 0 cannot run anything")
-        job = ThreadResult(self._run, func, args, kwargs)
+        if self.hub.thread_ident != os_thread_ident():
+            raise InvalidThreadUseError(
+                "a ThreadPool takes work only from the OS thread of its hub")
+        while self._maxsize == 0:
+            # Nothing may run until the pool is given threads again.
+            w = Waiter()
+            self._resized.append(w)
+            try:
+                park(w, None)
+            finally:
+                if w in self._resized:
+                    self._resized.remove(w)
+        job = ThreadResult(self._run, [func, args, kwargs])
         self._jobs.add(job)
         job.rawlink(self._jobs.discard)
         if self._size < self._maxsize and self._size < len(self._jobs):
@@ -207,52 +234,122 @@ class ThreadPool:
 
 
 class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A future whose waits block only the calling green thread."""
+    """A future run by a worker thread and settled there (so the stdlib's
+    ``concurrent.futures.wait`` and ``as_completed`` see it as usual), whose
+    own waits (``result``, ``exception``) block only the calling green
+    thread, and which ``gevent.wait``/``iwait`` take (``rawlink``,
+    ``unlink``: called back in the submitting thread's hub)."""
 
-    def __init__(self, job: ThreadResult) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._job = job
-        self.set_running_or_notify_cancel()
-        job.rawlink(self._settle)
+        self._gl_hub = get_hub()
+        self._gl_guard = _thread.allocate_lock()
+        self._gl_waiters: list[Waiter] = []
+        self._gl_links: dict[Any, Any] = {}
+        # The hub must wait for the settling, not report a deadlock.
+        self._gl_hub.refs += 1
+        self.add_done_callback(self._gl_settled)
 
-    def _settle(self, job: Task) -> None:
-        if self.done():
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # In a worker thread.
+        if not self.set_running_or_notify_cancel():
             return
-        if job.successful():
-            self.set_result(job.value)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            self.set_exception(e)
         else:
-            self.set_exception(job.exception)
+            self.set_result(result)
+
+    def _gl_settled(self, _self: Any) -> None:
+        # Wherever the future was settled (a worker, or cancel()).
+        with self._gl_guard:
+            waiters, self._gl_waiters = self._gl_waiters, []
+        notify_all(waiters)
+        self._gl_hub.call_threadsafe(self._gl_after)
+
+    def _gl_after(self, _arg: object = None) -> None:
+        # In the submitting thread's hub.
+        self._gl_hub.refs -= 1
+        for callback in list(self._gl_links):
+            self._gl_call(callback)
+
+    def _gl_call(self, callback: Any) -> None:
+        if self._gl_links.pop(callback, None) is None:
+            return
+        try:
+            callback(self)
+        except BaseException:
+            self._gl_hub.handle_error(callback, *sys.exc_info())
+
+    def _wait(self, timeout: float | None) -> None:
+        if not self.done():
+            w = Waiter()
+            with self._gl_guard:
+                if not self.done():
+                    self._gl_waiters.append(w)
+            try:
+                if not self.done():
+                    park(w, timeout)
+            finally:
+                with self._gl_guard:
+                    if w in self._gl_waiters:
+                        self._gl_waiters.remove(w)
+        if not self.done():
+            raise concurrent.futures.TimeoutError()
 
     def result(self, timeout: float | None = None) -> Any:
-        self._job.join(timeout)
-        if not self._job.ready():
-            raise concurrent.futures.TimeoutError()
+        self._wait(timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._job.join(timeout)
-        if not self._job.ready():
-            raise concurrent.futures.TimeoutError()
+        self._wait(timeout)
         return super().exception(0)
+
+    def rawlink(self, callback: Callable[[Any], object]) -> None:
+        """Call ``callback(self)`` in this hub once the future is done."""
+        if not callable(callback):
+            raise TypeError(f"Expected callable: {callback!r}")
+        self._gl_links[callback] = True
+        if self.done():
+            self._gl_hub.call_later(0, self._gl_call, callback)
+
+    def unlink(self, callback: Callable[[Any], object]) -> None:
+        self._gl_links.pop(callback, None)
 
 
 class ThreadPoolExecutor(concurrent.futures.Executor):
-    """``concurrent.futures`` over a :class:`ThreadPool`: ``result()`` blocks
-    only the calling green thread."""
+    """``concurrent.futures`` on :class:`ThreadPool`'s threads:
+    ``result()`` blocks only the calling green thread."""
 
     def __init__(self, max_workers: int | None = None, *args: Any, **kwargs: Any) -> None:
         self._pool = ThreadPool(max_workers or 10)
         self._shutdown = False
+        self._futures: set[_Future] = set()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:  # type: ignore[type-arg]
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        return _Future(self._pool.spawn(fn, *args, **kwargs))
+        future = _Future()
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        # Straight to a worker thread (not through a green thread that would
+        # wait for its turn in the hub): a caller blocking the OS thread in
+        # concurrent.futures.wait still sees it done.
+        self._pool._threads.submit(lambda: future._run(fn, args, kwargs))
+        return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._shutdown = True
+        if cancel_futures:
+            for f in list(self._futures):
+                f.cancel()
         if wait:
-            self._pool.join()
+            for f in list(self._futures):
+                try:
+                    f._wait(None)
+                except concurrent.futures.CancelledError:
+                    pass
         self._pool.kill()
 
     def kill(self) -> None:

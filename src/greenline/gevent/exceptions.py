@@ -4,6 +4,7 @@ May import: greenline's modules, not the tools.
 """
 
 from greenline._core.hub import LoopExit
+from greenline._core.workers import InvalidThreadUseError
 
 
 class BlockingSwitchOutError(AssertionError):
@@ -16,10 +17,6 @@ class InvalidSwitchError(AssertionError):
 
 class ConcurrentObjectUseError(AssertionError):
     """Two green threads used an object that allows one at a time."""
-
-
-class InvalidThreadUseError(RuntimeError):
-    """An object was used from an OS thread it does not belong to."""
 
 
 class HubDestroyed(BaseException):
