@@ -263,3 +263,143 @@ def test_system_exit_and_keyboard_interrupt_in_a_task_reach_the_main_green_threa
     with pytest.raises(type(exc)):
         greenline.sleep(0.05)
     assert t.dead and t.exception is exc
+
+
+# -- what the mutants of task.py showed untested (issue 18) ------------------------
+
+def test_the_errors_say_what_is_wrong():
+    with pytest.raises(TypeError, match=r"^The run argument or self._run must be callable, not 5$"):
+        greenline.Task(5)
+
+    def self_join():
+        greenline.getcurrent().join()
+
+    t = greenline.spawn(self_join)
+    t.join(timeout=2)
+    assert isinstance(t.exception, RuntimeError) and str(t.exception) == "a task cannot join itself"
+
+
+def test_repr_says_new_running_or_finished():
+    seen = []
+    t = greenline.Task(lambda: seen.append(repr(greenline.getcurrent())))
+    assert repr(t) == f"<Task {t.name} new>"
+    t.start()
+    t.join(timeout=2)
+    assert seen == [f"<Task {t.name} running>"]
+    assert repr(t) == f"<Task {t.name} finished>"
+
+
+def test_a_subclass_runs_its_own_run_method():
+    class Job(greenline.Task):
+        def _run(self, x):
+            return x * 2
+
+    j = Job(None, 21)
+    j.start()
+    assert j.get(timeout=2) == 42
+
+
+def test_join_with_a_timeout_returns_quietly_when_the_task_goes_on():
+    t = greenline.spawn(greenline.sleep, 5)
+    start = time.monotonic()
+    t.join(timeout=0.02)  # no Timeout raised out of join
+    assert not t.dead and time.monotonic() - start < 1
+    greenline.joinall([t], timeout=0.02)  # nor out of joinall
+    assert not t.dead
+    t.kill(timeout=2)
+    assert t.dead
+
+
+def test_killall_delivers_the_exception_given_and_waits_up_to_its_timeout():
+    from greenlet import greenlet as raw_greenlet
+
+    class Stop(Exception):
+        pass
+
+    caught: list[BaseException] = []
+
+    def sleeper():
+        try:
+            greenline.sleep(5)
+        except BaseException as e:
+            caught.append(e)
+            raise
+
+    tasks = [greenline.spawn(sleeper) for _ in range(3)]
+    greenline.sleep(0)  # all three parked in their sleep
+    greenline.killall(tasks, Stop)
+    assert [type(e) for e in caught] == [Stop] * 3
+    assert all(t.dead and isinstance(t.exception, Stop) for t in tasks)
+
+    # A task that takes its time to die: killall waits no longer than asked.
+    def stubborn():
+        try:
+            greenline.sleep(5)
+        except BaseException:
+            greenline.sleep(0.5)  # its cleanup blocks
+
+    t = greenline.spawn(stubborn)
+    greenline.sleep(0)
+    start = time.monotonic()
+    greenline.killall([t], timeout=0.05)
+    assert time.monotonic() - start < 0.4 and not t.dead
+    t.join(timeout=2)
+
+    # killall(block=False) returns before the tasks have died.
+    t = greenline.spawn(stubborn)
+    greenline.sleep(0)
+    greenline.killall([t], block=False)
+    assert not t.dead
+    t.join(timeout=2)
+    assert t.dead
+
+    # A raw greenlet among them gets the exception too.
+    got: list[BaseException] = []
+    hub = greenline.get_hub()
+
+    def raw():
+        try:
+            hub.block()
+        except BaseException as e:
+            got.append(e)
+
+    g = raw_greenlet(raw, parent=hub.greenlet)
+    hub.ready.append(g)
+    greenline.sleep(0)  # it runs and parks
+    greenline.killall([g], Stop("raw"))
+    greenline.sleep(0)
+    assert [str(e) for e in got] == ["raw"]
+
+
+def test_kill_from_another_os_thread_reaches_the_task():
+    class Stop(Exception):
+        pass
+
+    t = greenline.spawn(greenline.sleep, 5)
+    greenline.sleep(0)
+    th = threading.Thread(target=t.kill, args=(Stop,), kwargs={"block": False})
+    th.start()
+    th.join(5)
+    t.join(timeout=2)
+    assert t.dead and isinstance(t.exception, Stop)
+
+
+def test_a_task_killed_before_it_starts_dies_with_the_exception_given():
+    class Stop(Exception):
+        pass
+
+    t = greenline.Task(greenline.sleep, 5)
+    t.kill(Stop("early"))
+    assert t.dead and isinstance(t.exception, Stop) and str(t.exception) == "early"
+    t2 = greenline.Task(greenline.sleep, 5)
+    t2.kill()  # GreenletExit: a successful death
+    assert t2.dead and t2.successful()
+
+
+def test_the_hub_counts_live_tasks_back_down():
+    hub = greenline.get_hub()
+    before = hub.live
+    tasks = [greenline.spawn(greenline.sleep, 0.01) for _ in range(5)]
+    assert hub.live == before + 5
+    greenline.joinall(tasks, timeout=2)
+    assert hub.live == before
