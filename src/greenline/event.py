@@ -124,10 +124,11 @@ class Event:
         return len(self._links)
 
     def _run_links(self) -> None:
-        if not self._links:
-            return
-        links, self._links = self._links, []
-        for cb in links:
+        # Popped one at a time from the live list: a callback that unlinks
+        # another one before it has run stops it from running.
+        links = self._links
+        while links:
+            cb = links.pop(0)
             try:
                 cb(self)
             except BaseException:

@@ -147,13 +147,17 @@ class Task(greenlet):
         self._fn = None
         self.args = ()
         self.kwargs = _NO_KWARGS
-        links, self._links = self._links, None
+        links = self._links
         if links:
-            for callback in links:
+            # Popped one at a time from the live list: a callback that
+            # unlinks another one before it has run stops it from running.
+            while links:
+                callback = links.pop(0)
                 try:
                     callback(self)
                 except BaseException:
                     self._hub.handle_error(callback)
+            self._links = None
         # Break the reference cycle through the traceback's frames.
         if isinstance(exc, BaseException) and exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
@@ -316,11 +320,11 @@ class Task(greenlet):
 
     def link_value(self, callback: Callable[[Task], object]) -> None:
         """Like :meth:`link`, only if the task succeeds."""
-        self.link(lambda t: callback(t) if t.successful() else None)
+        self.rawlink(_SpawnedLink(callback, True))
 
     def link_exception(self, callback: Callable[[Task], object]) -> None:
         """Like :meth:`link`, only if the task fails."""
-        self.link(lambda t: callback(t) if not t.successful() else None)
+        self.rawlink(_SpawnedLink(callback, False))
 
     def unlink(self, callback: Callable[[Task], object]) -> None:
         """Remove a callback given to :meth:`link` or :meth:`rawlink`."""
@@ -338,13 +342,16 @@ class Task(greenlet):
 class _SpawnedLink:
     """A link callback that runs in its own task (so it may block)."""
 
-    __slots__ = ("callback",)
+    __slots__ = ("callback", "if_successful")
 
-    def __init__(self, callback: Callable[[Task], object]) -> None:
+    def __init__(self, callback: Callable[[Task], object], if_successful: bool | None = None) -> None:
         self.callback = callback
+        # None: always; True/False: only if the task did / did not succeed.
+        self.if_successful = if_successful
 
     def __call__(self, task: Task) -> None:
-        spawn(self.callback, task)
+        if self.if_successful is None or self.if_successful == task.successful():
+            spawn(self.callback, task)
 
     def __eq__(self, other: object) -> bool:
         return other == self.callback or (
@@ -470,6 +477,8 @@ def joinall(tasks: Iterable[Task], timeout: float | None = None, raise_error: bo
 def spawn_raw(function: Callable[..., Any], *args: Any, **kwargs: Any) -> greenlet:
     """Start ``function(*args, **kwargs)`` in a bare greenlet (no result,
     no links), gevent's cheapest spawn."""
+    if not callable(function):
+        raise TypeError(f"function must be callable, not {function!r}")
     hub = get_hub()
     if args or kwargs:
         g = greenlet(lambda: function(*args, **kwargs), parent=hub.greenlet)
