@@ -46,6 +46,7 @@ from greenline import socket as gsocket
 from greenline._core.hub import Hub, get_hub, os_thread_ident
 from greenline._core.task import Task
 from greenline._core.threadpool import to_thread
+from greenline.servers import proxy
 
 __all__ = ["StreamServer", "Handler", "parse_address", "DEFAULT_BACKLOG", "DEFAULT_HANDSHAKE_TIMEOUT",
            "release_free_memory"]
@@ -153,6 +154,14 @@ class StreamServer:
     so a client that connects and says nothing costs no more than a plain
     connection meanwhile.
 
+    ``proxy_protocol``: every connection starts with a PROXY protocol
+    header (version 1 or 2, :mod:`greenline.servers.proxy`), sent by a load
+    balancer; it is read before TLS and before ``handle``, and ``handle``
+    gets the client's address from it.  A connection without a valid header
+    within ``proxy_protocol_timeout`` seconds is closed
+    (:meth:`proxy_header_failed`).  Only for a port that nothing but the
+    balancer can reach: a header is believed.
+
     When ``handle`` returns or raises, its socket is closed.
     """
 
@@ -165,6 +174,7 @@ class StreamServer:
                  spawn: Any = "default", *, max_connections: int | None = None,
                  idle_timeout: float | None = None, reuse_port: bool = False,
                  ssl_context: Any = None, handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+                 proxy_protocol: bool = False, proxy_protocol_timeout: float = proxy.DEFAULT_TIMEOUT,
                  **ssl_args: Any) -> None:
         if handle is not None:
             self.handle = handle  # type: ignore[method-assign,assignment]
@@ -191,6 +201,13 @@ class StreamServer:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        if not proxy_protocol_timeout > 0:
+            raise ValueError("proxy_protocol_timeout must be positive")
+        #: Read a PROXY protocol header first (may be set until start()).
+        self.proxy_protocol = proxy_protocol
+        self.proxy_protocol_timeout = proxy_protocol_timeout
+        # Neither TLS nor a PROXY header: handle() gets the socket as accepted.
+        self._bare = True
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.socket: gsocket.socket | None = None
@@ -306,6 +323,7 @@ class StreamServer:
         self.init_socket()
         self._hub = get_hub()
         self._started = True
+        self._bare = self.ssl_context is None and not self.proxy_protocol
         self._accept_task = Task(self._accept_loop)
         self._accept_task.name = f"accept-{self.server_port}"
         self._accept_task.start()
@@ -544,12 +562,10 @@ class StreamServer:
 
     def _serve(self, sock: gsocket.socket, address: Any) -> None:
         try:
-            if self.ssl_context is None:
+            if self._bare:
                 self.handle(sock, address)
             else:
-                tls = self._handshake(sock, address)
-                if tls is not None:
-                    self.handle(tls, address)
+                self._serve_wrapped(sock, address)
         except (ConnectionResetError, BrokenPipeError) as e:
             log.debug("%s: %s", _peer(address), e)
         except TimeoutError:
@@ -596,6 +612,38 @@ class StreamServer:
                 hub = self._hub
                 assert hub is not None
                 hub.call_later(TRIM_DELAY, self._after_burst)
+
+    def _serve_wrapped(self, sock: gsocket.socket, address: Any) -> None:
+        # The PROXY header first (it comes before the TLS handshake on the
+        # wire), then TLS, then the handler.
+        if self.proxy_protocol:
+            try:
+                header = proxy.read_header(sock, self.proxy_protocol_timeout)
+            except TimeoutError:
+                log.debug("%s: no PROXY protocol header in %.3g s, closing", _peer(address),
+                          self.proxy_protocol_timeout)
+                self.proxy_header_failed(sock, address, "timeout")
+                return
+            except proxy.ProxyProtocolError as e:
+                log.warning("%s: bad PROXY protocol header, closing: %s", _peer(address), e)
+                self.proxy_header_failed(sock, address, str(e))
+                return
+            if header is None:
+                log.debug("%s: closed before its PROXY protocol header", _peer(address))
+                return
+            address = header.address(address)
+        if self.ssl_context is None:
+            self.handle(sock, address)
+        else:
+            tls = self._handshake(sock, address)
+            if tls is not None:
+                self.handle(tls, address)
+
+    def proxy_header_failed(self, sock: gsocket.socket, address: Any, reason: str) -> None:
+        """Called, in the connection's green thread, when a connection to a
+        ``proxy_protocol`` server sent no valid header (``reason`` is
+        "timeout" or what was wrong); the connection is closed after it
+        returns.  Override to answer first (the WSGI server sends a 400)."""
 
     def _after_burst(self, _arg: object = None) -> None:
         # In the hub, TRIM_DELAY after a burst of connections mostly ended.

@@ -83,6 +83,7 @@ _HTTP_OPTIONS = {
     "header_timeout": "--header-timeout",
     "body_timeout": "--body-timeout",
     "access_log": "--access-log",
+    "forwarded_allow_ips": "--forwarded-allow-ips",
 }
 # gunicorn's cap on the field count, which its 0 ("no limit") stands for.
 MAX_FIELDS_CAP = 32768
@@ -126,6 +127,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--monkey-patch", action="store_true",
                    help="call greenline.monkey.patch_all() before loading APP, so that the "
                         "blocking calls it makes (time.sleep, other sockets, ...) switch green threads")
+    # Behind a load balancer (docs/deploy.md).
+    p.add_argument("--proxy-protocol", action="store_true",
+                   help="every connection starts with a PROXY protocol header (v1 or v2, as "
+                        "HAProxy's send-proxy[-v2] sends): the client's address is taken from it; "
+                        "a connection without one is closed (400 with --wsgi)")
+    p.add_argument("--forwarded-allow-ips", type=_forwarded_allow_ips, default=None, metavar="IPS",
+                   help="with --wsgi: the proxies (IPs, CIDR networks, comma-separated; * for all) "
+                        "whose X-Forwarded-For and X-Forwarded-Proto set REMOTE_ADDR and "
+                        "wsgi.url_scheme (default: none)")
     http = p.add_argument_group(
         "HTTP (with --wsgi)",
         "Limits and timeouts per request; gunicorn's option names where it has the setting. "
@@ -223,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
     except _UsageError as e:
         log.error("%s", e)
         return 2
+    make_server = _behind_balancer(make_server, args)
     try:
         listener = bind(cfg)
     except OSError as e:
@@ -233,6 +244,33 @@ def run(args: argparse.Namespace) -> int:
         return Supervisor(cfg, make_server, listener).run()
     finally:
         listener.close()
+
+
+def _forwarded_allow_ips(value: str) -> Any:
+    from greenline.wsgi.forwarded import trusted_proxies
+
+    try:
+        return trusted_proxies(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _behind_balancer(make: ServerFactory, args: argparse.Namespace) -> ServerFactory:
+    """``make``, with --proxy-protocol and --forwarded-allow-ips applied to
+    the servers it makes (both are read when a server starts)."""
+    pp = getattr(args, "proxy_protocol", False)
+    allow = getattr(args, "forwarded_allow_ips", None)
+    if not pp and allow is None:
+        return make
+
+    def behind(sock: Any) -> Any:
+        server: Any = make(sock)
+        server.proxy_protocol = pp
+        if allow is not None:
+            server.forwarded_allow_ips = allow
+        return server
+
+    return behind
 
 
 class _UsageError(Exception):

@@ -62,6 +62,7 @@ from greenline import socket as gsocket
 from greenline._core.hub import get_hub
 from greenline._core.task import Task
 from greenline.servers.stream import StreamServer
+from greenline.wsgi.forwarded import TrustedProxies, trusted_proxies
 from greenline.wsgi.http import HTTPConnection, HTTPError, Limits, Request, RequestTimeout, Shared
 
 __all__ = ["WSGIServer", "FileWrapper", "Limits", "LAST_CALL", "LINGER"]
@@ -226,7 +227,13 @@ class WSGIServer(StreamServer):
     ``wsgi.multithread`` say (``greenline serve`` sets them when it runs
     several processes or threads).
     ``max_connections``, ``idle_timeout``, ``ssl_context`` or
-    ``certfile``/``keyfile``: as for :class:`~greenline.servers.stream.StreamServer`.
+    ``certfile``/``keyfile``, ``proxy_protocol``: as for
+    :class:`~greenline.servers.stream.StreamServer` (a connection without a
+    valid PROXY header gets a 400).
+    ``forwarded_allow_ips``: gunicorn's setting, the proxies whose
+    X-Forwarded-For and X-Forwarded-Proto set ``REMOTE_ADDR`` and
+    ``wsgi.url_scheme`` (:mod:`greenline.wsgi.forwarded`); None (the
+    default): nobody's.
     """
 
     #: :meth:`stop`'s default: time for the last call (:data:`LAST_CALL`)
@@ -251,9 +258,13 @@ class WSGIServer(StreamServer):
                  limits: Limits | None = None, server_header: str = "greenline",
                  multiprocess: bool = False, multithread: bool = False,
                  max_connections: int | None = None, idle_timeout: float | None = None,
+                 forwarded_allow_ips: str | list[str] | TrustedProxies | None = None,
                  **ssl_args: Any) -> None:
         super().__init__(listener, None, backlog=backlog, spawn=spawn, max_connections=max_connections,
                          idle_timeout=idle_timeout, **ssl_args)
+        #: Whose X-Forwarded-* headers to believe (may be set until start()).
+        self.forwarded_allow_ips = forwarded_allow_ips
+        self._trusted = trusted_proxies(forwarded_allow_ips)
         if handler_class is not None:
             raise TypeError("handler_class is gevent.pywsgi's; greenline's WSGIServer has none")
         self.application = application
@@ -280,6 +291,7 @@ class WSGIServer(StreamServer):
         # The real port, still known after stop() (pywsgi's server_port is).
         self._address = self.address
         self._env = self.get_environ()
+        self._trusted = trusted_proxies(self.forwarded_allow_ips)
         self._shared = Shared(self.limits, _Exchange, self.server_header, RECV_SIZE)
         self._watchdog = Task(self._watch)
         self._watchdog.name = f"http-timeouts-{self.server_port}"
@@ -381,6 +393,9 @@ class WSGIServer(StreamServer):
         else:
             remote_addr = str(address or "")
             remote_port = ""
+        trusted = self._trusted
+        if trusted is not None and not trusted.trusts(remote_addr):
+            trusted = None
         live = self._live
         live[conn] = getcurrent()
         cgi_keys = _cgi_keys
@@ -417,6 +432,8 @@ class WSGIServer(StreamServer):
                         environ[key] = environ[key] + sep + value.decode("latin-1")
                     else:
                         environ[key] = value.decode("latin-1")
+                if trusted is not None:
+                    trusted.apply(environ)
                 if access is not None:
                     started = time.monotonic()
                 try:
@@ -446,6 +463,26 @@ class WSGIServer(StreamServer):
         finally:
             del live[conn]
             conn.close()
+
+    def proxy_header_failed(self, sock: gsocket.socket, address: Any, reason: str) -> None:
+        """No valid PROXY protocol header: answer 400, close our side first
+        and drop what the client sent (for :data:`LINGER` at most), so that
+        it reads the 400 rather than a reset."""
+        body = b"400 Bad Request\n"
+        try:
+            sock.settimeout(LINGER)
+            sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+            sock.shutdown(gsocket.SHUT_WR)
+            deadline = time.monotonic() + LINGER
+            left = 1 << 18
+            while left > 0 and time.monotonic() < deadline:
+                n = len(sock.recv(65536))
+                if not n:
+                    break
+                left -= n
+        except OSError:
+            pass
 
     def _respond(self, conn: HTTPConnection, req: _Exchange, result: Iterable[bytes]) -> None:
         """Send what the application returned, then close() it."""
