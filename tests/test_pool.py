@@ -66,7 +66,7 @@ def test_imap_unordered_yields_as_finished():
     assert out == [0.01, 0.03, 0.05]
 
 
-def test_imap_raises_failure_and_stops():
+def test_imap_raises_a_failure_in_its_turn_goes_on_after_it_and_close_stops_it():
     pool = Pool(2)
     started = []
 
@@ -83,8 +83,26 @@ def test_imap_raises_failure_and_stops():
         for value in it:
             got.append(value)
     assert got == [0, 1, 2]
+    assert next(it) == 4  # as gevent's: the results after the failure follow
+    it.close()
     assert pool.join(timeout=5)
     assert len(started) < 100  # the feeder was stopped
+
+
+def test_map_stops_the_rest_at_a_failure():
+    pool = Pool(2)
+    started = []
+
+    def job(n):
+        started.append(n)
+        if n == 3:
+            raise KeyError(n)
+        greenline.sleep(0.01)
+
+    with pytest.raises(KeyError):
+        pool.map(job, range(100))
+    assert pool.join(timeout=5)
+    assert len(started) < 100
 
 
 def test_imap_input_error_is_raised():

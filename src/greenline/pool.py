@@ -74,7 +74,7 @@ class Group:
 
     # -- membership ----------------------------------------------------------
 
-    def add(self, task: Task) -> None:
+    def add(self, task: Task, blocking: bool = True, timeout: float | None = None) -> None:
         """Track ``task``; it leaves the group when it finishes."""
         if task in self.greenlets:
             return
@@ -100,9 +100,10 @@ class Group:
     def _removed(self) -> None:
         pass
 
-    def start(self, task: Task) -> None:
-        """Add an unstarted ``task`` and start it."""
-        self.add(task)
+    def start(self, task: Task, blocking: bool = True, timeout: float | None = None) -> None:
+        """Add an unstarted ``task`` and start it (a pool may wait for a
+        slot: ``blocking``/``timeout`` as for :meth:`Pool.add`)."""
+        self.add(task, blocking, timeout)
         task.start()
 
     def spawn(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Task:
@@ -186,7 +187,11 @@ class Group:
 
     def map(self, func: Callable[..., Any], iterable: Iterable[Any]) -> list[Any]:
         """``[func(x) for x in iterable]``, computed concurrently, in order."""
-        return list(self.imap(func, iterable))
+        it = self.imap(func, iterable)
+        try:
+            return list(it)
+        finally:
+            it.close()  # after a failure: stop the rest
 
     def map_async(self, func: Callable[..., Any], iterable: Iterable[Any],
                   callback: Callable[[Any], object] | None = None) -> Task:
@@ -200,7 +205,8 @@ class Group:
              maxsize: int | None = None) -> IMap:
         """Iterate over ``func(*args)`` for the items of ``iterables``, in
         order, computed concurrently.  ``maxsize`` caps the results computed
-        ahead of the consumer.  A failure is raised when its turn comes."""
+        ahead of the consumer.  A failure is raised when its turn comes;
+        iterating on gives the results after it."""
         return IMap(self, func, iterables, ordered=True, maxsize=maxsize)
 
     def imap_unordered(self, func: Callable[..., Any], *iterables: Iterable[Any],
@@ -273,7 +279,7 @@ class IMap:
     """The iterator :meth:`Group.imap` and :meth:`Group.imap_unordered`
     return.  A feeder task starts one task per input item in the group (so
     a pool's size bounds them); results are handed over through a queue.
-    Closing or dropping the iterator (or a failure raised from it) stops the
+    Closing or dropping the iterator (or map() failing) stops the
     feeder and kills the tasks it started that are still running."""
 
     def __init__(self, group: Group, func: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
@@ -355,7 +361,8 @@ class _IMapCore:
         if self._space is not None:
             self._space.release()
         if not task.successful():
-            self.close()
+            # As gevent's: the failure is raised in its turn, and iterating
+            # on gives the results after it.
             raise task.exception  # type: ignore[misc]
         return task.value
 
