@@ -109,7 +109,27 @@ def test_an_import_error_inside_the_users_module_is_not_hidden(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "gl_brokenapp", raising=False)
-    with pytest.raises(ModuleNotFoundError) as info:
+    # Not "cannot import gl_brokenapp" alone: what is missing, and where.
+    with pytest.raises(AppError) as info:
         load_app("gl_brokenapp:handle")
-    assert not isinstance(info.value, AppError)
-    assert info.value.name == "gl_dependency_that_is_missing"
+    message = str(info.value)
+    assert "No module named 'gl_dependency_that_is_missing'" in message
+    assert f"{tmp_path / 'gl_brokenapp.py'}, line 1" in message
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+@pytest.mark.parametrize(("source", "says", "line"), [
+    ("x = 1\ndef handle(sock, address)\n    pass\n", "SyntaxError: expected ':'", 2),
+    ("import os\n\nos.environ['GL_NO_SUCH_VARIABLE']\n", "KeyError: 'GL_NO_SUCH_VARIABLE'", 3),
+    ("import sys\nsys.exit('no config')\n", "SystemExit: no config", 2),
+])
+def test_a_module_that_fails_to_import_says_what_and_where(tmp_path, monkeypatch, source, says, line):
+    (tmp_path / "gl_failing.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "gl_failing", raising=False)
+    with pytest.raises(AppError) as info:
+        load_app("gl_failing:handle")
+    message = str(info.value)
+    assert message.startswith("cannot import 'gl_failing': ") and says in message, message
+    assert message.endswith(f"({tmp_path / 'gl_failing.py'}, line {line})"), message
+    assert "\n" not in message

@@ -686,3 +686,45 @@ def test_serve_builds_its_servers_through_the_factory_it_is_given(tmp_path):
         assert server.max_connections == 7 and server.idle_timeout == 3.0
     finally:
         listener.close()
+
+
+# -- issue 15, item 8: every bad argument or app is one line and exit 2 ------
+
+def _one_line(r: subprocess.CompletedProcess[str]) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("def handle(sock, address)\n    pass\n", ["broken.py, line 1", "SyntaxError"]),
+    ("import os\nimport gl_dependency_nobody_has\n",
+     ["broken.py, line 2", "No module named 'gl_dependency_nobody_has'"]),
+    ("X = 1\n\nraise RuntimeError('no config file')\n", ["broken.py, line 3", "RuntimeError: no config file"]),
+])
+def test_a_broken_app_is_one_line_naming_file_and_line_and_exit_2(tmp_path, source, says):
+    (tmp_path / "broken.py").write_text(source)
+    r = _run_cli(tmp_path, "broken:handle", "--port", "0")
+    assert r.returncode == 2, r.stderr
+    line = _one_line(r)
+    assert line.startswith("greenline serve: "), line
+    for s in says:
+        assert s in line, line
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--port", "70000"], "--port"),
+    (["--port", "-1"], "--port"),
+    (["--graceful-timeout", "inf"], "--graceful-timeout"),
+    (["--idle-timeout", "nan"], "--idle-timeout"),
+    (["--stats-interval", "inf"], "--stats-interval"),
+    (["--handshake-timeout", "0"], "--handshake-timeout"),
+    (["--keyfile", "k.pem"], "--keyfile needs --certfile"),
+    (["--procs", "many"], "--procs"),
+])
+def test_bad_values_are_one_line_and_exit_2(tmp_path, args, says):
+    r = _run_cli(tmp_path, "upper", *args)
+    assert r.returncode == 2, r.stderr
+    line = _one_line(r)
+    assert line.startswith("greenline serve: ") and says in line, line

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +58,35 @@ BUILTIN_APPS: dict[str, Callable[[Any, Any], object]] = {"upper": upper, "echo":
 
 
 class AppError(ValueError):
-    """The APP spec names nothing that can serve a connection."""
+    """The APP spec names nothing that can serve a connection, or the module
+    it names fails to import (the message says where: file and line)."""
+
+
+# Files whose frames are the import machinery's, not the user's code.
+_MACHINERY = {__file__, importlib.__file__}
+
+
+def _where(e: BaseException) -> str:
+    """``file, line N`` of what went wrong in the user's code: the
+    position of a syntax error, else the innermost frame of the traceback
+    that is not the import machinery's."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}, line {e.lineno}"
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if not f.filename.startswith("<frozen ") and f.filename not in _MACHINERY]
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{last.filename}, line {last.lineno}"
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, SyntaxError):
+        what = f"{type(e).__name__}: {e.msg}"
+    else:
+        what = "".join(traceback.format_exception_only(type(e), e)).strip().splitlines()[-1]
+    where = _where(e)
+    return f"{what} ({where})" if where else what
 
 
 def load_app(spec: str) -> Callable[[Any, Any], object]:
@@ -80,9 +109,16 @@ def load_app(spec: str) -> Callable[[Any, Any], object]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
+        if e.name and module_name.startswith(e.name) and not _where(e):
             raise AppError(f"cannot import {module_name!r}: {e}") from e
+        raise AppError(f"cannot import {module_name!r}: {_describe(e)}") from e
+    except (KeyboardInterrupt, GeneratorExit):
         raise
+    except BaseException as e:
+        # A syntax error, an import inside the module that fails, or any
+        # exception (SystemExit included) while the module runs: the user's
+        # code is broken, and one line saying where is what helps.
+        raise AppError(f"cannot import {module_name!r}: {_describe(e)}") from e
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

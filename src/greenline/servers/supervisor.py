@@ -48,6 +48,7 @@ from __future__ import annotations
 import _thread
 import errno
 import logging
+import math
 import os
 import select
 import signal
@@ -71,7 +72,7 @@ log = logging.getLogger("greenline.serve")
 # workers, and our threads and our wait for events must stay real.
 _start_new_thread = _thread.start_new_thread
 _allocate_lock = _thread.allocate_lock
-_select = select.select
+_poll = select.poll
 _socketpair = _stdsocket.socketpair
 _create_server = _stdsocket.create_server
 # monkey.patch_all() wraps signal handlers to run in green threads; ours only
@@ -91,11 +92,20 @@ HEALTHY_SECONDS = 1.0
 RESTART_MIN_DELAY = 0.1
 RESTART_MAX_DELAY = 10.0
 # How much longer than the graceful timeout a stopping worker may take before
-# the supervisor kills it (the worker's own unwinding is bounded by a second).
+# the supervisor kills it (the worker's own unwinding is bounded by a second
+# and a half): a worker told to stop (SIGTERM, or replaced on SIGHUP, or
+# dropped on SIGTTOU) whose handler spins without IO would never stop.
 KILL_MARGIN = 3.0
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+# Fast stop: connections are closed at once.
+_QUIT = signal.SIGQUIT
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
+                    signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
+# Of those, the ones a worker acts on (the others are the supervisor's; a
+# worker ignores them, since a terminal or `kill -- -PGID` may send them to
+# the whole process group).
+_WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 
 
 @dataclass
@@ -103,6 +113,8 @@ class ServeConfig:
     app: str
     host: str = "127.0.0.1"
     port: int = 8080
+    #: A Unix socket path to listen on instead of host and port.
+    unix: str | None = None
     procs: int = 1
     threads: int = 1
     max_conns: int | None = None
@@ -112,6 +124,13 @@ class ServeConfig:
     certfile: str | None = None
     keyfile: str | None = None
     stats_interval: float | None = None
+    handshake_timeout: float | None = 10.0
+
+    def where(self) -> str:
+        """What the server listens on, as the ``listening on`` line says it."""
+        if self.unix is not None:
+            return f"unix:{self.unix}"
+        return f"{format_host(self.host)}:{self.port}"
 
     def ssl_args(self) -> dict[str, Any]:
         if not self.certfile:
@@ -133,7 +152,8 @@ def stream_server_factory(handler: Callable[[Any, Any], object], cfg: ServeConfi
         from greenline.servers.stream import StreamServer
 
         return StreamServer(sock, handler, max_connections=cfg.max_conns,
-                            idle_timeout=cfg.idle_timeout, **cfg.ssl_args())
+                            idle_timeout=cfg.idle_timeout, handshake_timeout=cfg.handshake_timeout,
+                            **cfg.ssl_args())
 
     return make
 
@@ -148,12 +168,48 @@ def _somaxconn() -> int | None:
 
 def bind(cfg: ServeConfig) -> _stdsocket.socket:
     """The listening socket every worker accepts on."""
-    family = _stdsocket.AF_INET6 if ":" in cfg.host else _stdsocket.AF_INET
     backlog = cfg.backlog
     cap = _somaxconn()
     if cap is not None:
         backlog = min(backlog, cap)
+    if cfg.unix is not None:
+        return _bind_unix(cfg.unix, backlog)
+    family = _stdsocket.AF_INET6 if ":" in cfg.host else _stdsocket.AF_INET
     return _create_server((cfg.host, cfg.port), family=family, backlog=backlog)
+
+
+def _bind_unix(path: str, backlog: int) -> _stdsocket.socket:
+    """A listening Unix socket at ``path``.  A socket file left there by a
+    server that is gone (nobody accepts on it) is replaced; one a live server
+    listens on, or a file that is not a socket, is an error (EADDRINUSE)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(errno.EADDRINUSE, f"{path} exists and is not a socket")
+        probe = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # stale: its server is gone
+        except OSError:
+            pass  # let bind() say what is wrong
+        else:
+            raise OSError(errno.EADDRINUSE, "another server listens on it")
+        finally:
+            probe.close()
+    sock = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def format_host(host: str) -> str:
@@ -200,17 +256,20 @@ class Worker:
     accept loop on the shared listener."""
 
     def __init__(self, cfg: ServeConfig, make_server: ServerFactory,
-                 listener: _stdsocket.socket, ctrl: _stdsocket.socket) -> None:
+                 listener: _stdsocket.socket, ctrl: _stdsocket.socket,
+                 reopen_logs: Callable[[], object] | None = None) -> None:
         self.cfg = cfg
         self.make_server = make_server
         self.listener = listener
         self.ctrl = ctrl
+        self.reopen_logs = reopen_logs
         self._lock = _allocate_lock()
         self._servers: list[tuple[Any, Any]] = []  # (hub, StreamServer)
         self._ready = 0
         self._done = 0
         self._failed = False
         self._stopping = False
+        self._stop_timeout = cfg.graceful_timeout
         self._announced = False
         self._main_hub: Any = None
         self._main_waiter: Any = None
@@ -223,8 +282,9 @@ class Worker:
         hub = self._main_hub = get_hub()
         wake_r, wake_w = _nonblocking_pipe()
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        for sig in _STOP_SIGNALS + (signal.SIGHUP,):
-            _set_handler(sig, _ignore_signal)
+        for sig in _HANDLED_SIGNALS:
+            if sig != signal.SIGCHLD:
+                _set_handler(sig, _ignore_signal)
         _set_handler(signal.SIGCHLD, signal.SIG_DFL)
 
         def watch_signals() -> None:
@@ -233,8 +293,14 @@ class Worker:
                 for signum in _drain_signals(wake_r):
                     if signum in _STOP_SIGNALS:
                         self.begin_stop(signal.Signals(signum).name)
-                    # SIGHUP reaches workers too when a terminal hangs up on
-                    # the whole group; replacing workers is the supervisor's job.
+                    elif signum == _QUIT:
+                        self.begin_stop("SIGQUIT", fast=True)
+                    elif signum == signal.SIGUSR1:
+                        self._reopen_logs()
+                    # SIGHUP, SIGTTIN, SIGTTOU reach workers too when a
+                    # terminal or a kill of the whole group sends them;
+                    # replacing, adding and removing workers is the
+                    # supervisor's job.
 
         def watch_supervisor() -> None:
             fd = self.ctrl.fileno()
@@ -258,6 +324,8 @@ class Worker:
         Task(watch_supervisor).start()
         if self.cfg.stats_interval:
             Task(self._log_stats, self.cfg.stats_interval).start()
+        if _QUIT in _seen_signals:
+            self.begin_stop("SIGQUIT", fast=True)
         early = _seen_signals.intersection(_STOP_SIGNALS)
         if early:
             self.begin_stop(signal.Signals(min(early)).name)
@@ -271,6 +339,16 @@ class Worker:
         if self._failed:
             return 1 if self._announced else WORKER_BOOT_ERROR
         return 0
+
+    def _reopen_logs(self) -> None:
+        if self.reopen_logs is None:
+            return
+        try:
+            self.reopen_logs()
+        except Exception:
+            log.exception("SIGUSR1: reopening the logs failed")
+        else:
+            log.info("SIGUSR1: logs reopened")
 
     def _log_stats(self, interval: float) -> None:
         from greenline._core.hub import sleep
@@ -318,7 +396,7 @@ class Worker:
                 stopping = self._stopping
             self._main_call(self._on_ready, index)
             if stopping:
-                _spawn_stop((server, self.cfg.graceful_timeout))
+                _spawn_stop((server, self._stop_timeout))
             server.serve_forever(self.cfg.graceful_timeout)
         except BaseException:
             log.exception("worker thread %d failed", index)
@@ -355,24 +433,33 @@ class Worker:
         if g is not None:
             self._main_hub.wake(g)
 
-    def begin_stop(self, why: str) -> None:
+    def begin_stop(self, why: str, fast: bool = False) -> None:
         with self._lock:
             if self._stopping:
+                if fast and self._stop_timeout > 0:
+                    # A fast stop asked for during a graceful one: end now.
+                    log.info("stopping at once (%s)", why)
+                    _flush_and_exit(0)
                 return
             self._stopping = True
+            if fast:
+                self._stop_timeout = 0.0
             servers = list(self._servers)
             # Our inherited copy of the listening socket: each server closes
             # its own duplicate as it stops, and the last copy closed
             # anywhere makes the kernel refuse new clients (see the module
             # docstring).
             self.listener.close()
-        log.info("stopping (%s): finishing open connections for up to %.3g s",
-                 why, self.cfg.graceful_timeout)
+        timeout = self._stop_timeout
+        if fast:
+            log.info("stopping (%s): closing open connections now", why)
+        else:
+            log.info("stopping (%s): finishing open connections for up to %.3g s", why, timeout)
         for hub, server in servers:
             if hub is self._main_hub:
-                _spawn_stop((server, self.cfg.graceful_timeout))
+                _spawn_stop((server, timeout))
             else:
-                hub.call_threadsafe(_spawn_stop, (server, self.cfg.graceful_timeout))
+                hub.call_threadsafe(_spawn_stop, (server, timeout))
 
 
 def _current() -> Any:
@@ -389,25 +476,41 @@ def _spawn_stop(arg: tuple[Any, float]) -> None:
     Task(server.stop, timeout).start()
 
 
+def _flush_and_exit(code: int) -> NoReturn:
+    try:
+        for h in logging.getLogger().handlers:
+            h.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        # Never return into the supervisor's code, nor run its atexit hooks.
+        os._exit(code)
+
+
 def _worker_entry(cfg: ServeConfig, make_server: ServerFactory,
-                  listener: _stdsocket.socket, ctrl: _stdsocket.socket) -> NoReturn:
+                  listener: _stdsocket.socket, ctrl: _stdsocket.socket,
+                  load: Callable[[], ServerFactory] | None,
+                  reopen_logs: Callable[[], object] | None) -> NoReturn:
     code = 1
     try:
-        log.info("worker started")
-        code = Worker(cfg, make_server, listener, ctrl).run()
+        if load is not None:
+            # Forked after a SIGHUP: import the app's code again, so that the
+            # new workers run what is on disk now (see the module docstring).
+            try:
+                make_server = load()
+            except Exception as e:
+                log.error("worker cannot load the app: %s", e)
+                _flush_and_exit(WORKER_BOOT_ERROR)
+            log.info("worker started (app imported again)")
+        else:
+            log.info("worker started")
+        code = Worker(cfg, make_server, listener, ctrl, reopen_logs).run()
         log.info("worker exiting")
     except BaseException:
         log.exception("worker failed")
         code = WORKER_BOOT_ERROR
     finally:
-        try:
-            for h in logging.getLogger().handlers:
-                h.flush()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            # Never return into the supervisor's code, nor run its atexit hooks.
-            os._exit(code)
+        _flush_and_exit(code)
 
 
 # ---------------------------------------------------------------------------
@@ -423,6 +526,8 @@ class _Proc:
     ready: bool = False
     stopping: bool = False
     replaces: int | None = None  # pid of the worker this one replaces (SIGHUP)
+    stop_asked: float = 0.0  # when it was told to stop
+    kill_at: float | None = None  # killed if still alive then
 
 
 @dataclass
@@ -432,19 +537,32 @@ class _Slot:
 
 
 class Supervisor:
-    """Forks and watches the workers; see the module docstring."""
+    """Forks and watches the workers; see the module docstring.
+
+    ``reload_factory``, if given, makes a new server factory by importing the
+    app's code again; a worker forked after a SIGHUP calls it (in the
+    worker, after fork), so SIGHUP loads new code.  ``reopen_logs`` is called
+    on SIGUSR1, in the supervisor and in every worker.
+    """
 
     def __init__(self, cfg: ServeConfig, make_server: ServerFactory,
-                 listener: _stdsocket.socket, out: Any = None) -> None:
+                 listener: _stdsocket.socket, out: Any = None, *,
+                 reload_factory: Callable[[], ServerFactory] | None = None,
+                 reopen_logs: Callable[[], object] | None = None) -> None:
         self.cfg = cfg
         self.make_server = make_server
         self.listener = listener
         self.out = out if out is not None else sys.stdout
+        self.reload_factory = reload_factory
+        self.reopen_logs = reopen_logs
+        # Set by the first SIGHUP: from then on every new worker imports the
+        # app again, so all of them run the code of the last reload.
+        self.fresh_code = False
         self.procs: dict[int, _Proc] = {}
         self.slots = [_Slot() for _ in range(cfg.procs)]
         self.announced = False
         self.shutting_down = False
-        self.kill_at: float | None = None
+        self.fast = False
         self.reload_queue: list[int] = []
         self.reload_current: _Proc | None = None
         self.exit_code = 0
@@ -459,6 +577,7 @@ class Supervisor:
         # The supervisor reads its signals from the wake-up descriptor; the
         # set is for the child, which must start with none but its own.
         _seen_signals.clear()
+        fresh = self.fresh_code and self.reload_factory is not None
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; covered by the CLI tests
             try:
@@ -470,7 +589,8 @@ class Supervisor:
                 os.close(self._wake_w)
             except BaseException:
                 os._exit(WORKER_BOOT_ERROR)
-            _worker_entry(self.cfg, self.make_server, self.listener, child_end)
+            _worker_entry(self.cfg, self.make_server, self.listener, child_end,
+                          self.reload_factory if fresh else None, self.reopen_logs)
         child_end.close()
         proc = _Proc(pid, slot, parent_end, monotonic(), replaces=replaces)
         self.procs[pid] = proc
@@ -485,10 +605,29 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
-    def stop_worker(self, proc: _Proc) -> None:
+    def stop_worker(self, proc: _Proc, fast: bool = False) -> None:
+        """Tell a worker to stop (SIGTERM, or SIGQUIT for a fast stop), and
+        when to kill it if it has not: its graceful timeout (none for a fast
+        stop) plus KILL_MARGIN."""
+        if proc.stopping and not fast:
+            return
+        now = monotonic()
         if not proc.stopping:
-            proc.stopping = True
-            self._signal(proc, signal.SIGTERM)
+            proc.stop_asked = now
+        proc.stopping = True
+        timeout = 0.0 if fast else self.cfg.graceful_timeout
+        kill_at = now + timeout + KILL_MARGIN
+        if math.isfinite(kill_at) and (proc.kill_at is None or kill_at < proc.kill_at):
+            proc.kill_at = kill_at
+        self._signal(proc, _QUIT if fast else signal.SIGTERM)
+
+    def _kill_overdue(self, now: float) -> None:
+        for proc in list(self.procs.values()):
+            if proc.kill_at is not None and now >= proc.kill_at:
+                log.warning("worker %d still running %.1f s after it was told to stop; "
+                            "killing it (SIGKILL)", proc.pid, now - proc.stop_asked)
+                proc.kill_at = None
+                self._signal(proc, signal.SIGKILL)
 
     # -- events ------------------------------------------------------------
 
@@ -497,7 +636,7 @@ class Supervisor:
         log.info("worker %d accepting", proc.pid)
         if not self.announced and sum(1 for p in self.procs.values() if p.ready) >= self.cfg.procs:
             self.announced = True
-            print(f"listening on {format_host(self.cfg.host)}:{self.cfg.port}", file=self.out, flush=True)
+            print(f"listening on {self.cfg.where()}", file=self.out, flush=True)
         if self.reload_current is proc:
             old = self.procs.get(proc.replaces or -1)
             if old is not None:
@@ -518,15 +657,19 @@ class Supervisor:
             log.info("worker %d %s", pid, how)
             return
         lived = monotonic() - proc.started
-        if code == WORKER_BOOT_ERROR and not proc.ready:
+        if self.reload_current is proc:
+            log.error("new worker %d %s before accepting; reload abandoned, the old workers "
+                      "go on", pid, how)
+            self.reload_current = None
+            self.reload_queue.clear()
+            return
+        if proc.slot >= len(self.slots):
+            log.warning("worker %d %s", pid, how)
+            return  # its slot was removed (SIGTTOU)
+        if code == WORKER_BOOT_ERROR and not proc.ready and not self.announced:
             log.error("worker %d failed to start (%s); shutting down", pid, how)
             self.exit_code = 1
             self.begin_shutdown("a worker failed to start")
-            return
-        if self.reload_current is proc:
-            log.error("new worker %d %s before accepting; reload abandoned", pid, how)
-            self.reload_current = None
-            self.reload_queue.clear()
             return
         if any(p.slot == proc.slot and not p.stopping for p in self.procs.values()):
             log.warning("worker %d %s", pid, how)
@@ -541,19 +684,28 @@ class Supervisor:
         log.warning("worker %d %s after %.1f s; restarting in %.1f s", pid, how, lived, delay)
         slot.restart_at = monotonic() + delay
 
-    def begin_shutdown(self, why: str) -> None:
+    def begin_shutdown(self, why: str, fast: bool = False) -> None:
         if self.shutting_down:
+            if fast and not self.fast:
+                self.fast = True
+                log.info("%s: stopping at once", why)
+                for proc in list(self.procs.values()):
+                    self.stop_worker(proc, fast=True)
             return
         self.shutting_down = True
-        self.kill_at = monotonic() + self.cfg.graceful_timeout + KILL_MARGIN
+        self.fast = fast
         self.reload_queue.clear()
-        log.info("shutting down (%s): %d worker(s) finishing for up to %.3g s",
-                 why, len(self.procs), self.cfg.graceful_timeout)
+        if fast:
+            log.info("shutting down (%s): %d worker(s) closing their connections now",
+                     why, len(self.procs))
+        else:
+            log.info("shutting down (%s): %d worker(s) finishing for up to %.3g s",
+                     why, len(self.procs), self.cfg.graceful_timeout)
         # Nobody will be forked to accept from it again: our copy goes now,
         # the workers' as they stop (see the module docstring).
         self.listener.close()
         for proc in list(self.procs.values()):
-            self.stop_worker(proc)
+            self.stop_worker(proc, fast=fast)
 
     def begin_reload(self) -> None:
         if self.shutting_down:
@@ -561,8 +713,11 @@ class Supervisor:
         if self.reload_current is not None or self.reload_queue:
             log.info("SIGHUP: a reload is already under way")
             return
+        if self.reload_factory is not None:
+            self.fresh_code = True
         self.reload_queue = [p.pid for p in self.procs.values() if not p.stopping]
-        log.info("SIGHUP: replacing %d worker(s) one at a time", len(self.reload_queue))
+        log.info("SIGHUP: replacing %d worker(s) one at a time%s", len(self.reload_queue),
+                 ", each importing the app again" if self.fresh_code else "")
         self._reload_next()
 
     def _reload_next(self) -> None:
@@ -573,6 +728,44 @@ class Supervisor:
             self.reload_current = self.spawn(old.slot, replaces=old.pid)
         if not self.reload_queue and self.reload_current is None:
             log.info("reload complete")
+
+    def add_worker(self) -> None:
+        """SIGTTIN: one more worker, in a new slot."""
+        if self.shutting_down:
+            return
+        self.slots.append(_Slot())
+        self.cfg.procs = len(self.slots)
+        log.info("SIGTTIN: %d worker(s)", self.cfg.procs)
+        self.spawn(len(self.slots) - 1)
+
+    def remove_worker(self) -> None:
+        """SIGTTOU: one worker fewer (never none): the last slot's worker
+        stops gracefully and is not replaced."""
+        if self.shutting_down:
+            return
+        if len(self.slots) <= 1:
+            log.info("SIGTTOU: already down to one worker")
+            return
+        self.slots.pop()
+        gone = len(self.slots)
+        self.cfg.procs = gone
+        log.info("SIGTTOU: %d worker(s)", self.cfg.procs)
+        for proc in list(self.procs.values()):
+            if proc.slot == gone:
+                if self.reload_current is proc:
+                    self.reload_current = None
+                self.stop_worker(proc)
+        self._reload_next()
+
+    def _reopen_logs(self) -> None:
+        if self.reopen_logs is not None:
+            try:
+                self.reopen_logs()
+            except Exception:
+                log.exception("SIGUSR1: reopening the logs failed")
+        log.info("SIGUSR1: logs reopened; telling %d worker(s)", len(self.procs))
+        for proc in list(self.procs.values()):
+            self._signal(proc, signal.SIGUSR1)
 
     def _reap(self) -> None:
         while True:
@@ -591,8 +784,8 @@ class Supervisor:
         old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         old_handlers = {sig: _set_handler(sig, _ignore_signal) for sig in _HANDLED_SIGNALS}
         try:
-            log.info("serving %s on %s:%d%s with %d process(es) x %d thread(s)", self.cfg.app,
-                     format_host(self.cfg.host), self.cfg.port, " (TLS)" if self.cfg.certfile else "",
+            log.info("serving %s on %s%s with %d process(es) x %d thread(s)", self.cfg.app,
+                     self.cfg.where(), " (TLS)" if self.cfg.certfile else "",
                      self.cfg.procs, self.cfg.threads)
             for slot in range(self.cfg.procs):
                 self.spawn(slot)
@@ -609,25 +802,41 @@ class Supervisor:
             for p in self.procs.values():
                 p.ctrl.close()
 
+    def _on_signal(self, signum: int) -> None:
+        if signum in _STOP_SIGNALS:
+            self.begin_shutdown(signal.Signals(signum).name)
+        elif signum == _QUIT:
+            self.begin_shutdown("SIGQUIT", fast=True)
+        elif signum == signal.SIGHUP:
+            self.begin_reload()
+        elif signum == signal.SIGTTIN:
+            self.add_worker()
+        elif signum == signal.SIGTTOU:
+            self.remove_worker()
+        elif signum == signal.SIGUSR1:
+            self._reopen_logs()
+
     def _step(self) -> None:
         now = monotonic()
         deadlines = [s.restart_at for s in self.slots if s.restart_at is not None]
-        if self.kill_at is not None:
-            deadlines.append(self.kill_at)
+        deadlines += [p.kill_at for p in self.procs.values() if p.kill_at is not None]
         timeout = max(0.0, min(deadlines) - now) if deadlines else None
         watch = {p.ctrl.fileno(): p for p in self.procs.values() if p.pid not in self._eof}
+        # poll, not select: descriptors may be numbered past FD_SETSIZE
+        # (1024) when the process inherited many.
+        poller = _poll()
+        for fd in (self._wake_r, *watch):
+            poller.register(fd, select.POLLIN)
         try:
-            readable, _, _ = _select([self._wake_r, *watch], [], [], timeout)
+            events = poller.poll(None if timeout is None else math.ceil(timeout * 1000))
         except OSError as e:  # pragma: no cover - EINTR is retried by Python
             if e.errno != errno.EINTR:
                 raise
-            readable = []
+            events = []
+        readable = [fd for fd, _mask in events]
         if self._wake_r in readable:
             for signum in _drain_signals(self._wake_r):
-                if signum in _STOP_SIGNALS:
-                    self.begin_shutdown(signal.Signals(signum).name)
-                elif signum == signal.SIGHUP:
-                    self.begin_reload()
+                self._on_signal(signum)
         for fd in readable:
             proc = watch.get(fd)
             if proc is None:
@@ -642,13 +851,8 @@ class Supervisor:
                 self._on_ready(proc)
         self._reap()
         now = monotonic()
+        self._kill_overdue(now)
         if self.shutting_down:
-            if self.kill_at is not None and now >= self.kill_at and self.procs:
-                log.warning("%d worker(s) still running after the graceful timeout; killing",
-                            len(self.procs))
-                for proc in self.procs.values():
-                    self._signal(proc, signal.SIGKILL)
-                self.kill_at = None
             return
         for index, slot in enumerate(self.slots):
             if slot.restart_at is not None and now >= slot.restart_at:

@@ -12,9 +12,13 @@ options are gunicorn's names where gunicorn has the setting (docs/wsgi.md).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import math
 import os
 import sys
+import sysconfig
+from collections.abc import Callable
 from typing import Any
 
 from greenline.servers.supervisor import (
@@ -22,7 +26,6 @@ from greenline.servers.supervisor import (
     ServerFactory,
     Supervisor,
     bind,
-    format_host,
     stream_server_factory,
 )
 
@@ -37,10 +40,29 @@ def _procs(value: str) -> int:
             return len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             return os.cpu_count() or 1
-    n = int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, not {value!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError("must be at least 1, or auto")
     return n
+
+
+def _port(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, not {value!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {n}")
+    return n
+
+
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, not {x}")
+    return x
 
 
 def _positive_int(value: str) -> int:
@@ -52,8 +74,8 @@ def _positive_int(value: str) -> int:
 
 def _positive_float(value: str) -> float:
     x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError("must be positive")
+    if not x > 0 or not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, not {value}")
     return x
 
 
@@ -61,7 +83,7 @@ def _non_negative_float(value: str) -> float:
     x = float(value)
     if not x >= 0:
         raise argparse.ArgumentTypeError("must not be negative")
-    return x
+    return _finite(x)
 
 
 def _non_negative_int(value: str) -> int:
@@ -103,9 +125,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(a WSGI application)")
     p.add_argument("--wsgi", action="store_true",
                    help="APP is a WSGI application: serve it over HTTP/1.1 (docs/wsgi.md)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8080, help="port, 0 for any free one (default: %(default)s)")
-    p.add_argument("--procs", type=_procs, default=1, metavar="N|auto",
+    p.add_argument("--host", default=None, help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=None,
+                   help="port, 0 for any free one (default: 8080)")
+    p.add_argument("-b", "--bind", default=None, metavar="HOST:PORT|unix:PATH",
+                   help="where to listen, gunicorn's way: instead of --host and --port, or a "
+                        "Unix socket")
+    p.add_argument("--procs", "-w", "--workers", dest="procs", type=_procs, default=1, metavar="N|auto",
                    help="worker processes; auto is one per core (default: 1)")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="T",
                    help="threads per worker, each with its own hub and accept loop (default: 1)")
@@ -115,18 +141,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=_positive_float, default=None, metavar="S",
                    help="close a connection that makes no progress for S seconds (default: off)")
     p.add_argument("--graceful-timeout", type=_non_negative_float, default=10.0, metavar="S",
-                   help="on SIGTERM/SIGINT, how long open connections may go on (default: %(default)s)")
+                   help="on SIGTERM/SIGINT, and for a worker replaced on SIGHUP, how long open "
+                        "connections may go on; a worker still alive 3 s later is killed "
+                        "(default: %(default)s)")
     p.add_argument("--backlog", type=_positive_int, default=2048, metavar="N",
                    help="listen backlog, capped by net.core.somaxconn (default: %(default)s)")
     p.add_argument("--certfile", metavar="PEM", default=None,
                    help="serve TLS with this certificate (chain) file")
     p.add_argument("--keyfile", metavar="PEM", default=None,
                    help="the certificate's private key, if not in --certfile")
+    p.add_argument("--handshake-timeout", type=_positive_float, default=10.0, metavar="S",
+                   help="with TLS, close a client whose handshake is not done S seconds after "
+                        "it connected (default: %(default)s)")
     p.add_argument("--stats-interval", type=_positive_float, default=None, metavar="S",
                    help="each worker logs its connection counts every S seconds (default: off)")
     p.add_argument("--monkey-patch", action="store_true",
                    help="call greenline.monkey.patch_all() before loading APP, so that the "
                         "blocking calls it makes (time.sleep, other sockets, ...) switch green threads")
+    p.add_argument("--preload", action="store_true",
+                   help="on SIGHUP, new workers keep the code imported at start instead of "
+                        "importing APP's modules again (gunicorn's --preload)")
+    p.add_argument("--pid", metavar="FILE", default=None,
+                   help="write the supervisor's pid to FILE (removed at exit)")
+    p.add_argument("--log-file", "--error-logfile", dest="log_file", metavar="FILE|-", default=None,
+                   help="append the log to FILE instead of stderr; SIGUSR1 reopens it "
+                        "(default: -, stderr)")
     # Behind a load balancer (docs/deploy.md).
     p.add_argument("--proxy-protocol", action="store_true",
                    help="every connection starts with a PROXY protocol header (v1 or v2, as "
@@ -179,71 +218,245 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _one_line_error(parser: argparse.ArgumentParser) -> Any:
     def error(message: str) -> Any:
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
+        parser.exit(2, f"{parser.prog}: {message} (see {parser.prog} --help)\n")
 
     return error
 
 
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+PROG = "greenline serve"
+
+
+def _fail(message: str, code: int = 2) -> int:
+    """Bad input (or a port that cannot be bound): one line, no log format."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _listen_on(args: argparse.Namespace) -> tuple[str, int, str | None]:
+    """(host, port, unix path) from --bind, or --host and --port."""
+    host, port = args.host, args.port
+    if args.bind is None:
+        return host or "127.0.0.1", 8080 if port is None else port, None
+    if host is not None or port is not None:
+        raise _UsageError("--bind replaces --host and --port: give one or the other")
+    spec = args.bind
+    if spec.startswith("unix:"):
+        path = spec[len("unix:"):]
+        if not path:
+            raise _UsageError("--bind unix:PATH needs a path")
+        return "", 0, path
+    where, sep, port_text = spec.rpartition(":")
+    if not sep:
+        where, port_text = spec, "8000"  # gunicorn's default port for a bare host
+    where = where.strip("[]") or "127.0.0.1"
+    try:
+        port = _port(port_text)
+    except argparse.ArgumentTypeError as e:
+        raise _UsageError(f"--bind {spec}: {e}") from None
+    return where, port, None
+
+
+def _installed_paths() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    found = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(p + os.sep for p in sorted(found))
+
+
+def _own_modules(names: set[str]) -> list[str]:
+    """Of the modules named, those that are the user's own source: not the
+    standard library's, not an installed package's, not greenline's, and
+    Python source (an extension module cannot be imported twice)."""
+    installed = _installed_paths()
+    out = []
+    for name in names:
+        mod = sys.modules.get(name)
+        path = getattr(mod, "__file__", None)
+        if not path or not path.endswith(".py"):
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(installed) or name == "greenline" or name.startswith("greenline."):
+            continue
+        out.append(name)
+    return out
+
+
+def _app_loader(args: argparse.Namespace, cfg: ServeConfig,
+                access: Any) -> tuple[ServerFactory, Callable[[], ServerFactory]]:
+    """The server factory for APP, and a function that imports APP's own
+    modules again and makes a new one (what a worker forked after SIGHUP
+    calls)."""
+
+    def make() -> ServerFactory:
+        if args.wsgi:
+            factory = _wsgi_factory(args, cfg, access)
+        else:
+            factory = stream_server_factory(_load(args.app), cfg)
+        return _behind_balancer(factory, args)
+
+    before = set(sys.modules)
+    factory = make()
+    own = _own_modules(set(sys.modules) - before)
+
+    def again() -> ServerFactory:
+        for name in own:
+            sys.modules.pop(name, None)
+        importlib.invalidate_caches()
+        return make()
+
+    return factory, again
+
+
+def _load(spec: str) -> Any:
+    from greenline.servers.apps import AppError, load_app
+
+    try:
+        return load_app(spec)
+    except AppError as e:
+        raise _UsageError(str(e)) from None
+
+
+class _Logs:
+    """The files SIGUSR1 reopens (the log and the access log), by path: each
+    is reopened onto the same descriptor number (dup2), so every object
+    holding the file, in every thread, writes to the new one."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Any, str]] = []
+
+    def add(self, stream: Any, path: str) -> None:
+        self.files.append((stream, os.path.abspath(path)))
+
+    def reopen(self) -> None:
+        for stream, path in self.files:
+            stream.flush()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.dup2(fd, stream.fileno())
+            finally:
+                os.close(fd)
 
 
 def run(args: argparse.Namespace) -> int:
     """``greenline serve``: returns the exit code."""
-    from greenline.servers.apps import AppError, load_app
+    logs = _Logs()
+    try:
+        cfg = _config(args)
+        handler: logging.Handler
+        if args.log_file in (None, "-"):
+            handler = logging.StreamHandler(sys.stderr)
+        else:
+            try:
+                handler = logging.FileHandler(args.log_file, encoding="utf-8")
+            except OSError as e:
+                raise _UsageError(f"cannot open the log file {args.log_file}: {e.strerror or e}") from None
+            logs.add(handler.stream, args.log_file)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(args.log_level.upper())
+        if getattr(args, "monkey_patch", False):
+            # Here, not in the app module: patching while importlib holds its
+            # module lock swaps the thread identity that lock is keyed on.
+            from greenline import monkey
 
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    cfg = ServeConfig(app=args.app, host=args.host, port=args.port, procs=args.procs,
+            monkey.patch_all()
+        access = _access_log(args.access_log) if args.wsgi else None
+        if access is not None and args.access_log != "-":
+            logs.add(access, args.access_log)
+        make_server, load_again = _app_loader(args, cfg, access)
+        if args.wsgi:
+            cfg.app = f"{args.app} (WSGI)"
+    except _UsageError as e:
+        return _fail(str(e))
+    try:
+        listener = bind(cfg)
+    except OverflowError as e:  # pragma: no cover - ports are checked when parsed
+        return _fail(f"cannot listen on {cfg.where()}: {e}")
+    except OSError as e:
+        return _fail(f"cannot listen on {cfg.where()}: {e.strerror or e}", 1)
+    if cfg.unix is None:
+        cfg.port = listener.getsockname()[1]
+    pidfile = args.pid
+    try:
+        if pidfile:
+            try:
+                with open(pidfile, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+            except OSError as e:
+                return _fail(f"cannot write the pid file {pidfile}: {e.strerror or e}")
+        return Supervisor(cfg, make_server, listener,
+                          reload_factory=None if args.preload else load_again,
+                          reopen_logs=logs.reopen).run()
+    finally:
+        listener.close()
+        if cfg.unix is not None:
+            _unlink(cfg.unix)
+        if pidfile:
+            _unlink(pidfile)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _config(args: argparse.Namespace) -> ServeConfig:
+    """The configuration the options ask for, every check that needs no
+    import done (one line and exit 2 for anything wrong)."""
+    host, port, unix = _listen_on(args)
+    cfg = ServeConfig(app=args.app, host=host, port=port, unix=unix, procs=args.procs,
                       threads=args.threads, max_conns=args.max_conns, idle_timeout=args.idle_timeout,
                       graceful_timeout=args.graceful_timeout, backlog=args.backlog,
                       certfile=args.certfile, keyfile=args.keyfile,
-                      stats_interval=getattr(args, "stats_interval", None))
+                      stats_interval=getattr(args, "stats_interval", None),
+                      handshake_timeout=args.handshake_timeout)
     if cfg.keyfile and not cfg.certfile:
-        log.error("--keyfile needs --certfile")
-        return 2
-    wsgi = getattr(args, "wsgi", False)
-    if not wsgi:
+        raise _UsageError("--keyfile needs --certfile")
+    if not args.wsgi:
         given = [flag for dest, flag in _HTTP_OPTIONS.items() if getattr(args, dest, None) is not None]
         if given:
-            log.error("%s needs --wsgi", given[0])
-            return 2
+            raise _UsageError(f"{given[0]} needs --wsgi")
     if cfg.certfile:
         # Load it once here so a bad file is an error now, not in every worker.
-        from greenline.servers.stream import make_ssl_context
+        _check_certificate(cfg)
+    return cfg
 
+
+def _check_certificate(cfg: ServeConfig) -> None:
+    from greenline.servers.stream import make_ssl_context
+
+    try:
+        make_ssl_context(None, cfg.ssl_args())
+    except FileNotFoundError as e:
+        raise _UsageError(f"cannot load the TLS certificate: no such file: {e.filename}") from None
+    except (OSError, ValueError) as e:
+        raise _UsageError(f"cannot load the TLS certificate: {_pem_trouble(cfg) or e}") from None
+
+
+def _pem_trouble(cfg: ServeConfig) -> str | None:
+    """What is wrong with the PEM files, in words (OpenSSL says "[SSL] PEM
+    lib" for most of it)."""
+
+    def read(path: str) -> str:
         try:
-            make_ssl_context(None, cfg.ssl_args())
-        except (OSError, ValueError) as e:
-            log.error("cannot load the TLS certificate: %s", e)
-            return 2
-    if getattr(args, "monkey_patch", False):
-        # Here, not in the app module: patching while importlib holds its
-        # module lock swaps the thread identity that lock is keyed on.
-        from greenline import monkey
+            with open(path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
-        monkey.patch_all()
-    try:
-        if wsgi:
-            make_server = _wsgi_factory(args, cfg)
-            cfg.app = f"{args.app} (WSGI)"
-        else:
-            make_server = stream_server_factory(load_app(args.app), cfg)
-    except AppError as e:
-        log.error("%s", e)
-        return 2
-    except _UsageError as e:
-        log.error("%s", e)
-        return 2
-    make_server = _behind_balancer(make_server, args)
-    try:
-        listener = bind(cfg)
-    except OSError as e:
-        log.error("cannot listen on %s:%d: %s", format_host(cfg.host), cfg.port, e.strerror or e)
-        return 1
-    cfg.port = listener.getsockname()[1]
-    try:
-        return Supervisor(cfg, make_server, listener).run()
-    finally:
-        listener.close()
+    cert = read(cfg.certfile or "")
+    key = read(cfg.keyfile) if cfg.keyfile else cert
+    if "-----BEGIN CERTIFICATE-----" not in cert:
+        return f"{cfg.certfile} holds no PEM certificate"
+    if "PRIVATE KEY-----" not in key:
+        if cfg.keyfile:
+            return f"{cfg.keyfile} holds no PEM private key"
+        return (f"{cfg.certfile} holds a certificate but no private key: give the key with "
+                "--keyfile KEY.pem, or append it to the certificate's file")
+    return None
 
 
 def _forwarded_allow_ips(value: str) -> Any:
@@ -318,20 +531,24 @@ def _access_log(target: str | None) -> Any:
         raise _UsageError(f"cannot open the access log {target}: {e.strerror or e}") from None
 
 
-def _wsgi_factory(args: argparse.Namespace, cfg: ServeConfig) -> ServerFactory:
+def _wsgi_factory(args: argparse.Namespace, cfg: ServeConfig, access: Any) -> ServerFactory:
     """A factory of :class:`~greenline.wsgi.WSGIServer` for APP."""
-    from greenline.servers.apps import load_app
     from greenline.wsgi import WSGIServer
 
     if ":" not in args.app:
         raise _UsageError(f"with --wsgi, APP is module:application, not {args.app!r}")
-    app: Any = load_app(args.app)
+    app: Any = _load(args.app)
     limits = _limits(args)
-    access = _access_log(args.access_log)
-    ssl_args = cfg.ssl_args()
+    ssl_args: dict[str, Any] = {**cfg.ssl_args(), "handshake_timeout": cfg.handshake_timeout}
+    environ = None
+    if cfg.unix is not None:
+        # No host and port to tell the application: say what a client
+        # reaching it through a proxy on this machine would use.
+        environ = {"SERVER_NAME": "localhost", "SERVER_PORT": "443" if cfg.certfile else "80"}
 
     def make(sock: Any) -> WSGIServer:
-        return WSGIServer(sock, app, log=access, limits=limits, max_connections=cfg.max_conns,
+        return WSGIServer(sock, app, log=access, environ=environ, limits=limits,
+                          max_connections=cfg.max_conns,
                           idle_timeout=cfg.idle_timeout, multiprocess=cfg.procs > 1,
                           multithread=cfg.threads > 1, **ssl_args)
 
