@@ -64,8 +64,9 @@ def cache_dir(version: str) -> Path:
     return base / "greenline" / f"gevent-{version}"
 
 
-def fetch(version: str) -> Path:
-    """The unpacked sdist's ``src/gevent`` directory, downloading it once."""
+def fetch(version: str, timeout: float | None = None) -> Path:
+    """The unpacked sdist's ``src/gevent`` directory, downloading it once
+    (each pip run bounded by ``timeout`` seconds, if given)."""
     target = cache_dir(version)
     src = target / f"gevent-{version}" / "src" / "gevent"
     if (src / "tests").is_dir():
@@ -77,9 +78,9 @@ def fetch(version: str) -> Path:
         # does not install a build environment to do it.
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--no-build-isolation", f"gevent=={version}", "-d", tmp]
-        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL, timeout=timeout).returncode != 0:
             cmd.remove("--no-build-isolation")
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=timeout)
         archive = next(Path(tmp).glob("gevent-*.tar.gz"))
         with tarfile.open(archive) as tar:
             tar.extractall(target, filter="data")

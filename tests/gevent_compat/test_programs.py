@@ -24,6 +24,10 @@ SRC = ROOT / "src"
 
 pytestmark = pytest.mark.slow
 
+#: Seconds a test may spend downloading gevent's sdist (for its examples)
+#: when ~/.cache/greenline does not have it yet.
+FETCH_TIMEOUT = 120.0
+
 
 def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(SRC), PYTHONUNBUFFERED="1")
@@ -70,9 +74,12 @@ def _examples() -> Path:
     if cached.is_dir():
         return cached
     try:
-        return gevent_tests.fetch(gevent_tests.VERSION).parents[1] / "examples"
-    except Exception as e:  # no pip, no registry
-        pytest.skip(f"gevent's examples could not be downloaded: {e}")
+        # Bounded: a test run must not wait minutes on a registry.
+        return gevent_tests.fetch(gevent_tests.VERSION, timeout=FETCH_TIMEOUT).parents[1] / "examples"
+    except Exception as e:  # no pip, no registry, too slow
+        pytest.skip(f"gevent's examples are not in {cached.parent} and could not be downloaded "
+                    f"within {FETCH_TIMEOUT:.0f} s ({type(e).__name__}: {e}); "
+                    "python scripts/gevent_tests.py --help fetches them")
 
 
 def _example(tmp_path: Path, name: str, **replace: str) -> Path:
@@ -215,3 +222,140 @@ def test_example_portforwarder_between_two_local_ports(tmp_path):
         out = _stop(proc)
         dest.close()
     assert "accepted" in out, out
+
+
+def _requires(*modules: str) -> pytest.MarkDecorator:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed "
+                              "(pip install -e '.[gevent-programs]')")
+
+
+def _serve_hello(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A greenline WSGIServer in a process of its own: ``/`` answers hi."""
+    (tmp_path / "hello_server.py").write_text(
+        "import sys\n"
+        "from greenline.wsgi import WSGIServer\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'hi ' + environ['PATH_INFO'].encode()]\n"
+        "WSGIServer(('127.0.0.1', int(sys.argv[1])), app).serve_forever()\n")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "hello_server.py"), str(port)], cwd=tmp_path,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _wait_for_port(port, proc)
+    return proc, port
+
+
+@_requires("locust")
+def test_locust_headless_drives_a_greenline_wsgi_server(tmp_path):
+    # Both of locust's clients: HttpUser (requests) and FastHttpUser
+    # (geventhttpclient), every request answered.
+    (tmp_path / "locustfile.py").write_text(
+        "from locust import HttpUser, FastHttpUser, task, constant\n"
+        "class Slow(HttpUser):\n"
+        "    wait_time = constant(0.01)\n"
+        "    @task\n"
+        "    def hello(self):\n"
+        "        self.client.get('/slow')\n"
+        "class Fast(FastHttpUser):\n"
+        "    wait_time = constant(0.01)\n"
+        "    @task\n"
+        "    def hello(self):\n"
+        "        self.client.get('/fast')\n")
+    server, port = _serve_hello(tmp_path)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "greenline", "run", "--as-gevent", "-m", "locust", "-f", "locustfile.py",
+             "--headless", "-u", "10", "-r", "10", "-t", "2s", "-H", f"http://127.0.0.1:{port}",
+             "--only-summary", "--csv", "out"],
+            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    finally:
+        _stop(server)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    rows = {r.split(",")[1]: r.split(",") for r in (tmp_path / "out_stats.csv").read_text().splitlines()[1:]}
+    for path in ("/slow", "/fast"):
+        requests, failures = int(rows[path][2]), int(rows[path][3])
+        assert requests > 20 and failures == 0, rows[path]
+
+
+@_requires("geventhttpclient")
+def test_geventhttpclient_against_a_local_pywsgi_server(tmp_path):
+    script = tmp_path / "ghc.py"
+    script.write_text(
+        "import gevent\n"
+        "from gevent import pywsgi\n"
+        "from geventhttpclient import HTTPClient\n"
+        "def app(environ, start_response):\n"
+        "    gevent.sleep(0.2)\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'hello ' + environ['PATH_INFO'].encode()]\n"
+        "server = pywsgi.WSGIServer(('127.0.0.1', 0), app, log=None)\n"
+        "server.start()\n"
+        "client = HTTPClient('127.0.0.1', server.server_port, concurrency=20)\n"
+        "def get(i):\n"
+        "    r = client.get(f'/{i}')\n"
+        "    return r.status_code, r.read()\n"
+        "start = gevent.get_hub().loop.now()\n"
+        "jobs = [gevent.spawn(get, i) for i in range(20)]\n"
+        "gevent.joinall(jobs, raise_error=True)\n"
+        "took = gevent.get_hub().loop.now() - start\n"
+        "assert [j.value for j in jobs] == [(200, b'hello /%d' % i) for i in range(20)]\n"
+        "assert took < 2, took  # 20 requests of 0.2 s each, concurrently\n"
+        "client.close()\n"
+        "server.stop()\n"
+        "print('ok')\n")
+    run = _run_example(script)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
+
+
+@_requires("zmq")
+def test_zmq_green_on_the_hubs_loop_watchers(tmp_path):
+    # The receiver waits on zmq's descriptor through loop.io before anything
+    # is sent; another green thread keeps running meanwhile.
+    script = tmp_path / "zmq_green.py"
+    script.write_text(
+        "import gevent\n"
+        "import zmq.green as zmq\n"
+        "ctx = zmq.Context()\n"
+        "pull = ctx.socket(zmq.PULL)\n"
+        "port = pull.bind_to_random_port('tcp://127.0.0.1')\n"
+        "push = ctx.socket(zmq.PUSH)\n"
+        "push.connect(f'tcp://127.0.0.1:{port}')\n"
+        "got, ticks = [], []\n"
+        "def receiver():\n"
+        "    for _ in range(100):\n"
+        "        got.append(pull.recv())\n"
+        "def sender():\n"
+        "    for i in range(100):\n"
+        "        push.send(b'%d' % i)\n"
+        "def ticker():\n"
+        "    while len(got) < 100:\n"
+        "        ticks.append(1)\n"
+        "        gevent.sleep(0.005)\n"
+        "gs = [gevent.spawn(receiver), gevent.spawn(ticker), gevent.spawn_later(0.1, sender)]\n"
+        "with gevent.Timeout(20):\n"
+        "    gevent.joinall(gs, raise_error=True)\n"
+        "assert got == [b'%d' % i for i in range(100)], got[:5]\n"
+        "assert len(ticks) >= 5, ticks  # the hub ran others while recv waited\n"
+        "push.close(); pull.close(); ctx.term()\n"
+        "print('ok')\n")
+    run = _run_example(script)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr[-3000:]
+
+
+@_requires("requests")
+def test_example_concurrent_download_from_a_local_server(tmp_path):
+    server, port = _serve_hello(tmp_path)
+    try:
+        urls = [f"http://127.0.0.1:{port}/{name}" for name in ("a", "b", "c")]
+        path = _example(tmp_path, "concurrent_download.py",
+                        **{"'https://www.google.com/'": repr(urls[0]),
+                           "'https://www.apple.com/'": repr(urls[1]),
+                           "'https://www.python.org/'": repr(urls[2])})
+        assert "127.0.0.1" in path.read_text()
+        run = _run_example(path)
+    finally:
+        _stop(server)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    for url, name in zip(urls, "abc", strict=True):
+        assert f"{url}: 5 bytes: 'hi /{name}'" in run.stdout, run.stdout
