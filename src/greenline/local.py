@@ -160,6 +160,31 @@ class local:
                 return
         d[name] = value
 
+    def __copy__(self) -> local:
+        """A new local whose calling green thread's attributes are a
+        shallow copy of this one's (other green threads start afresh)."""
+        impl = object.__getattribute__(self, "_local__impl")
+        d = _get_dict(self)
+        new = object.__new__(type(self))
+        new_impl = _LocalImpl(impl.args, impl.kwargs)
+        object.__setattr__(new, "_local__impl", new_impl)
+        new_impl.create(getcurrent()).update(d)
+        # A subclass's slots are per object, not per green thread: copied too.
+        for cls in type(self).__mro__:
+            if cls is local:
+                break
+            slots = cls.__dict__.get("__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                attr = cls.__dict__.get(name)
+                if attr is None or not hasattr(type(attr), "__set__"):
+                    continue
+                try:
+                    value = type(attr).__get__(attr, self, cls)
+                except AttributeError:
+                    continue
+                type(attr).__set__(attr, new, value)
+        return new
+
     def __delattr__(self, name: str) -> None:
         if name == "__dict__":
             raise AttributeError(f"{type(self).__name__!r} object attribute '__dict__' is read-only")

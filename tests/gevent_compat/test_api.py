@@ -281,3 +281,27 @@ def test_threadpool_of_maxsize_zero_waits_and_refuses_other_threads():
     other = ThreadPool(1)
     with pytest.raises(InvalidThreadUseError):
         other.apply(lambda: pool.spawn(done.append, 2))
+
+
+def test_copying_a_local_copies_the_callers_attributes_shallowly():
+    import copy
+
+    from greenline.local import local
+
+    a = local()
+    a.path, a.obj = "123", []
+    b = copy.copy(a)
+    b.path = "321"
+    assert a.path == "123" and b.obj is a.obj
+
+
+def test_gevent_time_sleep_is_the_patched_time_sleep_once_patched():
+    import importlib
+
+    gtime = importlib.import_module("greenline.gevent.time")
+    from greenline.monkey import is_module_patched
+
+    if is_module_patched("time"):
+        assert gtime.sleep is time.sleep
+    else:
+        assert gtime.sleep is greenline.sleep
