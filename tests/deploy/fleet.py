@@ -133,13 +133,27 @@ def haproxy(procs: Procs, cfg: str, name: str = "haproxy", netns: str | None = N
     return procs.start(["haproxy", "-f", str(path), "-db"], name, netns=netns)
 
 
+def nginx(procs: Procs, cfg: str, name: str = "nginx", netns: str | None = None) -> subprocess.Popen[bytes]:
+    """nginx in the foreground on ``cfg``, its pid file and error log in the
+    test's directory."""
+    path = procs.tmp / f"{name}.conf"
+    path.write_text(cfg)
+    glob = f"daemon off; pid {procs.tmp / name}.pid; error_log {procs.tmp / name}.log;"
+    check = subprocess.run(["nginx", "-t", "-c", str(path), "-g", glob], capture_output=True, text=True,
+                           timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    return procs.start(["nginx", "-c", str(path), "-g", glob], name, netns=netns)
+
+
 def client(url: str, n: int, source: str | None = None, netns: str | None = None,
-           wait: float = 15.0) -> list[dict]:
+           wait: float = 15.0, headers: list[str] = ()) -> list[dict]:  # type: ignore[assignment]
     """``n`` GETs of ``url``, each on a new connection (from ``source`` if
     given), once the fleet answers; each answer with the client's own end."""
     argv = [sys.executable, str(HERE / "fleet_client.py"), url, "-n", str(n), "--wait", str(wait)]
     if source:
         argv += ["--source", source]
+    for h in headers:
+        argv += ["-H", h]
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=wait + 30)
@@ -162,10 +176,17 @@ def lost(result: dict) -> int:
 # -- network namespaces -------------------------------------------------------------
 
 
-def have_tools() -> str | None:
-    """Why the fleet cannot run here, or None."""
-    if shutil.which("haproxy") is None:
+def have_tools(config: str = "haproxy") -> str | None:
+    """Why the fleet cannot run ``config``'s balancer here, or None."""
+    if config.startswith("haproxy") and shutil.which("haproxy") is None:
         return "haproxy is not installed (apt-get install haproxy; .ci/run installs it)"
+    if config.startswith("nginx"):
+        if shutil.which("nginx") is None:
+            return "nginx is not installed (apt-get install nginx libnginx-mod-stream; .ci/run installs it)"
+        if "load_module" in doc_config(config):
+            module = re.search(r"load_module (\S+);", doc_config(config))
+            if module and not os.path.exists(module.group(1)):
+                return f"nginx's stream module is not installed ({module.group(1)}: apt-get install libnginx-mod-stream)"
     return None
 
 

@@ -14,7 +14,8 @@ import time
 from urllib.parse import urlsplit
 
 
-def get(host: str, port: int, path: str, source: str | None) -> tuple[tuple[str, int], int, bytes]:
+def get(host: str, port: int, path: str, source: str | None,
+        headers: list[str] = ()) -> tuple[tuple[str, int], int, bytes]:  # type: ignore[assignment]
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.settimeout(5)
     with s:
@@ -22,7 +23,8 @@ def get(host: str, port: int, path: str, source: str | None) -> tuple[tuple[str,
             s.bind((source, 0))
         s.connect((host, port))
         me = s.getsockname()[:2]
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n\r\n".encode())
+        extra = "".join(h + "\r\n" for h in headers)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: fleet\r\nConnection: close\r\n{extra}\r\n".encode())
         out = b""
         while d := s.recv(65536):
             out += d
@@ -37,6 +39,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=10)
     ap.add_argument("--source")
     ap.add_argument("--wait", type=float, default=15.0)
+    ap.add_argument("-H", dest="headers", action="append", default=[])
     a = ap.parse_args()
     u = urlsplit(a.url)
     host, port, path = u.hostname or "127.0.0.1", u.port or 80, u.path or "/"
@@ -52,7 +55,7 @@ def main() -> int:
             return 1
         time.sleep(0.05)  # polling for the fleet to come up, bounded above
     for _ in range(a.n):
-        me, status, body = get(host, port, path, a.source)
+        me, status, body = get(host, port, path, a.source, a.headers)
         print(json.dumps({"client": list(me), "status": status, "body": body.decode("latin-1")}))
     return 0
 

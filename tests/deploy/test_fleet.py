@@ -44,6 +44,7 @@ from fleet import (
     load,
     lost,
     netns_unavailable,
+    nginx,
     serve,
 )
 
@@ -72,6 +73,8 @@ class Fleet:
         self.procs = Procs(tmp)
         self.net: Netns | None = None
         self.backends: dict[str, subprocess.Popen[bytes]] = {}
+        # The balancer's address as each backend sees it.
+        self.balancer_seen_as = {"app1": "127.0.0.1", "app2": "127.0.0.1"}
         if where == "netns":
             self.net = Netns()
             try:
@@ -81,6 +84,7 @@ class Fleet:
                     ns = self.net.ns(name)
                     self.net.link(lb, f"198.18.{i}.1", ns, f"198.18.{i}.2")
                     hosts[name] = (f"198.18.{i}.2", ns)
+                    self.balancer_seen_as[name] = f"198.18.{i}.1"
                 self.clients = []
                 for i in (1, 2):
                     ns = self.net.ns(f"cli{i}")
@@ -100,22 +104,29 @@ class Fleet:
             self.bind = f"127.0.0.1:{port}"
             self.clients = [("127.0.0.5", None, self.bind), ("127.0.0.6", None, self.bind)]
 
-    def start(self, config: str, app: str, *args: str) -> None:
+    def start(self, config: str, app: str, *args: str, forwarded: bool = False) -> None:
+        """The backends (``forwarded``: trusting the balancer's
+        X-Forwarded-*), then ``config``'s balancer in front of them."""
+        reason = have_tools(config)
+        if reason:
+            pytest.skip(reason)
         addresses = {"frontend": self.bind}
         for name, (host, ns) in self.hosts.items():
-            p, port = serve(self.procs, name, app, *args, host=host, port=8000 if ns else 0, netns=ns,
-                            env={"FLEET_LOG": str(self.tmp / f"{name}.log")})
+            extra = ["--forwarded-allow-ips", self.balancer_seen_as[name]] if forwarded else []
+            p, port = serve(self.procs, name, app, *args, *extra, host=host, port=8000 if ns else 0,
+                            netns=ns, env={"FLEET_LOG": str(self.tmp / f"{name}.log")})
             self.backends[name] = p
             addresses[name] = f"{host}:{port}"
-        self.balancer = haproxy(self.procs, config_for(config, addresses), netns=self.lb_ns)
+        run = haproxy if config.startswith("haproxy") else nginx
+        self.balancer = run(self.procs, config_for(config, addresses), netns=self.lb_ns)
 
     def url(self, i: int, path: str = "/") -> str:
         return f"http://{self.clients[i][2]}{path}"
 
-    def get(self, i: int, n: int, path: str = "/") -> list[dict]:
+    def get(self, i: int, n: int, path: str = "/", headers: list[str] = ()) -> list[dict]:  # type: ignore[assignment]
         source, ns, _ = self.clients[i]
         try:
-            return client(self.url(i, path), n, source=source, netns=ns)
+            return client(self.url(i, path), n, source=source, netns=ns, headers=headers)
         except AssertionError as e:
             raise AssertionError(f"{e}\nhaproxy ({self.balancer.poll()}): {self.procs.stderr(self.balancer)}") from None
 
@@ -137,9 +148,6 @@ class Fleet:
 
 @pytest.fixture(params=["loopback", "netns"])
 def fleet(request, tmp_path):
-    reason = have_tools()
-    if reason:
-        pytest.skip(reason)
     if request.param == "netns":
         reason = netns_unavailable()
         if reason:
@@ -232,8 +240,10 @@ def test_a_sighup_of_a_backend_under_load_loses_nothing(fleet):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_the_stream_server_behind_haproxy_gets_the_clients_address(fleet):
-    fleet.start("haproxy-stream", "fleet_app:whoami", "--proxy-protocol")
+@pytest.mark.parametrize("config", ["haproxy-stream", "nginx-stream"])
+def test_the_stream_server_behind_a_balancer_gets_the_clients_address(fleet, config):
+    # HAProxy sends version 2 of the PROXY protocol, nginx version 1.
+    fleet.start(config, "fleet_app:whoami", "--proxy-protocol")
     seen = Counter()
     for source, ns, lb in fleet.clients:
         host, port = lb.rsplit(":", 1)
@@ -286,3 +296,19 @@ def test_load_from_two_hosts_merges_into_one_exact_report(fleet):
         lo = min(p["latency_us"][q] for p in parts)
         hi = max(p["latency_us"][q] for p in parts)
         assert lo <= merged["latency_us"][q] <= hi, q
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_wsgi_behind_nginx_takes_the_client_from_x_forwarded_for(fleet):
+    fleet.start("nginx-wsgi", "fleet_app:app", "--wsgi", forwarded=True)
+    seen = Counter()
+    for i in range(len(fleet.clients)):
+        # A client's own X-Forwarded-For is no use to it: nginx appends the
+        # real address, and greenline reads from the right.
+        for a in fleet.get(i, 8, headers=["X-Forwarded-For: 6.6.6.6"]):
+            assert a["status"] == 200, a
+            body = json.loads(a["body"])
+            assert (body["remote_addr"], body["remote_port"], body["scheme"]) == (fleet.clients[i][0], "0", "http")
+            seen[body["backend"]] += 1
+    assert set(seen) == {"app1", "app2"}, seen
