@@ -4,6 +4,8 @@ port read from its ``listening on`` line, clients as green threads here."""
 from __future__ import annotations
 
 import os
+import resource
+import select as stdselect
 import signal
 import struct
 import subprocess
@@ -11,10 +13,11 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from serve_helpers import SRC, Serve, ask, owners, recv_exactly, serving
+from serve_helpers import SRC, Serve, ask, owners, recv_all, recv_exactly, serving
 
 import greenline
 from greenline import socket
@@ -728,3 +731,392 @@ def test_bad_values_are_one_line_and_exit_2(tmp_path, args, says):
     assert r.returncode == 2, r.stderr
     line = _one_line(r)
     assert line.startswith("greenline serve: ") and says in line, line
+
+
+def _spawn_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+               stdin: Any = None, **kw: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """``greenline serve ARGS`` exactly as given (no --port added), and its
+    ``listening on`` line."""
+    full_env = dict(os.environ, PYTHONPATH=SRC, **(env or {}))
+    log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "greenline", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=log, env=full_env, cwd=tmp_path, **kw)
+    log.close()
+    assert proc.stdout is not None
+    ready, _, _ = stdselect.select([proc.stdout], [], [], 20)
+    line = proc.stdout.readline().decode().strip() if ready else ""
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(f"no listening line: {line!r}: {Path(log.name).read_text()}")
+    proc.log_path = Path(log.name)  # type: ignore[attr-defined]
+    return proc, line
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        greenline.sleep(0.02)
+    if proc.poll() is None:
+        for k in psutil.Process(proc.pid).children():
+            k.kill()
+        proc.kill()
+    code = proc.wait(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return code
+
+
+@pytest.mark.timeout(60)
+def test_inherited_descriptors_past_1024_do_not_break_the_supervisor(tmp_path):
+    # Run with 1100 descriptors inherited: the supervisor's own (its pipes,
+    # its workers' control sockets) are numbered past FD_SETSIZE, which
+    # select() refuses with ValueError.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("needs a descriptor limit of 2048")
+    launcher = textwrap.dedent("""
+        import os, resource, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        for _ in range(1100):
+            os.set_inheritable(os.open(os.devnull, os.O_RDONLY), True)
+        os.execv(sys.executable, [sys.executable, "-m", "greenline", *sys.argv[1:]])
+    """)
+    (tmp_path / "launch.py").write_text(launcher)
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.Popen([sys.executable, "launch.py", "serve", "upper", "--port", "0", "--procs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = stdselect.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline().decode() if ready else ""
+        assert line.startswith("listening on 127.0.0.1:"), (line, proc.poll())
+        port = int(line.rsplit(":", 1)[1])
+        assert ask(("127.0.0.1", port), b"far fds") == b"FAR FDS"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err.decode()[-3000:]
+        assert b"Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+SPINNER = """
+import os
+
+def handle(sock, address):
+    data = sock.recv(100)
+    if data == b"spin":
+        open("spinning-%d" % os.getpid(), "w").close()
+        while True:  # no IO, ever: the worker's hub never runs again
+            pass
+    sock.sendall(data.upper())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_replaced_on_sighup_that_does_not_stop_is_killed_after_its_graceful_timeout(
+        serve, tmp_path, until):
+    # Issue 15, item 2: before, it spun at 100% CPU until the final SIGTERM.
+    from greenline.servers.supervisor import KILL_MARGIN
+
+    (tmp_path / "spinner.py").write_text(SPINNER)
+    srv = serve("spinner:handle", "--graceful-timeout", "1")
+    (old,) = srv.wait_workers(1)
+    stuck = socket.create_connection(srv.address, timeout=5)
+    stuck.sendall(b"spin")
+    until((tmp_path / f"spinning-{old}").exists, what="the handler spinning")
+    srv.proc.send_signal(signal.SIGHUP)
+    until(lambda: "replaced by" in srv.logs(), timeout=15, what="the new worker accepting")
+    told = time.monotonic()
+    # The new worker serves meanwhile.
+    assert ask(srv.address, b"served") == b"SERVED"
+    until(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE,
+          timeout=1 + KILL_MARGIN + 5, what="the stuck worker gone")
+    took = time.monotonic() - told
+    assert 1 + KILL_MARGIN - 0.5 < took < 1 + KILL_MARGIN + 2, took
+    until(lambda: f"worker {old} killed by SIGKILL" in srv.logs(), what="its end logged")
+    logs = srv.logs()
+    assert f"worker {old} still running" in logs and "killing it (SIGKILL)" in logs
+    assert stuck.recv(10) == b""
+    stuck.close()
+    assert ask(srv.address, b"after") == b"AFTER"
+    assert srv.proc.poll() is None
+    assert srv.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+def test_during_a_sighup_drain_new_clients_are_served_at_once_while_old_connections_finish(serve, until):
+    # Issue 15, item 5, for SIGHUP: the old worker finishes its connection
+    # for up to the graceful timeout; newcomers never wait for that.
+    srv = serve("upper", "--graceful-timeout", "10")
+    (old,) = srv.wait_workers(1)
+    held = socket.create_connection(srv.address, timeout=10)
+    held.sendall(b"before")
+    assert recv_exactly(held, 6) == b"BEFORE"
+    srv.proc.send_signal(signal.SIGHUP)
+    until(lambda: "replaced by" in srv.logs(), timeout=15, what="the new worker accepting")
+    srv.wait_workers(1, exclude={old})
+    for i in range(20):
+        t0 = time.monotonic()
+        msg = b"newcomer %d" % i
+        assert ask(srv.address, msg, timeout=5) == msg.upper()
+        assert time.monotonic() - t0 < 1.0
+    # The old worker is still draining: its connection is served.
+    assert psutil.Process(old).status() != psutil.STATUS_ZOMBIE
+    held.sendall(b"during")
+    assert recv_exactly(held, 6) == b"DURING"
+    held.close()
+    until(lambda: f"worker {old} exited with code 0" in srv.logs(), timeout=10,
+          what="the old worker done once its connection closed")
+    assert srv.terminate() == 0
+
+
+VERSIONED = """
+from helper import PREFIX
+
+def handle(sock, address):
+    sock.sendall(PREFIX + sock.recv(100))
+"""
+
+
+def _ask_until_closed(address: Any, msg: bytes) -> bytes:
+    c = socket.create_connection(address, timeout=5)
+    try:
+        c.sendall(msg)
+        return recv_all(c)
+    finally:
+        c.close()
+
+
+def _reload_and_wait(srv: Serve, until, old: set[int]) -> list[int]:
+    before = srv.logs().count("reload complete")
+    srv.proc.send_signal(signal.SIGHUP)
+    until(lambda: srv.logs().count("reload complete") > before, timeout=20, what="the reload done")
+    return srv.wait_workers(len(old), exclude=old)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("preload", [False, True])
+def test_sighup_loads_the_apps_new_code_unless_preload(serve, tmp_path, until, preload):
+    (tmp_path / "versioned.py").write_text(VERSIONED)
+    (tmp_path / "helper.py").write_text("PREFIX = b'v1:'\n")
+    srv = serve("versioned:handle", "--procs", "2", "--graceful-timeout", "1",
+                *(["--preload"] if preload else []))
+    first = set(srv.wait_workers(2))
+    assert _ask_until_closed(srv.address, b"x")[:3] == b"v1:"
+    # New code on disk (the module the app imports, too); a size that
+    # differs, so that no cached bytecode can pass for it.
+    (tmp_path / "helper.py").write_text("PREFIX = b'version 2:'\n")
+    second = set(_reload_and_wait(srv, until, first))
+    want = b"v1:" if preload else b"version 2:"
+    for _ in range(10):
+        got = _ask_until_closed(srv.address, b"x")
+        assert got.startswith(want), got
+    if preload:
+        assert srv.terminate() == 0
+        return
+    # New code that does not import: the reload is abandoned and the
+    # workers running go on; the reason is one line in the log.
+    (tmp_path / "helper.py").write_text("PREFIX = b'v3:' +\n")
+    before = srv.logs().count("reload abandoned")
+    srv.proc.send_signal(signal.SIGHUP)
+    until(lambda: srv.logs().count("reload abandoned") > before, timeout=20, what="the reload abandoned")
+    assert "worker cannot load the app: cannot import 'versioned': SyntaxError" in srv.logs()
+    assert "helper.py, line 1)" in srv.logs()
+    assert set(srv.wait_workers(2)) == second
+    assert _ask_until_closed(srv.address, b"x").startswith(b"version 2:")
+    # Fixed: the next SIGHUP takes it.
+    (tmp_path / "helper.py").write_text("PREFIX = b'version 4, fixed:'\n")
+    _reload_and_wait(srv, until, second)
+    assert _ask_until_closed(srv.address, b"x").startswith(b"version 4, fixed:")
+    assert srv.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+def test_sigttin_adds_a_worker_and_sigttou_removes_one(serve, until):
+    srv = serve("upper", "-w", "1", "--graceful-timeout", "1")
+    (first,) = srv.wait_workers(1)
+    srv.proc.send_signal(signal.SIGTTIN)
+    two = srv.wait_workers(2)
+    assert first in two
+    srv.proc.send_signal(signal.SIGTTIN)
+    three = srv.wait_workers(3)
+    assert psutil.Process(srv.proc.pid).status() != psutil.STATUS_STOPPED
+    srv.proc.send_signal(signal.SIGTTOU)
+    until(lambda: len(srv.workers()) == 2, timeout=10, what="down to two workers")
+    srv.proc.send_signal(signal.SIGTTOU)
+    until(lambda: len(srv.workers()) == 1, timeout=10, what="down to one worker")
+    # Never below one.
+    srv.proc.send_signal(signal.SIGTTOU)
+    until(lambda: "already down to one worker" in srv.logs(), what="the last one kept")
+    (last,) = [p.pid for p in srv.workers()]
+    assert last in three
+    for i in range(5):
+        assert ask(srv.address, b"still %d" % i) == b"STILL %d" % i
+    # A removed worker is not restarted.
+    greenline.sleep(0.3)
+    assert [p.pid for p in srv.workers()] == [last]
+    assert srv.terminate() == 0
+
+
+WSGI_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+"""
+
+
+def _get(address: Any, path: str, family: int = socket.AF_INET) -> bytes:
+    c = socket.socket(family, socket.SOCK_STREAM)
+    c.settimeout(5)
+    try:
+        c.connect(address)
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        return recv_all(c)
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(60)
+def test_sigusr1_reopens_the_log_and_the_access_log(tmp_path, until):
+    (tmp_path / "web.py").write_text(WSGI_APP)
+    access, logfile = tmp_path / "access.log", tmp_path / "serve.log"
+    proc, line = _spawn_cli(tmp_path, "--wsgi", "web:app", "--port", "0", "--procs", "2",
+                            "--access-log", str(access), "--log-file", str(logfile))
+    try:
+        address = ("127.0.0.1", int(line.rsplit(":", 1)[1]))
+        assert _get(address, "/one").endswith(b"/one")
+        until(lambda: access.exists() and "/one" in access.read_text(), what="the first access line")
+        assert "worker" in logfile.read_text()  # the log went to the file
+        access.rename(tmp_path / "access.log.1")
+        logfile.rename(tmp_path / "serve.log.1")
+        proc.send_signal(signal.SIGUSR1)
+        # The supervisor and both workers reopen theirs, each into the new file.
+        until(lambda: logfile.exists() and logfile.read_text().count("logs reopened") == 3,
+              timeout=10, what="every process reopening its logs")
+        for i in range(10):
+            assert _get(address, f"/two/{i}").endswith(f"/two/{i}".encode())
+        until(lambda: access.exists() and access.read_text().count("/two/") == 10,
+              what="the new access lines in the new file")
+        assert "/two/" not in (tmp_path / "access.log.1").read_text()
+        assert proc.poll() is None
+    finally:
+        assert _stop(proc) == 0
+
+
+@pytest.mark.timeout(60)
+def test_sigquit_stops_at_once_closing_open_connections(serve, tmp_path, until):
+    (tmp_path / "slow.py").write_text(textwrap.dedent("""
+        import greenline
+
+        def handle(sock, address):
+            data = sock.recv(100)
+            open("reading", "w").close()
+            greenline.sleep(30)
+            sock.sendall(data)
+    """))
+    srv = serve("slow:handle", "--procs", "2", "--graceful-timeout", "30")
+    srv.wait_workers(2)
+    c = socket.create_connection(srv.address, timeout=10)
+    c.sendall(b"slow")
+    until((tmp_path / "reading").exists, what="the handler reading")
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGQUIT)
+    assert srv.wait(5) == 0, srv.logs()
+    assert time.monotonic() - t0 < 3
+    assert c.recv(10) == b""
+    c.close()
+    assert "SIGQUIT" in srv.logs()
+
+
+@pytest.mark.timeout(60)
+def test_bind_workers_and_pid_file(tmp_path):
+    pidfile = tmp_path / "serve.pid"
+    proc, line = _spawn_cli(tmp_path, "upper", "-b", "127.0.0.1:0", "-w", "2", "--pid", str(pidfile))
+    try:
+        assert line.startswith("listening on 127.0.0.1:")
+        assert pidfile.read_text() == f"{proc.pid}\n"
+        assert len(psutil.Process(proc.pid).children()) == 2
+        port = int(line.rsplit(":", 1)[1])
+        assert ask(("127.0.0.1", port), b"bound") == b"BOUND"
+    finally:
+        assert _stop(proc) == 0
+    assert not pidfile.exists()
+
+
+@pytest.mark.timeout(60)
+def test_bind_a_unix_socket(tmp_path):
+    path = tmp_path / "serve.sock"
+    path.write_bytes(b"")  # not a socket: refused, not replaced
+    r = _run_cli(tmp_path, "upper", "-b", f"unix:{path}")
+    assert r.returncode == 1 and _one_line(r).startswith(f"greenline serve: cannot listen on unix:{path}")
+    path.unlink()
+    proc, line = _spawn_cli(tmp_path, "upper", "--bind", f"unix:{path}", "--threads", "2")
+    try:
+        assert line == f"listening on unix:{path}"
+        for i in range(5):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.settimeout(5)
+            c.connect(str(path))
+            c.sendall(b"over unix %d" % i)
+            assert recv_exactly(c, 11) == b"OVER UNIX %d" % i
+            c.close()
+        # A second server on the same path is refused: one is alive there.
+        r = _run_cli(tmp_path, "upper", "-b", f"unix:{path}")
+        assert r.returncode == 1 and "another server" in _one_line(r)
+    finally:
+        assert _stop(proc) == 0
+    assert not path.exists()
+    # A stale socket file (its server killed) is replaced.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    proc, line = _spawn_cli(tmp_path, "echo", "-b", f"unix:{path}")
+    try:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(5)
+        c.connect(str(path))
+        c.sendall(b"echo")
+        assert recv_exactly(c, 4) == b"echo"
+        c.close()
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_bind_conflicts_and_bad_addresses_are_one_line(tmp_path):
+    for args, says in [(["-b", "127.0.0.1:0", "--port", "0"], "--bind replaces"),
+                       (["-b", "127.0.0.1:99999"], "a port is 0 to 65535"),
+                       (["-b", "unix:"], "needs a path")]:
+        r = _run_cli(tmp_path, "upper", *args)
+        assert r.returncode == 2 and says in _one_line(r), r.stderr
+
+
+@pytest.mark.timeout(60)
+def test_handshake_timeout_on_the_command_line(serve, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
+    srv = serve("upper", "--certfile", str(tmp_path / "both.pem"), "--handshake-timeout", "0.5")
+    srv.wait_workers(1)
+    silent = socket.create_connection(srv.address, timeout=10)
+    t0 = time.monotonic()
+    assert silent.recv(10) == b""
+    assert 0.4 < time.monotonic() - t0 < 3
+    silent.close()
+    assert srv.terminate() == 0
+
+
+def test_a_certificate_without_its_key_says_so(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    r = _run_cli(tmp_path, "upper", "--port", "0", "--certfile", str(tmp_path / "cert.pem"))
+    assert r.returncode == 2
+    line = _one_line(r)
+    assert "holds a certificate but no private key" in line and "--keyfile" in line, line
+    assert "PEM lib" not in line
