@@ -208,21 +208,28 @@ def main() -> int:
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     results: dict[str, list[dict[str, float]]] = {c.spec: [] for c in configs}
-    print(f"{'round':>5}  {'server':<32} {'requests':>9} {'req/s':>8} {'CPU s':>6} {'CPU/req':>9}")
+    print(f"{'round':>5}  {'server':<32} {'requests':>9} {'req/s':>8} {'CPU s':>6} {'cores':>5} {'CPU/req':>9}"
+          "   load avg")
     for r in range(args.rounds):
         for cfg in configs:
             res = run_one(cfg, client, args.connections, args.warmup, args.seconds,
                           args.perf_out if r == 0 else None)
             results[cfg.spec].append(res)
+            # cores: the server's CPU over the window's wall time.  Well
+            # under the threads it runs, the machine (not the server) was
+            # the limit; the load average says how busy it was.
             print(f"{r + 1:>5}  {cfg.label():<32} {res['requests']:>9.0f} {res['rps']:>8.0f} "
-                  f"{res['cpu']:>6.2f} {res['us_per_req']:>6.2f} µs", flush=True)
+                  f"{res['cpu']:>6.2f} {res['cpu'] / res['wall']:>5.2f} {res['us_per_req']:>6.2f} µs"
+                  f"   {os.getloadavg()[0]:.2f}", flush=True)
     print()
     print("medians:")
     med = {}
     for cfg in configs:
         rs = results[cfg.spec]
         med[cfg.spec] = (statistics.median(r["us_per_req"] for r in rs), statistics.median(r["rps"] for r in rs))
-        print(f"  {cfg.label():<32} {med[cfg.spec][0]:6.2f} µs/req {med[cfg.spec][1]:>9.0f} req/s")
+        cores = statistics.median(r["cpu"] / r["wall"] for r in rs)
+        print(f"  {cfg.label():<32} {med[cfg.spec][0]:6.2f} µs/req {med[cfg.spec][1]:>9.0f} req/s "
+              f"{cores:5.2f} cores")
     by_shape = {(c.version, c.procs, c.threads, c.gil): c for c in configs}
     for (version, _p, _t, _gil), cfg in by_shape.items():
         base = by_shape.get((version, 1, 1, False))
