@@ -1120,3 +1120,61 @@ def test_a_certificate_without_its_key_says_so(tmp_path):
     line = _one_line(r)
     assert "holds a certificate but no private key" in line and "--keyfile" in line, line
     assert "PEM lib" not in line
+
+
+def _burst(srv: Serve, pids: list[int], n: int) -> list[int]:
+    """Connections per worker after n clients connect at once (each asks
+    once, so that every one is accepted before counting)."""
+    socks: list[socket.socket] = []
+
+    def connect() -> None:
+        s = socket.create_connection(srv.address, timeout=10)
+        s.sendall(b"x")
+        assert recv_exactly(s, 1) == b"X"
+        socks.append(s)
+
+    greenline.joinall([greenline.spawn(connect) for _ in range(n)], raise_error=True, timeout=30)
+    owner = owners(pids, srv.port)
+    counts = [sum(1 for s in socks if owner.get(s.getsockname()[1]) == pid) for pid in pids]
+    for s in socks:
+        s.close()
+    return counts
+
+
+@pytest.mark.timeout(90)
+def test_a_burst_of_connections_is_shared_out_between_the_workers(serve, until):
+    # Issue 15, item 7: before, the worker that woke first took nearly all
+    # of a burst ([0, 50], [49, 1], [8, 42] in three trials of 50).
+    srv = serve("upper", "--procs", "2")
+    pids = srv.wait_workers(2)
+    for trial in range(3):
+        counts = _burst(srv, pids, 50)
+        assert sum(counts) == 50 and min(counts) >= 13, (trial, counts)
+        until(lambda: not owners(pids, srv.port), what="the burst's connections closed")
+    counts = _burst(srv, pids, 500)
+    assert sum(counts) == 500 and min(counts) >= 125, counts
+    assert srv.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_takes_no_connections_delays_nobody_for_long(serve, tmp_path, until):
+    # The balance gives way: with one worker stuck in a handler, the other
+    # takes every new client, at most BALANCE_MAX_DEFER late once per
+    # BALANCE_BACKOFF.
+    (tmp_path / "spinner.py").write_text(SPINNER)
+    srv = serve("spinner:handle", "--procs", "2")
+    pids = srv.wait_workers(2)
+    stuck = socket.create_connection(srv.address, timeout=5)
+    stuck.sendall(b"spin")
+    until(lambda: any((tmp_path / f"spinning-{pid}").exists() for pid in pids), what="a handler spinning")
+    t0 = time.monotonic()
+    slowest = 0.0
+    for i in range(40):
+        t1 = time.monotonic()
+        msg = b"served %d" % i
+        assert ask(srv.address, msg, timeout=5) == msg.upper()
+        slowest = max(slowest, time.monotonic() - t1)
+    assert slowest < 0.5, slowest
+    assert time.monotonic() - t0 < 5
+    stuck.close()
+    srv.kill()

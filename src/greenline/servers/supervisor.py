@@ -49,6 +49,7 @@ import _thread
 import errno
 import logging
 import math
+import mmap
 import os
 import select
 import signal
@@ -248,6 +249,140 @@ def _drain_signals(fd: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------
+# Sharing the connections out between workers
+
+# Open connections per worker, in memory shared by the supervisor and every
+# worker (each writes its own cell, reads the others'); cell 0 holds how many
+# cells are in use.  -1: not accepting (starting, stopping, gone).
+MAX_CELLS = 1024
+# A worker that holds more than this many connections above the least
+# loaded worker leaves a pending connection to the others...
+BALANCE_SLACK = 1
+# ... for up to this long (checking every BALANCE_STEP): long enough for an
+# idle worker on a busy machine to be scheduled and take it.  If nobody has
+# taken it by then, it accepts it, and stops deferring for BALANCE_BACKOFF
+# (a worker that does not take connections, say one whose handler spins,
+# must not delay every new client by BALANCE_MAX_DEFER).
+BALANCE_STEP = 0.001
+BALANCE_MAX_DEFER = 0.05
+BALANCE_BACKOFF = 1.0
+# How often an idle worker publishes its count (connections closing lower it).
+BALANCE_PUBLISH = 0.2
+
+
+class Loads:
+    """The shared table of connections per worker; see MAX_CELLS."""
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 8 * (MAX_CELLS + 1))
+        self.cells = memoryview(self._map).cast("q")
+        for i in range(1, MAX_CELLS + 1):
+            self.cells[i] = -1
+        self.cells[0] = 0
+        self._taken: set[int] = set()
+
+    def allocate(self) -> int | None:
+        """A free cell for a new worker (in the supervisor), or None: that
+        worker then takes part in no balancing."""
+        cells = self.cells
+        for i in range(1, MAX_CELLS + 1):
+            if cells[i] == -1 and i not in self._taken:
+                self._taken.add(i)
+                cells[0] = max(cells[0], i)
+                return i
+        return None
+
+    def release(self, cell: int | None) -> None:
+        if cell is not None:
+            self.cells[cell] = -1
+            self._taken.discard(cell)
+
+    def least_of_others(self, mine: int) -> int | None:
+        cells = self.cells
+        least = None
+        for i in range(1, cells[0] + 1):
+            if i != mine:
+                n = cells[i]
+                if n >= 0 and (least is None or n < least):
+                    least = n
+        return least
+
+
+def _balanced_socket_class() -> type:
+    """A green listening socket whose ``accept`` first leaves a pending
+    connection to a less loaded worker (see the module docstring)."""
+    global _BalancedSocket
+    if _BalancedSocket is not None:
+        return _BalancedSocket
+    from greenline._core.hub import get_hub
+    from greenline.socket import socket as GreenSocketClass
+    from greenline.socket import wait_read
+
+    def pending(fd: int) -> bool:
+        p = _poll()
+        p.register(fd, select.POLLIN)
+        return bool(p.poll(0))
+
+    class BalancedSocket(GreenSocketClass):  # type: ignore[misc,valid-type]
+        __slots__ = ("_gl_worker", "_gl_probe", "_gl_backoff_until")
+        _gl_worker: Worker | None
+        _gl_probe: int
+        _gl_backoff_until: float
+
+        def accept(self) -> Any:
+            worker = self._gl_worker
+            if worker is not None and worker.cell is not None:
+                self._defer(worker)
+            got = super().accept()
+            if worker is not None:
+                worker.publish(1)
+            return got
+
+        def _defer(self, worker: Worker) -> None:
+            hub = get_hub()
+            loads, cell = worker.loads, worker.cell
+            assert loads is not None and cell is not None
+            probe: int = self._gl_probe
+            while True:
+                least = loads.least_of_others(cell)
+                if least is None or worker.load() <= least + BALANCE_SLACK:
+                    return
+                if monotonic() < self._gl_backoff_until:
+                    return
+                if probe < 0:
+                    # A descriptor of its own to wait on: the listener's is
+                    # registered for accept().
+                    probe = self._gl_probe = os.dup(self.fileno())
+                if not pending(probe):
+                    # Nothing to leave to the others: wait for a connection
+                    # (without taking it), then look again.
+                    wait_read(probe)
+                    continue
+                deadline = monotonic() + BALANCE_MAX_DEFER
+                while pending(probe) and monotonic() < deadline:
+                    hub.sleep(BALANCE_STEP)
+                    least = loads.least_of_others(cell)
+                    if least is None or worker.load() <= least + BALANCE_SLACK:
+                        return
+                if pending(probe):
+                    # Nobody took it: the others are not accepting.
+                    self._gl_backoff_until = monotonic() + BALANCE_BACKOFF
+                    return
+
+        def _real_close(self, _ss: Any = None) -> None:
+            probe, self._gl_probe = self._gl_probe, -1
+            if probe >= 0:
+                os.close(probe)
+            super()._real_close(_ss)  # type: ignore[misc]
+
+    _BalancedSocket = BalancedSocket
+    return BalancedSocket
+
+
+_BalancedSocket: type | None = None
+
+
+# ---------------------------------------------------------------------------
 # The worker process
 
 
@@ -257,12 +392,15 @@ class Worker:
 
     def __init__(self, cfg: ServeConfig, make_server: ServerFactory,
                  listener: _stdsocket.socket, ctrl: _stdsocket.socket,
-                 reopen_logs: Callable[[], object] | None = None) -> None:
+                 reopen_logs: Callable[[], object] | None = None,
+                 loads: Loads | None = None, cell: int | None = None) -> None:
         self.cfg = cfg
         self.make_server = make_server
         self.listener = listener
         self.ctrl = ctrl
         self.reopen_logs = reopen_logs
+        self.loads = loads
+        self.cell = cell if loads is not None else None
         self._lock = _allocate_lock()
         self._servers: list[tuple[Any, Any]] = []  # (hub, StreamServer)
         self._ready = 0
@@ -340,6 +478,24 @@ class Worker:
             return 1 if self._announced else WORKER_BOOT_ERROR
         return 0
 
+    def load(self) -> int:
+        """Connections this worker handles now (plain reads of every
+        thread's count: exact enough to share connections out)."""
+        return sum(srv.connection_count for _hub, srv in self._servers)
+
+    def publish(self, extra: int = 0) -> None:
+        """Tell the other workers how loaded this one is (``extra``: a
+        connection just accepted, not counted yet)."""
+        if self.cell is not None and self.loads is not None and not self._stopping:
+            self.loads.cells[self.cell] = self.load() + extra
+
+    def _publish_every(self, interval: float) -> None:
+        from greenline._core.hub import sleep
+
+        while not self._stopping:
+            self.publish()
+            sleep(interval)
+
     def _reopen_logs(self) -> None:
         if self.reopen_logs is None:
             return
@@ -388,7 +544,13 @@ class Worker:
                 # begin_stop closes the listener: copy it only while open.
                 if self._stopping:
                     return
-                sock = gsocket.fromfd(lst.fileno(), lst.family, lst.type, lst.proto)
+                if self.cell is None:
+                    sock = gsocket.fromfd(lst.fileno(), lst.family, lst.type, lst.proto)
+                else:
+                    sock = _balanced_socket_class()(lst.family, lst.type, lst.proto, os.dup(lst.fileno()))
+                    sock._gl_worker = self
+                    sock._gl_probe = -1
+                    sock._gl_backoff_until = 0.0
             server = self.make_server(sock)
             server.start()
             with self._lock:
@@ -421,6 +583,10 @@ class Worker:
         self._ready += 1
         if self._ready == self.cfg.threads and not self._announced:
             self._announced = True
+            if self.cell is not None:
+                from greenline._core.task import Task
+
+                Task(self._publish_every, BALANCE_PUBLISH).start()
             log.debug("worker accepting in %d thread(s)", self.cfg.threads)
             try:
                 os.write(self.ctrl.fileno(), b"R")
@@ -442,6 +608,8 @@ class Worker:
                     _flush_and_exit(0)
                 return
             self._stopping = True
+            if self.cell is not None and self.loads is not None:
+                self.loads.cells[self.cell] = -1  # no longer takes connections
             if fast:
                 self._stop_timeout = 0.0
             servers = list(self._servers)
@@ -490,7 +658,8 @@ def _flush_and_exit(code: int) -> NoReturn:
 def _worker_entry(cfg: ServeConfig, make_server: ServerFactory,
                   listener: _stdsocket.socket, ctrl: _stdsocket.socket,
                   load: Callable[[], ServerFactory] | None,
-                  reopen_logs: Callable[[], object] | None) -> NoReturn:
+                  reopen_logs: Callable[[], object] | None,
+                  loads: Loads | None = None, cell: int | None = None) -> NoReturn:
     code = 1
     try:
         if load is not None:
@@ -504,7 +673,7 @@ def _worker_entry(cfg: ServeConfig, make_server: ServerFactory,
             log.info("worker started (app imported again)")
         else:
             log.info("worker started")
-        code = Worker(cfg, make_server, listener, ctrl, reopen_logs).run()
+        code = Worker(cfg, make_server, listener, ctrl, reopen_logs, loads, cell).run()
         log.info("worker exiting")
     except BaseException:
         log.exception("worker failed")
@@ -527,6 +696,7 @@ class _Proc:
     stopping: bool = False
     replaces: int | None = None  # pid of the worker this one replaces (SIGHUP)
     stop_asked: float = 0.0  # when it was told to stop
+    cell: int | None = None  # its cell in the shared Loads
     kill_at: float | None = None  # killed if still alive then
 
 
@@ -559,6 +729,7 @@ class Supervisor:
         # app again, so all of them run the code of the last reload.
         self.fresh_code = False
         self.procs: dict[int, _Proc] = {}
+        self.loads = Loads()
         self.slots = [_Slot() for _ in range(cfg.procs)]
         self.announced = False
         self.shutting_down = False
@@ -578,6 +749,7 @@ class Supervisor:
         # set is for the child, which must start with none but its own.
         _seen_signals.clear()
         fresh = self.fresh_code and self.reload_factory is not None
+        cell = self.loads.allocate()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; covered by the CLI tests
             try:
@@ -590,9 +762,9 @@ class Supervisor:
             except BaseException:
                 os._exit(WORKER_BOOT_ERROR)
             _worker_entry(self.cfg, self.make_server, self.listener, child_end,
-                          self.reload_factory if fresh else None, self.reopen_logs)
+                          self.reload_factory if fresh else None, self.reopen_logs, self.loads, cell)
         child_end.close()
-        proc = _Proc(pid, slot, parent_end, monotonic(), replaces=replaces)
+        proc = _Proc(pid, slot, parent_end, monotonic(), replaces=replaces, cell=cell)
         self.procs[pid] = proc
         self.slots[slot].restart_at = None
         log.info("started worker %d (slot %d)%s", pid, slot,
@@ -651,6 +823,7 @@ class Supervisor:
             return
         proc.ctrl.close()
         self._eof.discard(pid)
+        self.loads.release(proc.cell)
         code = os.waitstatus_to_exitcode(status)
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         if proc.stopping or self.shutting_down:
