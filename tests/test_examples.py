@@ -72,12 +72,36 @@ def client_summary(stdout: str) -> dict[str, int]:
     return out
 
 
-@pytest.fixture
-def server() -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SEED / "server.py"), "--port", str(port)],
+def start_server(*args: str) -> tuple[subprocess.Popen[str], int]:
+    """The seed's server on a free port, and that port, read from the line
+    it prints first."""
+    proc = subprocess.Popen([sys.executable, str(SEED / "server.py"), "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             encoding="utf-8", env=ENV)
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], 20)
+    line = proc.stdout.readline() if readable else ""
+    m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", line)
+    if not m:
+        proc.kill()
+        pytest.fail(f"no 'listening on' line: {line!r} {proc.communicate()[1]}")
+    return proc, int(m[1])
+
+
+def test_server_says_where_it_listens() -> None:
+    proc, port = start_server()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"where")
+            assert c.recv(100) == b"WHERE"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    proc, port = start_server()
     try:
         wait_listening(port, proc)
         yield port
@@ -234,10 +258,7 @@ def test_client_reports_a_server_that_is_not_there() -> None:
 
 
 def test_server_survives_a_client_that_resets_the_connection() -> None:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SEED / "server.py"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            encoding="utf-8", env=ENV)
+    proc, port = start_server()
     assert proc.stdout is not None
     try:
         wait_listening(port, proc)

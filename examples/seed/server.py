@@ -6,8 +6,9 @@ module cooperative, so every ``accept`` and ``recv`` that would block
 switches to another connection instead, and thousands of clients are served
 by one OS thread.
 
-    python examples/seed/server.py                  # 127.0.0.1:8080
+    python examples/seed/server.py                  # listening on 127.0.0.1:8080
     python examples/seed/server.py --port 9000
+    python examples/seed/server.py --port 0         # any free port; the first line says which
     python examples/seed/client.py --clients 500 --seconds 5
 """
 
@@ -43,6 +44,8 @@ def server(ip: str, port: int, backlog: int = BACKLOG) -> None:
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restartable at once
     server.bind((ip, port))
     server.listen(backlog)
+    host, port = server.getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)  # the real port, with --port 0 too
     while True:
         conn, addr = server.accept()
         spawn(communication, conn)
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         description="The seed's upper-casing TCP server: one green thread per connection.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port to listen on; 0 for any free one (default 8080)")
     parser.add_argument("--backlog", type=int, default=BACKLOG,
                         help=f"listen() backlog (default {BACKLOG}; the seed uses 5)")
     args = parser.parse_args(argv)
