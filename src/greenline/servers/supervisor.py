@@ -14,13 +14,34 @@ worker: a worker that stops accepting leaves the waiting connections to the
 others, which is what lets SIGHUP replace workers without refusing anyone and
 lets a SIGKILLed worker cost only its own connections.
 
-Signals (to the supervisor):
+Sharing connections out.  The price of one shared queue: the kernel wakes
+every worker's epoll for a new connection, and whichever runs first accepts
+everything waiting (a burst of 50 went to one of two workers).  With
+``SO_REUSEPORT`` the kernel would hash connections evenly, at the cost
+above.  So the workers balance themselves: each publishes how many
+connections it holds in a table shared by all (:class:`Loads`, anonymous
+shared memory made before the first fork), and a worker that holds more than
+``BALANCE_SLACK`` above the least loaded one, finding a connection waiting,
+leaves it in the queue for up to ``BALANCE_MAX_DEFER`` (sleeping, so that an
+idle worker gets the CPU and takes it) before taking it itself.  Waiting for
+a connection to be there without taking it is done on a duplicate of the
+listener (the listener's own descriptor is registered for ``accept``).  A
+worker whose deferral times out (the others take nothing: stuck, or at
+their connection limit) stops deferring for ``BALANCE_BACKOFF``.  Nothing is
+shared on the hot path but one write per accepted connection.
+
+Signals (to the supervisor), gunicorn's:
 
 * SIGTERM, SIGINT: every worker stops accepting and finishes its connections
   for up to ``--graceful-timeout`` seconds, then closes the rest; the
-  supervisor exits 0 (a worker still alive well past that is killed).
+  supervisor exits 0.  SIGQUIT: the same, the connections closed at once.
 * SIGHUP: workers are replaced one at a time, each new one accepting before
-  the old one is told to stop.
+  the old one is told to stop; the new ones import the app's own modules
+  again (``reload_factory``), so a reload loads new code.
+* SIGTTIN, SIGTTOU: one worker more, one fewer.
+* SIGUSR1: the log files are reopened, here and in every worker.
+* A worker told to stop that is still alive ``KILL_MARGIN`` after its
+  graceful timeout is killed (a handler spinning without IO never stops).
 * A worker that dies is restarted, after a delay that grows while it keeps
   dying young.
 
