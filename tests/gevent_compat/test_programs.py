@@ -198,6 +198,8 @@ def test_example_portforwarder_between_two_local_ports(tmp_path):
             while data := conn.recv(1024):
                 conn.sendall(data)
 
+    threads: list[threading.Thread] = []
+
     def serve() -> None:
         # Every connection, the port probe's included.
         while True:
@@ -205,9 +207,12 @@ def test_example_portforwarder_between_two_local_ports(tmp_path):
                 conn, _ = dest.accept()
             except OSError:
                 return
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+            t = threading.Thread(target=echo, args=(conn,), daemon=True)
+            threads.append(t)
+            t.start()
 
-    threading.Thread(target=serve, daemon=True).start()
+    acceptor = threading.Thread(target=serve, daemon=True)
+    acceptor.start()
     port = _free_port()
     path = _example(tmp_path, "portforwarder.py")
     proc = subprocess.Popen([sys.executable, "-m", "greenline", "run", "--as-gevent", str(path),
@@ -220,7 +225,14 @@ def test_example_portforwarder_between_two_local_ports(tmp_path):
             assert c.recv(1024) == b"through the forwarder"
     finally:
         out = _stop(proc)
+        # close() alone does not wake a thread blocked in accept(); a thread
+        # left behind would make every later deadlock test in this process
+        # hang (the hub cannot tell that no other thread will wake it).
+        dest.shutdown(socket.SHUT_RDWR)
         dest.close()
+        for t in [acceptor, *threads]:
+            t.join(10)
+    assert not any(t.is_alive() for t in [acceptor, *threads])
     assert "accepted" in out, out
 
 
