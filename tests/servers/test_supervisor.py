@@ -725,6 +725,8 @@ def test_a_broken_app_is_one_line_naming_file_and_line_and_exit_2(tmp_path, sour
     (["--handshake-timeout", "0"], "--handshake-timeout"),
     (["--keyfile", "k.pem"], "--keyfile needs --certfile"),
     (["--procs", "many"], "--procs"),
+    (["--log-file", "/no/such/dir/serve.log"], "cannot open the log file"),
+    (["--pid", "/no/such/dir/serve.pid", "--port", "0"], "cannot write the pid file"),
 ])
 def test_bad_values_are_one_line_and_exit_2(tmp_path, args, says):
     r = _run_cli(tmp_path, "upper", *args)
