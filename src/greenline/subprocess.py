@@ -135,10 +135,39 @@ def _green_file(f: Any, bufsize: int) -> Any:
     return buffered
 
 
+def _blocking_for_child(f: Any) -> None:
+    """Clear ``O_NONBLOCK`` on a descriptor handed to a child as a standard
+    stream (a cooperative file object, such as ``FileObject``, made it
+    non-blocking; the child expects blocking reads and writes).  The flag
+    belongs to the open file, which the child shares, so it is cleared here,
+    with the same effect as gevent clearing it in the child's copy."""
+    if f is None or isinstance(f, bool):
+        return
+    if isinstance(f, int):
+        fd = f
+    else:
+        fileno = getattr(f, "fileno", None)
+        if fileno is None:
+            return
+        try:
+            fd = fileno()
+        except (OSError, ValueError):
+            return
+    if fd < 0:  # PIPE, STDOUT, DEVNULL
+        return
+    try:
+        if not _os.get_blocking(fd):
+            _os.set_blocking(fd, True)
+    except OSError:
+        pass  # the stdlib reports a bad descriptor
+
+
 class Popen(_std.Popen):  # type: ignore[no-redef,type-arg]
     """:class:`subprocess.Popen` whose waiting and pipes are cooperative."""
 
     def __init__(self, args: Any, bufsize: int = -1, *a: Any, **kw: Any) -> None:
+        for i, name in enumerate(("stdin", "stdout", "stderr"), 1):
+            _blocking_for_child(kw[name] if name in kw else a[i] if len(a) > i else None)
         super().__init__(args, bufsize, *a, **kw)
         self._gl_feeder: Any = None
         self._gl_drains: dict[str, Any] = {}

@@ -305,3 +305,27 @@ def test_gevent_time_sleep_is_the_patched_time_sleep_once_patched():
         assert gtime.sleep is time.sleep
     else:
         assert gtime.sleep is greenline.sleep
+
+
+def test_a_file_object_given_to_a_child_as_stdin_is_made_blocking_for_it():
+    # FileObjectPosix makes its descriptor non-blocking; a child reading it
+    # as stdin would get EAGAIN at once (gevent clears the flag: its #134).
+    from greenline import subprocess
+
+    r, w = os.pipe()
+    stdin = FileObjectPosix(r, "rb")
+    assert not os.get_blocking(r)
+    try:
+        with subprocess.Popen(["cat"], stdin=stdin, stdout=subprocess.PIPE) as p:
+            greenline.sleep(0.1)
+            assert p.poll() is None  # still reading, not failed on EAGAIN
+            os.write(w, b"text")
+            os.close(w)
+            w = -1
+            assert p.stdout.read() == b"text"
+        assert p.returncode == 0
+        assert os.get_blocking(r)
+    finally:
+        stdin.close()
+        if w >= 0:
+            os.close(w)
