@@ -186,3 +186,20 @@ def test_async_result_futures_spellings():
     r.set_result(3)
     assert r.result(timeout=0) == 3
     assert "value=3" in repr(r)
+
+
+@pytest.mark.parametrize("make, fire", [(Event, Event.set), (AsyncResult, lambda r: r.set(1))])
+def test_callbacks_of_an_event_set_in_another_os_thread_run_in_the_linking_thread(make, fire):
+    # gevent's: the callbacks run in the hub of the thread that linked them,
+    # not inside set() in a thread that has nothing to do with them.
+    import _thread
+
+    e = make()
+    ran_in: list[int] = []
+    e.rawlink(lambda _: ran_in.append(_thread.get_ident()))
+    to_thread(fire, e)
+    greenline.sleep(0.01)
+    assert ran_in == [_thread.get_ident()]
+    # a callback linked once set still runs at once
+    e.rawlink(lambda _: ran_in.append(0))
+    assert ran_in[-1] == 0

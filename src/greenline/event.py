@@ -19,7 +19,7 @@ import _thread
 from collections.abc import Callable
 from typing import Any
 
-from greenline._core.hub import get_hub
+from greenline._core.hub import get_hub, os_thread_ident
 from greenline._core.timeout import Timeout
 from greenline._core.waiters import Waiter, notify_all, park
 
@@ -43,6 +43,11 @@ class Event:
     (True, True)
     """
 
+    # The hub of the OS thread that added the callbacks: a set() made in
+    # another OS thread runs them there, through its loop (gevent's).
+    _links_hub: Any = None
+    _links_pending = False
+
     def __init__(self) -> None:
         self._flag = False
         self._waiters: list[Waiter] = []
@@ -64,7 +69,8 @@ class Event:
             self._flag = True
             waiters, self._waiters = self._waiters, []
             notify_all(waiters)
-        self._run_links()
+        if self._links:
+            self._notify_links()
 
     def clear(self) -> None:
         """Reset the flag; waiters already woken by :meth:`set` still return
@@ -109,11 +115,15 @@ class Event:
 
     def rawlink(self, callback: Callable[[Any], object]) -> None:
         """Call ``callback(self)`` when the event is set (at once if it is).
-        It runs inside :meth:`set`, so it must not block."""
+        It runs inside :meth:`set`, so it must not block; when :meth:`set` is
+        called in another OS thread, it runs in this one's hub instead (as
+        in gevent), possibly before that ``set()`` returns."""
         if not callable(callback):
             raise TypeError(f"Expected callable: {callback!r}")
+        if self._links_hub is None:
+            self._links_hub = get_hub()
         self._links.append(callback)
-        if self.ready():
+        if self.ready() and not self._links_pending:
             self._run_links()
 
     def unlink(self, callback: Callable[[Any], object]) -> None:
@@ -122,6 +132,22 @@ class Event:
 
     def linkcount(self) -> int:
         return len(self._links)
+
+    def _notify_links(self) -> None:
+        hub = self._links_hub
+        if hub is None or hub.thread_ident == os_thread_ident():
+            self._run_links()
+            return
+        if self._links_pending:
+            return  # the owner's hub runs them, new ones included
+        self._links_pending = True
+        hub.loop.run_callback_threadsafe(self._run_pending_links)
+
+    def _run_pending_links(self) -> None:
+        try:
+            self._run_links()
+        finally:
+            self._links_pending = False
 
     def _run_links(self) -> None:
         # Popped one at a time from the live list: a callback that unlinks
