@@ -203,3 +203,17 @@ def test_callbacks_of_an_event_set_in_another_os_thread_run_in_the_linking_threa
     # a callback linked once set still runs at once
     e.rawlink(lambda _: ran_in.append(0))
     assert ran_in[-1] == 0
+
+
+def test_a_repeated_get_of_an_exception_does_not_pile_up_tracebacks():
+    import traceback
+
+    r = AsyncResult()
+    r.set_exception(ValueError("boom"))
+    lengths = []
+    for _ in range(3):
+        try:
+            r.get()
+        except ValueError as e:
+            lengths.append(len(traceback.extract_tb(e.__traceback__)))
+    assert lengths == [lengths[0]] * 3

@@ -202,6 +202,8 @@ class AsyncResult(Event):
 
     # -- delivering --------------------------------------------------------
 
+    _exc_tb: Any = None
+
     def set(self, value: Any = None) -> None:
         """Store ``value`` and wake every waiter."""
         self._value = value
@@ -213,6 +215,9 @@ class AsyncResult(Event):
         """Store ``exception`` (raised by :meth:`get`) and wake every waiter."""
         if isinstance(exception, type):
             exception = exception()
+        # The traceback as it is now (or exc_info's): each get() raises the
+        # exception with it, so repeated gets do not pile up their frames.
+        self._exc_tb = exc_info[2] if exc_info else exception.__traceback__
         self._exception = exception
         self._value = _UNSET
         super().set()
@@ -243,13 +248,13 @@ class AsyncResult(Event):
     @property
     def exc_info(self) -> tuple[Any, ...]:
         e = self._exception
-        return () if e is None else (type(e), e, e.__traceback__)
+        return () if e is None else (type(e), e, self._exc_tb)
 
     # -- waiting -----------------------------------------------------------
 
     def _outcome(self) -> Any:
         if self._exception is not None:
-            raise self._exception
+            raise self._exception.with_traceback(self._exc_tb)
         return self.value
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
