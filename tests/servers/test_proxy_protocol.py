@@ -54,7 +54,7 @@ def test_v1_tcp6_gives_an_accept_shaped_address():
 
 def test_v1_tcp6_takes_what_inet_ntop_writes_for_a_mapped_ipv4():
     h = parse(b"PROXY TCP6 ::ffff:10.0.0.1 ::1 80 81\r\n")
-    assert h is not None and h.source == ("::ffff:a00:1", 80)
+    assert h is not None and h.source == ("::ffff:10.0.0.1", 80)
 
 
 @pytest.mark.parametrize("line", [b"PROXY UNKNOWN\r\n",

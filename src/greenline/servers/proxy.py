@@ -134,13 +134,19 @@ def _v1_port(field: bytes) -> int:
     return port
 
 
+def _v6_text(packed: bytes) -> str:
+    # What inet_ntop writes, on every Python: str(IPv6Address) writes a
+    # mapped IPv4 address as ::ffff:10.0.0.1 from 3.13 on (::ffff:a00:1 before).
+    return gsocket.inet_ntop(gsocket.AF_INET6, packed)
+
+
 def _v1_address(field: bytes, v6: bool) -> str:
     if v6:
         # inet_pton's forms: hex groups, one '::', a trailing dotted quad.
         if not field or not _HEX6.issuperset(field):
             raise _fail(f"bad IPv6 address {field[:40]!r}")
         try:
-            return str(ipaddress.IPv6Address(field.decode("ascii")))
+            return _v6_text(ipaddress.IPv6Address(field.decode("ascii")).packed)
         except ValueError:
             raise _fail(f"bad IPv6 address {field[:40]!r}") from None
     parts = field.split(b".")
@@ -224,8 +230,8 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
         dst = str(ipaddress.IPv4Address(block[4:8]))
         sport, dport = struct.unpack_from("!HH", block, 8)
     else:
-        src = str(ipaddress.IPv6Address(block[0:16]))
-        dst = str(ipaddress.IPv6Address(block[16:32]))
+        src = _v6_text(block[0:16])
+        dst = _v6_text(block[16:32])
         sport, dport = struct.unpack_from("!HH", block, 32)
     return ProxyHeader(2, PROXY, (src, sport), (dst, dport), total, _tlvs(data, 16 + need, total))
 
