@@ -329,3 +329,33 @@ def test_a_file_object_given_to_a_child_as_stdin_is_made_blocking_for_it():
         stdin.close()
         if w >= 0:
             os.close(w)
+
+
+@pytest.mark.parametrize("hook", ["profile", "trace"])
+def test_threadpool_workers_run_calls_under_threading_profile_and_trace_hooks(hook):
+    # A profiler or coverage sets its hook with threading.setprofile/settrace,
+    # possibly after the pool's threads started: the calls must be seen.
+    import sys
+    import threading
+
+    set_for_threads = getattr(threading, "set" + hook)
+    get_in_thread = getattr(sys, "get" + hook)
+    pool = ThreadPool(1)
+    pool.apply(lambda: None)  # the worker thread exists before the hook
+    seen: list[str] = []
+
+    def hook_fn(frame, event, arg):
+        seen.append(frame.f_code.co_name)
+        return None
+
+    def job():
+        return get_in_thread() is hook_fn
+
+    set_for_threads(hook_fn)
+    try:
+        assert pool.apply(job) is True
+    finally:
+        set_for_threads(None)
+    assert "job" in seen
+    assert pool.apply(get_in_thread) is None  # cleared after the call
+    pool.kill()

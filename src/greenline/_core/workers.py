@@ -39,6 +39,19 @@ class InvalidThreadUseError(RuntimeError):
     :class:`ThreadPool` spawned on from another thread than its hub's)."""
 
 
+def get_thread_profile() -> Any:
+    """The hook ``threading.setprofile`` set for new threads (None if
+    ``threading`` was never imported: nobody set one)."""
+    threading = sys.modules.get("threading")
+    return None if threading is None else threading.getprofile()
+
+
+def get_thread_trace() -> Any:
+    """The hook ``threading.settrace`` set for new threads."""
+    threading = sys.modules.get("threading")
+    return None if threading is None else threading.gettrace()
+
+
 class _InWorker(_thread._local):  # type: ignore[misc,valid-type]
     pool: Any = None
 
@@ -133,10 +146,24 @@ class ThreadPool:
     def _call_in_worker(self, func: Callable[..., Any], args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Any:
         _in_worker.pool = self
+        # As gevent's: the hooks threading.setprofile/settrace hold now (a
+        # profiler, coverage) see the call, though the worker thread was
+        # started before they were set; they are cleared after it.  The
+        # setters are called only when there is a hook to set or clear.
+        profile = get_thread_profile()
+        trace = get_thread_trace()
+        if profile is not None:
+            sys.setprofile(profile)
+        if trace is not None:
+            sys.settrace(trace)
         try:
             return func(*args, **kwargs)
         finally:
             _in_worker.pool = None
+            if sys.getprofile() is not None:
+                sys.setprofile(None)
+            if sys.gettrace() is not None:
+                sys.settrace(None)
 
     def spawn(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> ThreadResult:
         """Start ``func(*args, **kwargs)`` in a worker thread; its result."""
