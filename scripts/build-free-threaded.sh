@@ -24,9 +24,10 @@
 # as it is across a switch, and a green thread that switches inside one
 # crashes the interpreter ("PyMutex_Unlock: unlocking mutex that is not
 # locked").  hypothesis stays below 6.150, whose newer releases need a Rust
-# extension built from source.  trustme (cryptography), requests, redis,
-# gunicorn, flask and django are installed if they install; the tests that
-# need them skip when they do not (trustme does not: no cryptography for 3.13t).
+# extension built from source.  The rest of the test extra (trustme,
+# requests, redis, gunicorn, flask, django...) is installed where it installs;
+# the tests that need a missing one skip (trustme does not: no cryptography
+# for 3.13t).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -157,13 +158,36 @@ make_venv() {
     "${pip[@]}" wheel --no-deps --no-build-isolation "$gwork/greenlet-3.3.0" -w "$gwork/wheel"
     "${pip[@]}" install --force-reinstall --no-deps "$gwork"/wheel/greenlet-3.3.0-*.whl
     rm -rf "$gwork"
-    "${pip[@]}" install "greenlet==3.3.0" "hdrhistogram>=0.10" "rich>=13" "httptools>=0.6" \
-        "pytest>=8" "pytest-timeout>=2.3" "hypothesis>=6,<6.150" "psutil>=5.9"
+    # greenline's own dependencies as pyproject.toml declares them (but
+    # greenlet), and the test extra: the packages the suite cannot run
+    # without are required; the others are tried one by one.
+    local required=() optional=() kind dep
+    while read -r kind dep; do
+        if [[ "$kind" == req ]]; then required+=("$dep"); else optional+=("$dep"); fi
+    done < <("$VENV/bin/python" - "$REPO/pyproject.toml" <<'PYEOF'
+import re, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+def name(spec):
+    return re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower()
+for spec in project["dependencies"]:
+    if name(spec) != "greenlet":
+        print("req", spec.replace(" ", ""))
+# pytest, its timeout and hypothesis (pure Python below 6.150) are needed
+# by every test module; psutil by many.  matplotlib only draws the bench's
+# charts (the default build's run covers that).
+pinned = {"pytest": "pytest>=8", "pytest-timeout": "pytest-timeout>=2.3",
+          "hypothesis": "hypothesis>=6,<6.150", "psutil": "psutil>=5.9"}
+print(*(f"req {spec}" for spec in pinned.values()), sep="\n")
+for spec in project.get("optional-dependencies", {}).get("test", []):
+    if name(spec) not in pinned and name(spec) not in ("matplotlib", "greenline"):
+        print("opt", spec.replace(" ", ""))
+PYEOF
+)
+    "${pip[@]}" install "greenlet==3.3.0" "${required[@]}"
     "${pip[@]}" install --no-deps -e "$REPO"
-    local optional
-    for optional in trustme requests redis "gunicorn>=21" "flask>=2.2" "django>=4.2"; do
-        "${pip[@]}" install "$optional" >/dev/null 2>&1 ||
-            log "$optional does not install on 3.13t: the tests that need it skip"
+    for dep in "${optional[@]}"; do
+        "${pip[@]}" install "$dep" >/dev/null 2>&1 ||
+            log "$dep does not install on 3.13t: the tests that need it skip"
     done
     venv_stamp >"$stamp"
 }
