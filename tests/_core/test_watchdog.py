@@ -26,7 +26,7 @@ def cpu_hog_for_the_test(seconds):
     return n
 
 
-def cpu_hog_for_the_test_until_reported(records, at_most):
+def cpu_hog_for_the_test_until_reported(records, at_most, then=0.3):
     # Stall until the detector speaks (at most ``at_most`` seconds: on a
     # busy machine its thread may be scheduled late), then stall as long
     # again, so that a second warning for the same stall would show.
@@ -35,7 +35,7 @@ def cpu_hog_for_the_test_until_reported(records, at_most):
     while time.monotonic() < deadline:  # never yields
         if not reported and any(r.name == "greenline.watchdog" for r in records):
             reported = True
-            deadline = time.monotonic() + 0.3
+            deadline = time.monotonic() + then
 
 
 def test_a_cpu_hog_is_reported_with_its_stack(detector, caplog):
@@ -220,3 +220,24 @@ def test_the_detector_reports_a_hog_inside_a_serve_worker(tmp_path):
             proc.wait(5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_turning_the_detector_off_and_on_again_leaves_exactly_one_watcher(caplog):
+    # disable() then enable() at once, while the old watcher sits in its
+    # timed wait: the old one must go and the new one must stay.  (Before,
+    # both could stay, and every stall was reported twice; or the old one
+    # could take the new one's stop signal with it, and nothing was reported.)
+    caplog.set_level(logging.WARNING, logger="greenline.watchdog")
+    counts = []
+    try:
+        for _ in range(15):
+            watchdog.enable(20)
+            time.sleep(0.006)  # the watcher starts and parks in its wait
+            watchdog.disable()
+            watchdog.enable(20)
+            caplog.clear()
+            greenline.spawn(cpu_hog_for_the_test_until_reported, caplog.records, 5, 0.1).join()
+            counts.append(sum(r.name == "greenline.watchdog" for r in caplog.records))
+    finally:
+        watchdog.disable()
+    assert counts == [1] * 15, counts

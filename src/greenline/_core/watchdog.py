@@ -25,6 +25,7 @@ import _thread
 import os
 import sys
 from time import monotonic
+from typing import Any
 
 from greenline._core import hub as _hub
 
@@ -34,42 +35,47 @@ _start_new_thread = _thread.start_new_thread
 _allocate_lock = _thread.allocate_lock
 
 threshold_ms: float | None = None
-_running = False
-_stop = _allocate_lock()
+# The running watcher's stop signal: a lock held until disable() releases
+# it.  Each watcher gets a lock of its own, so one told to stop can never
+# take a later watcher's signal (or keep running on it) when the detector
+# is turned off and on again before the old watcher has woken.
+_stop: Any = None
 
 
 def enable(ms: float) -> None:
     """Warn whenever a green thread runs ``ms`` milliseconds without yielding."""
-    global threshold_ms, _running
+    global threshold_ms, _stop
     if ms <= 0:
         raise ValueError("the threshold must be a positive number of milliseconds")
     threshold_ms = float(ms)
-    if not _running:
-        _running = True
-        if not _stop.locked():
-            _stop.acquire()
-        _start_new_thread(_watch, ())
+    if _stop is None:
+        stop = _allocate_lock()
+        stop.acquire()
+        _stop = stop
+        _start_new_thread(_watch, (stop,))
 
 
 def disable() -> None:
     """Stop the detector."""
-    global threshold_ms, _running
+    global threshold_ms, _stop
     threshold_ms = None
-    _running = False
-    if _stop.locked():
-        _stop.release()
+    stop, _stop = _stop, None
+    if stop is not None:
+        stop.release()
 
 
-def _watch() -> None:
+def _watch(stop: Any) -> None:
     # hub -> (loop pass and green thread seen running, when first seen,
     # already warned).  The same pair seen again means nothing switched.
     seen: dict[int, tuple[tuple[int, object], float, bool]] = {}
-    while _running and threshold_ms is not None:
-        limit = threshold_ms / 1000.0
-        # A timed acquire of a lock that disable() releases: a sleep that
-        # stops at once when the detector is turned off.
-        if _stop.acquire(timeout=max(limit / 4, 0.005)):
-            _stop.release()
+    while True:
+        threshold = threshold_ms
+        if threshold is None:
+            return
+        limit = threshold / 1000.0
+        # A timed acquire of this watcher's own lock, which disable()
+        # releases: a sleep that stops at once when the detector is off.
+        if stop.acquire(timeout=max(limit / 4, 0.005)):
             return
         now = monotonic()
         for hub in list(_hub.all_hubs):
@@ -122,10 +128,9 @@ def _after_fork_in_child() -> None:
     # process that had the detector on gets a watcher of its own, with the
     # same threshold.  That is every `greenline serve` worker, and every
     # multiprocessing child started by fork.
-    global _stop, _running
-    _stop = _allocate_lock()
-    if _running and threshold_ms is not None:
-        _running = False
+    global _stop
+    if _stop is not None and threshold_ms is not None:
+        _stop = None
         enable(threshold_ms)
 
 
