@@ -441,3 +441,28 @@ def test_the_selectors_path_for_platforms_without_epoll():
                           capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+@pytest.mark.timeout(20)
+def test_a_deadlock_is_reported_once_the_other_os_thread_has_ended():
+    # While another OS thread lives it might still wake us, so a wait
+    # nobody else can end is not a deadlock yet; once it has ended (without
+    # a word to the hub: a thread's end wakes nobody), it is.
+    import _thread
+
+    from greenline import Event, LoopExit
+
+    lock, started = _thread.allocate_lock(), _thread.allocate_lock()
+    lock.acquire()
+    started.acquire()
+
+    def other():
+        started.release()
+        lock.acquire(timeout=0.3)  # a real thread, living 0.3 s
+
+    _thread.start_new_thread(other, ())
+    started.acquire()  # it runs (and counts) before we wait
+    start = time.monotonic()
+    with pytest.raises(LoopExit):
+        Event().wait()
+    assert time.monotonic() - start < 5

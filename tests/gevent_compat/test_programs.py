@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -174,10 +173,6 @@ def test_example_udp_server_and_client(tmp_path):
         _stop(proc)
 
 
-@pytest.mark.skipif(
-    sysconfig.get_config_var("Py_GIL_DISABLED") == 1,
-    reason="known bug on free-threaded 3.13t: gevent's threadpool example hangs about one run in "
-           "five there (issue 16 is open for it); it passes on every GIL build")
 def test_example_threadpool_runs_four_sleeps_on_three_threads_in_two_seconds(tmp_path):
     done = _run_example(_example(tmp_path, "threadpool.py"))
     assert done.returncode == 0, done.stderr

@@ -125,6 +125,10 @@ else:  # macOS/BSD; on Linux, tests/_core/test_hub.py::test_the_selectors_path_f
 # fdio.spend_budget().
 IO_BUDGET = 64
 
+# How often a hub with nothing to do but wait for other OS threads checks
+# whether it is alone (and so deadlocked); see the poll phase of _run.
+_ALONE_RECHECK = 0.05
+
 # epoll_wait's maxevents.  Events not returned stay at the head of the
 # kernel's ready list and come first next time, so a small batch is fair.
 _MAX_EVENTS = 1024
@@ -578,8 +582,16 @@ class Hub(HubAPI):
                 timeout: float = 0
             elif timers and (timers[0][2] is not None or self._drop_cancelled_timers()):
                 timeout = max(0.0, timers[0][0] - monotonic())
-            elif self.io_waiters or self.refs or self._other_threads():
+            elif self.io_waiters or self.refs:
                 timeout = -1
+            elif self._other_threads():
+                # Only another OS thread could still wake us.  It would do
+                # so through call_threadsafe, but nothing tells us when it
+                # ends, or goes idle in a pool, instead: look again every so
+                # often, so that a deadlock is still reported once we are
+                # alone (a worker could finish its last job and wake us
+                # just before it counted itself idle).
+                timeout = _ALONE_RECHECK
             else:
                 self._deadlock()
                 timeout = 0
