@@ -517,9 +517,11 @@ def test_restart_back_off_grows_for_workers_dying_young_only(serve, tmp_path, un
     """))
     srv = serve("crashy:handle")
     first = srv.wait_workers(1)[0]
-    born = psutil.Process(first).create_time()
-    # Accepting for longer than HEALTHY_SECONDS: a healthy life.
-    until(lambda: time.time() - born > HEALTHY_SECONDS + 0.1, what="a healthy life")
+    # It was alive by now, so past this much it has lived longer than
+    # HEALTHY_SECONDS: a healthy life.  (Not psutil's create_time: it is
+    # counted from the boot time in whole seconds, up to a second off.)
+    alive_by = time.monotonic()
+    until(lambda: time.monotonic() - alive_by > HEALTHY_SECONDS + 0.1, what="a healthy life")
     seen = {first}
     delays = []   # from the worker's death to its replacement's fork, as measured here
     logged = []   # what the supervisor said it would wait
