@@ -291,3 +291,71 @@ def test_os_threads_and_green_threads_share_a_bounded_queue():
     counts = Counter(got)
     assert len(counts) == 5 * per_producer and max(counts.values()) == 1
     assert q.empty() and not q._getters and not q._putters
+
+
+# Tests for mutmut's survivors in queue.py (issue 18, docs/testing.md).
+
+
+def test_join_wakes_at_the_last_task_done_only():
+    # Each task_done but the last leaves the joiner parked; the last wakes it
+    # at once (well before its timeout), with nothing unfinished.
+    q = JoinableQueue()
+    for n in range(3):
+        q.put(n)
+    seen = []
+    joiner = greenline.spawn(lambda: seen.append((q.join(timeout=0.8), q.unfinished_tasks)))
+    until(lambda: q._joiners)
+    for n in range(3):
+        assert q.get() == n
+        q.task_done()
+        for _ in range(3):
+            greenline.sleep(0)  # give a wrongly woken joiner its turn
+        if n < 2:
+            assert not seen, f"join returned with {3 - n - 1} tasks unfinished"
+    start = time.monotonic()
+    joiner.join(timeout=5)
+    assert seen == [(True, 0)]
+    assert time.monotonic() - start < 0.5  # woken, not timed out
+
+
+def test_a_put_that_waited_for_a_slot_counts_as_unfinished():
+    q = JoinableQueue(1)
+    q.put("a")
+    putter = greenline.spawn(q.put, "b")
+    until(lambda: q._putters)
+    assert q.get() == "a"
+    putter.join(timeout=5)
+    assert putter.dead and q.get_nowait() == "b"
+    assert q.unfinished_tasks == 2
+
+
+def test_nowait_calls_and_timeout_objects_keep_item_and_blocking():
+    q = Queue(3)
+    q.put_nowait("a")
+    q.put("b", timeout=greenline.Timeout(1))
+    assert [q.get_nowait(), q.get_nowait()] == ["a", "b"]
+    with greenline.Timeout(1):  # a blocking peek_nowait would raise this
+        with pytest.raises(Empty):
+            q.peek_nowait()
+    # A Timeout object makes the call block until it fires, raising itself.
+    t = greenline.Timeout(0.05)
+    with pytest.raises(greenline.Timeout) as e:
+        q.peek(timeout=t)
+    assert e.value is t
+    for n in range(3):
+        q.put(n)
+    t = greenline.Timeout(0.05)
+    with pytest.raises(greenline.Timeout) as e:
+        q.put(3, timeout=t)
+    assert e.value is t
+    # join with a timeout shorter than a second still waits for the work.
+    jq = JoinableQueue()
+    jq.put(1)
+
+    def worker():
+        jq.get()
+        greenline.sleep(0.02)
+        jq.task_done()
+
+    greenline.spawn(worker)
+    assert jq.join(timeout=0.5) is True
