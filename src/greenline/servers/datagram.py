@@ -27,7 +27,7 @@ from greenlet import getcurrent
 from greenline import socket as gsocket
 from greenline._core.hub import get_hub
 from greenline._core.task import Task, spawn
-from greenline.servers.stream import parse_address
+from greenline.servers.stream import BoundAddress, family_for, parse_address
 
 __all__ = ["DatagramServer"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger("greenline.server")
 MAX_DATAGRAM = 8192
 
 
-class DatagramServer:
+class DatagramServer(BoundAddress):
     """Read datagrams from a UDP socket; call ``handle(data, address)`` for
     each, in a new green thread (or through ``spawn``: a Pool, a callable,
     or a limit on the handlers running at once)."""
@@ -70,31 +70,11 @@ class DatagramServer:
             return
         assert self._address is not None
         host, port = self._address
-        family = gsocket.AF_INET6 if ":" in host else gsocket.AF_INET
-        sock = gsocket.socket(family, gsocket.SOCK_DGRAM)
+        sock = gsocket.socket(family_for(host), gsocket.SOCK_DGRAM)
         if self.reuse_addr:
             sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.socket = sock
-
-    @property
-    def address(self) -> tuple[str, int]:
-        if self.socket is not None:
-            try:
-                name = self.socket.getsockname()
-                return (name[0], name[1])
-            except OSError:
-                pass
-        assert self._address is not None
-        return self._address
-
-    @property
-    def server_host(self) -> str:
-        return self.address[0]
-
-    @property
-    def server_port(self) -> int:
-        return self.address[1]
 
     @property
     def started(self) -> bool:

@@ -48,7 +48,7 @@ from greenline._core.task import Task
 from greenline._core.threadpool import to_thread
 from greenline.servers import proxy
 
-__all__ = ["StreamServer", "Handler", "parse_address", "DEFAULT_BACKLOG", "DEFAULT_HANDSHAKE_TIMEOUT",
+__all__ = ["StreamServer", "BoundAddress", "family_for", "Handler", "parse_address", "DEFAULT_BACKLOG", "DEFAULT_HANDSHAKE_TIMEOUT",
            "release_free_memory"]
 
 log = logging.getLogger("greenline.server")
@@ -125,11 +125,41 @@ def parse_address(address: Any) -> tuple[str, int]:
     raise TypeError(f"expected an address or a listening socket, got {address!r}")
 
 
-def _family_for(host: str) -> int:
+def family_for(host: str) -> int:
+    """The address family of a host given as an address string."""
     return gsocket.AF_INET6 if ":" in host else gsocket.AF_INET
 
 
-class StreamServer:
+class BoundAddress:
+    """What a server says of the address it serves, shared by the stream
+    and datagram servers: the one it was given, or, once bound, the socket's
+    own (with the real port when it was given port 0)."""
+
+    socket: Any
+    _address: tuple[str, int] | None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address the server listens on, with the real port once bound."""
+        if self.socket is not None:
+            try:
+                name = self.socket.getsockname()
+                return (name[0], name[1])
+            except OSError:
+                pass
+        assert self._address is not None
+        return self._address
+
+    @property
+    def server_host(self) -> str:
+        return self.address[0]
+
+    @property
+    def server_port(self) -> int:
+        return self.address[1]
+
+
+class StreamServer(BoundAddress):
     """Accept TCP connections; run ``handle(sock, address)`` for each one in a
     new green thread.
 
@@ -248,28 +278,8 @@ class StreamServer:
         assert self._address is not None
         host, port = self._address
         backlog = self.backlog if self.backlog is not None else DEFAULT_BACKLOG
-        self.socket = gsocket.create_server((host, port), family=_family_for(host), backlog=backlog,
+        self.socket = gsocket.create_server((host, port), family=family_for(host), backlog=backlog,
                                             reuse_port=self.reuse_port)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The address the server listens on, with the real port once bound."""
-        if self.socket is not None:
-            try:
-                name = self.socket.getsockname()
-                return (name[0], name[1])
-            except OSError:
-                pass
-        assert self._address is not None
-        return self._address
-
-    @property
-    def server_host(self) -> str:
-        return self.address[0]
-
-    @property
-    def server_port(self) -> int:
-        return self.address[1]
 
     # -- life cycle ----------------------------------------------------
 
