@@ -49,7 +49,8 @@ TESTS: dict[str, list[str]] = {
     "greenline/queue.py": ["tests/test_queue.py", "tests/test_sync_properties.py"],
     "greenline/_core/waiters.py": ["tests/test_lock.py", "tests/test_event.py", "tests/test_queue.py"],
     "greenline/tools/load.py": ["tests/tools/test_load.py", "tests/tools/test_load_checks.py"],
-    "greenline/tools/report.py": ["tests/tools/test_load.py", "tests/tools/test_load_checks.py"],
+    "greenline/tools/report.py": ["tests/tools/test_report.py", "tests/tools/test_load_http.py",
+                                  "tests/tools/test_load.py", "tests/tools/test_load_checks.py"],
 }
 
 # Exit codes in mutmut's meta files (mutmut.stats.status_by_exit_code).
