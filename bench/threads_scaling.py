@@ -1,9 +1,9 @@
 """``greenline serve upper`` across threads and processes, from a C client.
 
 Runs the server with each configuration (an interpreter, ``--procs``,
-``--threads``), drives it with ``bench/upper_client.c`` (compiled here with
-the system C compiler; one OS thread, epoll, closed loop, every reply
-checked), and reads the CPU time of the server's whole process tree
+``--threads``), drives it with the C client ``src/greenline/tools/upper_client.c``
+(compiled with the system C compiler by ``greenline.tools.cclient``; one OS
+thread, epoll, closed loop, every reply checked), and reads the CPU time of the server's whole process tree
 (supervisor and workers, from /proc) at the client's "mark start" and
 "mark end".  Rounds are interleaved (every configuration once per round) so
 drift in the machine's load hits them all alike; the medians are printed.
@@ -25,37 +25,39 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import platform
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT_SRC = ROOT / "bench" / "upper_client.c"
+CCLIENT = ROOT / "src" / "greenline" / "tools" / "cclient.py"  # builds tools/upper_client.c
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DEFAULT_CONFIGS = ["ft:1x1", "ft:1x2", "ft:2x1", "this:1x1", "this:2x1"]
 
 
+def _cclient() -> ModuleType:
+    """greenline.tools.cclient, loaded from this checkout by path (stdlib
+    only), so the script needs no greenline importable where it runs."""
+    spec = importlib.util.spec_from_file_location("greenline_cclient", CCLIENT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def build_client(out_dir: Path) -> Path | None:
     """Compile the C client; None (with a note on stderr) without a compiler."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        print("no C compiler (cc, gcc, clang): the C client is skipped", file=sys.stderr)
-        return None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    exe = out_dir / "upper_client"
-    if exe.exists() and exe.stat().st_mtime >= CLIENT_SRC.stat().st_mtime:
-        return exe
-    r = subprocess.run([cc, "-O2", "-o", str(exe), str(CLIENT_SRC)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"the C client did not compile ({cc}): {r.stderr.strip()}", file=sys.stderr)
-        return None
+    exe, note = _cclient().build_client(out_dir)
+    if exe is None:
+        print(f"{note}: skipped", file=sys.stderr)
     return exe
 
 
