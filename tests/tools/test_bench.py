@@ -1,37 +1,99 @@
-"""greenline bench: the harness on a tiny configuration, the table, the
-charts, and peers that are missing or do not start."""
+"""greenline bench: the harness on a tiny configuration (driven by the C
+client and by greenline load), the C client itself (every reply checked,
+latency, the burst start, its file descriptor limit), building it, the
+table, the charts, and peers that are missing or do not start."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from greenline.tools import bench
+from greenline.tools import bench, cclient
 from greenline.tools.bench import REFERENCE, BenchConfig, Run, ServerSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # matplotlib is a [bench] extra: without it the bench writes no charts and says so.
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
+# The C client is built with the system's C compiler (cached in
+# ~/.cache/greenline); where there is none its tests are skipped, saying so.
+C_CLIENT, C_NOTE = cclient.build_client()
+needs_c_client = pytest.mark.skipif(C_CLIENT is None, reason=f"the C client cannot be built here: {C_NOTE}")
+
+# A server that answers every line unchanged instead of upper-cased.
+WRONG_SERVER = textwrap.dedent("""
+    import socket, threading
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(2048)
+    print("listening on %s:%d" % s.getsockname(), flush=True)
+    def serve(c):
+        while data := c.recv(1024):
+            c.sendall(data)
+        c.close()
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+""")
+
+
+def _start(argv: list[str]) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), line
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def upper_server():
+    """A correct echo-upper server (asyncio Protocol, stdlib only): its port."""
+    proc, port = _start([sys.executable, "-m", "greenline.tools.peers.asyncio_protocol", "--port", "0"])
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def wrong_server():
+    proc, port = _start([sys.executable, "-c", WRONG_SERVER])
+    yield port
+    proc.kill()
+    proc.wait(10)
+
+
+def _client(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    assert C_CLIENT is not None
+    return subprocess.run([str(C_CLIENT), *args], capture_output=True, text=True, timeout=timeout)
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_tiny_bench_writes_the_table_results_and_charts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", [pytest.param("c", marks=needs_c_client), "python"])
+def test_tiny_bench_writes_the_table_results_and_charts(tmp_path: Path, client: str) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "greenline", "bench", "--servers", "greenline,asyncio Protocol",
          "--connections", "3", "--duration", "1.5", "--rounds", "1", "--big", "20", "--big-duration", "1.5",
-         "--out", str(out)],
+         "--client", client, "--out", str(out)],
         capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr
     table = (out / "bench.md").read_text()
     assert table.strip() in proc.stdout
+    # The report says what drove the servers.
+    if client == "c":
+        assert "- load: the C client (`upper_client.c`" in table and "greenline load" not in table
+        assert "20 connections: all opened first, then the first line sent on every one at once" in table
+    else:
+        assert "- load: `greenline load --procs 1`" in table and "C client" not in table
     assert "### 3 connections" in table and "### 20 connections" in table
     rows = [ln for ln in table.splitlines() if ln.startswith(("| greenline |", "| asyncio Protocol |"))]
     assert len(rows) == 4  # each server at 3 and at 20 connections
@@ -48,7 +110,122 @@ def test_tiny_bench_writes_the_table_results_and_charts(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())["runs"]
     assert {(r["server"], r["connections"]) for r in results} == {
         ("greenline", 3), ("asyncio Protocol", 3), ("greenline", 20), ("asyncio Protocol", 20)}
-    assert all(r["ok"] and r["cpu_us"] > 0 and r["rate"] > 0 for r in results)
+    assert all(r["ok"] and r["cpu_us"] > 0 and r["rate"] > 0 and r["client"] == client for r in results)
+    assert all(0 < r["p50_us"] <= r["p99_us"] for r in results)
+    for r in results:
+        if r["connections"] == 20:
+            assert r["first_replied"] == 20 and r["first_reply_s"] > 0 and r["rss_per_conn"] is not None
+
+
+# -- the C client ------------------------------------------------------------------
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+def test_c_client_reports_requests_and_latency_of_the_window(upper_server: int) -> None:
+    r = _client("127.0.0.1", str(upper_server), "10", "0.2", "0.5")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["mark start", "mark end"] and len(lines) == 3
+    res = cclient.parse_result(lines[2])
+    assert res["connections"] == 10 and res["requests"] > 0 and 0.4 < res["seconds"] < 1.5
+    assert 0 < res["p50_us"] <= res["p90_us"] <= res["p99_us"] <= res["max_us"]
+    assert "first_got" not in res  # only the burst start times first replies
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+def test_c_client_burst_times_every_first_reply(upper_server: int) -> None:
+    r = _client("-b", "127.0.0.1", str(upper_server), "300", "0.2", "0.5")
+    assert r.returncode == 0, r.stderr
+    res = cclient.parse_result(r.stdout.splitlines()[-1])
+    assert res["first_got"] == 300 and res["first_missing"] == 0
+    assert 0 < res["first_p99_s"] <= res["first_max_s"] < 5 and res["connect_s"] >= 0
+    assert res["requests"] > 0
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", [[], ["-b"]], ids=["one-at-a-time", "burst"])
+def test_c_client_fails_on_a_wrong_reply(wrong_server: int, mode: list[str]) -> None:
+    r = _client(*mode, "127.0.0.1", str(wrong_server), "5", "0.1", "0.3")
+    assert r.returncode == 1
+    assert "wrong reply: abcdefghijklmnopqrstuvwxyz01234" in r.stderr
+    assert "result" not in r.stdout
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+def test_c_client_reports_a_failed_connect() -> None:
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        r = _client("-b", "127.0.0.1", str(port), "3", "0", "0.2")
+    assert r.returncode == 1 and "connect" in r.stderr and "refused" in r.stderr
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+def test_c_client_says_so_when_it_cannot_have_the_descriptors_it_needs() -> None:
+    # More than the kernel allows any process (fs.nr_open), even root.
+    too_many = int(Path("/proc/sys/fs/nr_open").read_text()) + 1
+    r = _client("127.0.0.1", "9", str(too_many), "0", "1")
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1
+    assert f"{too_many} connections need" in r.stderr and "RLIMIT_NOFILE" in r.stderr
+
+
+@needs_c_client
+@pytest.mark.timeout(60)
+def test_bench_marks_a_server_with_wrong_replies_as_failed(tmp_path: Path) -> None:
+    wrong = ServerSpec("wrong", (sys.executable, "-c", WRONG_SERVER))
+    runs, notes = bench.run_bench([wrong], BenchConfig(connections=(5,), duration=1.5, rounds=1, big=0,
+                                                       out=tmp_path))
+    assert [(r.server, r.client, r.ok, r.cpu_us) for r in runs] == [("wrong", "c", False, None)]
+    assert "the C client failed (exit 1): wrong reply" in runs[0].problems[0]
+    assert any(n.startswith("wrong at 5 connections, round 1: the C client failed") for n in notes)
+    text = bench.markdown(runs, notes, BenchConfig(big=0, out=tmp_path), ["wrong"], "# h")
+    assert "| wrong ⚠ | – |" in text
+
+
+def test_without_a_compiler_the_bench_falls_back_to_greenline_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cclient, "build_client",
+                        lambda *a: (None, "no C compiler (cc, gcc, clang): the C client is not available"))
+    cfg = BenchConfig()
+    exe, notes = bench.resolve_client(cfg)
+    assert exe is None and cfg.client == "python"
+    assert notes == ["no C compiler (cc, gcc, clang): the C client is not available: greenline load drove the "
+                     "servers instead, a Python client on the same cores, which shapes every server's figures"]
+    assert bench.load_lines(cfg)[0].startswith("- load: `greenline load --procs 1`")
+
+
+def test_build_client_caches_by_source_and_notes_a_missing_compiler(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    exe, note = cclient.build_client(tmp_path / "cache")
+    assert exe is None and "\n" not in note and note.endswith("the C client is not available")
+    assert "no-such-cc" in note
+    if C_CLIENT is None:
+        return
+    monkeypatch.delenv("CC")
+    exe, note = cclient.build_client(tmp_path / "cache")
+    assert exe is not None and note == "" and exe.parent == tmp_path / "cache"
+    built = exe.stat().st_mtime_ns
+    assert cclient.build_client(tmp_path / "cache") == (exe, "") and exe.stat().st_mtime_ns == built
+    changed = tmp_path / "upper_client.c"
+    changed.write_text(cclient.SOURCE.read_text() + "/* changed */\n")
+    exe2, _ = cclient.build_client(tmp_path / "cache", source=changed)
+    assert exe2 is not None and exe2 != exe  # a changed source is built again
+    broken = tmp_path / "broken.c"
+    broken.write_text("int main(void) { return nope; }\n")
+    exe3, note = cclient.build_client(tmp_path / "cache", source=broken)
+    assert exe3 is None and note.startswith("the C client did not compile") and "\n" not in note
+
+
+def test_the_c_client_source_ships_in_the_package() -> None:
+    assert cclient.SOURCE.exists() and cclient.SOURCE.parent.name == "tools"
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert '"tools/upper_client.c"' in pyproject
 
 
 def test_missing_peer_is_skipped_with_a_note(tmp_path: Path) -> None:
@@ -125,7 +302,11 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["bench", "--servers", "nginx"]) == 2
     assert main(["bench", "--duration", "0.5"]) == 2
-    assert "greenline bench:" in capsys.readouterr().err
+    assert main(["bench", "--client", "wrk"]) == 2  # wrk speaks HTTP
+    assert main(["bench", "--http", "--client", "c"]) == 2
+    err = capsys.readouterr().err
+    assert "greenline bench:" in err and "--client wrk drives HTTP servers" in err
+    assert "--client c drives the line protocol" in err
     with pytest.raises(SystemExit):
         main(["bench", "--connections", "0"])
 

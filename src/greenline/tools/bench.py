@@ -1,8 +1,12 @@
 """``greenline bench``: greenline's server against every peer, side by side.
 
 Each server (``greenline serve upper`` and the peers of
-``greenline.tools.peers``) runs in its own process, one at a time, and
-``greenline load`` (one client process) drives it.  Runs are interleaved
+``greenline.tools.peers``) runs in its own process, one at a time, and one
+client process drives it: the C client (``upper_client.c``, built on first
+use by :mod:`greenline.tools.cclient`; one OS thread, epoll, every reply
+checked), so that the CPU figures are the server's own and not shaped by a
+Python client on the same cores; ``greenline load`` where no C compiler is
+found (with a note) or with ``--client python``.  Runs are interleaved
 (for each connection count: A B C ... A B C ...) so that the machine's
 drift hits every server alike; medians are reported, with ratios against
 the seed's server under gevent.
@@ -10,17 +14,20 @@ the seed's server under gevent.
 Per run:
 
 * **CPU per request**: user + system time of the server's whole process
-  tree (psutil), read each time the client prints a progress line, over a
-  window that leaves out connecting and winding down, divided by the
-  replies counted in that window.  This is the figure that holds on a
-  noisy shared machine; requests/s does not.
-* requests/s over the same window; p50 and p99 latency from the client's
-  HDR histogram (each connection's first exchange left out: it measures
-  accept).
-* For the many-connections case: the server's peak RSS growth (sum of
-  ``VmHWM`` over its processes, less their RSS once listening) divided by the
-  connections; p99/p50; and the time until every connection had its first
-  reply.
+  tree (psutil) over a window that leaves out connecting and winding down
+  (the C client's "mark start" and "mark end" lines after its warm-up;
+  ``greenline load``'s progress lines), divided by the replies counted in
+  that window.  This is the figure that holds on a noisy shared machine;
+  requests/s does not.
+* requests/s over the same window; p50 and p99 latency (the C client: of
+  every request in the window; ``greenline load``: its HDR histogram, each
+  connection's first exchange left out).
+* For the many-connections case: memory per connection (the C client: the
+  server tree's RSS with the connections open, less its RSS once listening;
+  ``greenline load``: the peak, ``VmHWM``), divided by the connections;
+  p99/p50; and the time until every connection had its first reply (the C
+  client opens every connection first, then sends the first line on all of
+  them at once and times from that moment).
 
 A peer whose library is not installed is skipped with a note.
 
@@ -48,11 +55,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from greenline.tools import cclient
 from greenline.tools.peers import PEERS
 
 if TYPE_CHECKING:
@@ -113,6 +122,10 @@ class BenchConfig:
     big_rounds: int = 1
     out: Path = Path("bench-out")
     charts: bool = True
+    client: str = "c"  # "c" (the C client) or "python" (greenline load)
+
+
+CLIENT_NAMES = {"c": "the C client", "python": "greenline load"}
 
 
 @dataclass
@@ -130,6 +143,9 @@ class Run:
     first_replied: int = 0
     ok: bool = False
     problems: list[str] = field(default_factory=list)
+    client: str = "python"  # what drove it: "c" or "python" (results.json of old runs: python)
+    first_p99_s: float | None = None  # C client: p99 of the first replies' times
+    connect_s: float | None = None  # C client, many connections: opening them all
 
 
 class BenchError(Exception):
@@ -309,6 +325,90 @@ def measure(spec: ServerSpec, connections: int, duration: float, workdir: Path) 
     return run
 
 
+def c_window(duration: float) -> tuple[float, float]:
+    """(warm-up, measured) seconds of a C client run ``duration`` long."""
+    warmup = min(1.0, duration / 3)
+    return warmup, duration - warmup
+
+
+def measure_c(spec: ServerSpec, connections: int, duration: float, workdir: Path, exe: Path,
+              burst: bool = False) -> Run:
+    """Start the server, drive it with the C client, stop it.  ``burst``:
+    open every connection first, then time every first reply."""
+    run = Run(spec.name, connections, client="c")
+    logdir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    warmup, seconds = c_window(duration)
+    server = ServerProcess(spec, logdir)
+    result: dict[str, float] = {}
+    cpu0 = cpu1 = None
+    rss1 = 0
+    try:
+        rss0 = _rss(server.procs)
+        # -H: the client keeps its connections open after its result line
+        # until its standard input closes, so the memory is read with them.
+        cmd = [str(exe), *(["-b"] if burst else []), "-H", server.host, str(server.port), str(connections),
+               f"{warmup:g}", f"{seconds:g}"]
+        err_path = logdir / "client.err"
+        with open(err_path, "wb") as err:
+            client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert client.stdin is not None and client.stdout is not None
+        # Connecting (60 s at most in the client), the run, and room to spare.
+        watchdog = threading.Timer(duration + 90, client.kill)
+        watchdog.start()
+        try:
+            for line in client.stdout:
+                if line.startswith("mark start"):
+                    cpu0 = cpu_seconds(server.procs)
+                elif line.startswith("mark end"):
+                    cpu1 = cpu_seconds(server.procs)
+                elif line.startswith("result "):
+                    result = cclient.parse_result(line)
+                    rss1 = _rss(server.procs)
+                    break
+            client.stdin.close()
+            client.wait(timeout=30)
+        finally:
+            watchdog.cancel()
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        if server.proc.poll() is not None:
+            run.problems.append(f"the server died during the run: {server.stderr_tail()}")
+    finally:
+        server.stop()
+    if client.returncode != 0 or not result:
+        tail = " ".join(ln.strip() for ln in err_path.read_text(errors="replace").splitlines()[-2:])
+        run.problems.append(f"the C client failed (exit {client.returncode}): {tail or 'no output'}")
+    requests = result.get("requests", 0)
+    if requests and cpu0 is not None and cpu1 is not None:
+        run.cpu_us = (cpu1 - cpu0) / requests * 1e6
+        run.rate = result.get("rps")
+        run.p50_us, run.p99_us = result.get("p50_us"), result.get("p99_us")
+    if result:
+        run.rss_per_conn = max(0, rss1 - rss0) / connections
+    if burst and result:
+        got = int(result.get("first_got", 0))
+        run.first_replied = got
+        run.first_reply_s = result.get("first_max_s") if got == connections else None
+        run.first_p99_s = result.get("first_p99_s")
+        run.connect_s = result.get("connect_s")
+    run.ok = not run.problems and run.cpu_us is not None
+    return run
+
+
+def resolve_client(cfg: BenchConfig) -> tuple[Path | None, list[str]]:
+    """The C client's executable when ``cfg.client`` is "c" and it builds;
+    otherwise None, ``cfg.client`` set to "python" and a note saying why."""
+    if cfg.client != "c":
+        return None, []
+    exe, note = cclient.build_client()
+    if exe is not None:
+        return exe, []
+    cfg.client = "python"
+    return None, [f"{note}: greenline load drove the servers instead, a Python client on the same cores, "
+                  "which shapes every server's figures"]
+
+
 # ----------------------------------------------------------------------
 # The whole benchmark
 
@@ -330,7 +430,7 @@ def run_bench(specs: list[ServerSpec], cfg: BenchConfig) -> tuple[list[Run], lis
     """Every server at every connection count, interleaved; returns the runs
     and notes (skipped servers, failed runs)."""
     _raise_nofile()
-    notes: list[str] = []
+    exe, notes = resolve_client(cfg)
     live: list[ServerSpec] = []
     for spec in specs:
         missing = _missing(spec)
@@ -357,7 +457,11 @@ def run_bench(specs: list[ServerSpec], cfg: BenchConfig) -> tuple[list[Run], lis
                                          f"(it answers one client at a time; the others would only wait)")
                         continue
                     try:
-                        run = measure(spec, connections, duration, Path(tmp))
+                        if exe is not None:
+                            run = measure_c(spec, connections, duration, Path(tmp), exe,
+                                            burst=bool(cfg.big) and connections == cfg.big)
+                        else:
+                            run = measure(spec, connections, duration, Path(tmp))
                     except BenchError as e:
                         notes.append(f"{spec.name}: skipped, could not start: {e}")
                         broken.add(spec.name)
@@ -365,8 +469,9 @@ def run_bench(specs: list[ServerSpec], cfg: BenchConfig) -> tuple[list[Run], lis
                     runs.append(run)
                     cpu = "-" if run.cpu_us is None else f"{run.cpu_us:.2f} µs/req"
                     rate = "-" if run.rate is None else f"{run.rate:,.0f} req/s"
+                    lat = "" if run.p99_us is None else f"  p50 {_lat(run.p50_us)} p99 {_lat(run.p99_us)}"
                     _log(f"[{connections:>6,} conns, round {r + 1}/{rounds}] {spec.name:<20} {cpu:>14} "
-                         f"{rate:>14}{'' if run.ok else '  PROBLEM: ' + '; '.join(run.problems)[:200]}")
+                         f"{rate:>14}{lat}{'' if run.ok else '  PROBLEM: ' + '; '.join(run.problems)[:200]}")
                     if not run.ok:
                         notes.append(f"{spec.name} at {connections:,} connections, round {r + 1}: "
                                      + ("; ".join(run.problems) or "not OK")[:300])
@@ -868,6 +973,8 @@ def main_http(args: argparse.Namespace) -> int:
         if cfg.duration < 1 or cfg.rounds < 1:
             raise BenchError("--duration must be at least 1 s and --rounds at least 1")
         notes: list[str] = []
+        if args.client in ("c", "python"):
+            raise BenchError(f"--client {args.client} drives the line protocol; --http takes wrk or greenline")
         if args.client:
             cfg.client = args.client
         elif shutil.which("wrk") is None:
@@ -925,7 +1032,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "bench",
         help="greenline's server against gevent, asyncio, uvloop, trio, threads: CPU, memory, latency",
         description="Serve the echo-upper protocol with greenline and each peer, one at a time, drive "
-                    "each with `greenline load`, runs interleaved; report server CPU per request, req/s, "
+                    "each with a small C client (built on first use with the system's C compiler; "
+                    "`greenline load` where there is none), runs interleaved; report server CPU per request, req/s, "
                     "p50/p99 and, at many connections, memory per connection and time to every first "
                     "reply, as a Markdown table with ratios against the seed's server on gevent, and "
                     "PNG charts.",
@@ -958,14 +1066,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--quick apply.  Needs a greenline checkout (it runs bench/wsgi_cpu.py's servers).")
     http.add_argument("--http", action="store_true", help="the WSGI servers instead of the line protocol")
     http.add_argument("--apps", metavar="NAMES", help="comma-separated subset of: " + ", ".join(HTTP_APPS))
-    http.add_argument("--client", choices=("wrk", "greenline"), default=None,
-                      help="what drives the servers (default: wrk if installed)")
+    p.add_argument("--client", choices=("c", "python", "wrk", "greenline"), default=None,
+                   help="what drives the servers: for the line protocol c (the C client, the default when a "
+                        "C compiler is found) or python (greenline load); with --http wrk (the default when "
+                        "installed) or greenline")
     p.set_defaults(func=main)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     cfg = BenchConfig(out=args.out, charts=not args.no_charts)
+    client = getattr(args, "client", None)
+    if client == "wrk":
+        raise BenchError("--client wrk drives HTTP servers (--http); the line protocol takes c or python")
+    if client is not None:
+        cfg.client = "c" if client == "c" else "python"  # greenline load is the Python client
     if args.quick:
         cfg.connections, cfg.duration, cfg.rounds, cfg.big = (1, 100, 5000), 3.0, 1, 0
     for name in ("connections", "duration", "rounds", "big", "big_duration", "big_rounds"):
@@ -977,6 +1092,30 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if cfg.rounds < 1 or cfg.big_rounds < 1 or cfg.big < 0:
         raise BenchError("--rounds must be positive, --big zero or positive")
     return cfg
+
+
+def load_lines(cfg: BenchConfig) -> list[str]:
+    """The report header's lines on the client and what its figures mean."""
+    big = f", {cfg.big:,} connections for {cfg.big_duration:g} s" if cfg.big else ""
+    if cfg.client == "python":
+        return [
+            f"- load: `greenline load --procs 1`, closed loop, 32-byte messages, {cfg.duration:g} s per run{big}; "
+            "client and server share the machine's cores",
+            "- CPU/request: user+system of the server's process tree over the measured window / replies",
+        ]
+    w, m = c_window(cfg.duration)
+    lines = [
+        f"- load: the C client (`upper_client.c`: one OS thread, epoll, every reply checked), closed loop, "
+        f"32-byte messages, {w:.3g} s warm-up + {m:.3g} s measured per run{big}; its own CPU is small and fixed, "
+        "so the server's figures are the server's",
+        "- CPU/request: user+system of the server's process tree over the client's measured window / "
+        "replies in it; p50/p99: latency of every request in the window",
+    ]
+    if cfg.big:
+        lines.append(f"- {cfg.big:,} connections: all opened first, then the first line sent on every one at "
+                     "once; first replies timed from that moment; RSS/connection: the server tree's RSS with the "
+                     "connections open, less its RSS once listening, / connections")
+    return lines
 
 
 def select_servers(text: str | None) -> list[ServerSpec]:
@@ -1053,11 +1192,8 @@ def main(args: argparse.Namespace) -> int:
         "",
         f"- machine: {machine()}",
         f"- versions: {versions()}",
-        f"- load: `greenline load --procs 1`, closed loop, 32-byte messages, {cfg.duration:g} s per run"
-        + (f", {cfg.big:,} connections for {cfg.big_duration:g} s" if cfg.big else "")
-        + "; client and server share the machine's cores",
+        *load_lines(cfg),
         f"- load average at start {load0[0]:.2f}, at end {load1[0]:.2f}",
-        "- CPU/request: user+system of the server's process tree over the measured window / replies",
     ])
     text = markdown(runs, notes, cfg, [s.name for s in specs], header)
     cfg.out.mkdir(parents=True, exist_ok=True)
