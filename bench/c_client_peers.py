@@ -61,7 +61,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from threads_scaling import _cclient, tree_pids
+from threads_scaling import load_cclient, tree_pids  # bench/ is on sys.path: the script's directory
+
+cclient = load_cclient()  # src/greenline/tools/cclient.py: builds the client, reads its result line
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -216,7 +218,7 @@ def run_one(key: str, client: Path, connections: int, warmup: float, seconds: fl
             elif line.startswith("mark end"):
                 t1 = tree_times(server.proc.pid)
             elif line.startswith("result "):
-                result = _cclient().parse_result(line)
+                result = cclient.parse_result(line)
                 run["rss_per_conn"] = (tree_rss(server.proc.pid) - rss0) / connections
                 break
         try:
@@ -374,9 +376,10 @@ def main() -> int:
         ap.error(f"--connections: not a list of numbers: {args.connections!r}")
     keys = [k.strip().lower().replace(" ", "-") for k in args.servers.split(",") if k.strip()]
     bad = [k for k in keys if k not in SERVERS]
-    if bad or not keys or not counts or min(counts) < 1 or args.rounds < 1 or args.seconds <= 0:
-        ap.error(f"bad --servers {bad}, --connections, --rounds or --seconds" if bad else
-                 "--connections, --rounds and --seconds must be positive")
+    if bad or not keys:
+        ap.error(f"--servers: no server {', '.join(bad)!r}; choose from {', '.join(SERVERS)}")
+    if not counts or min(counts) < 1 or args.rounds < 1 or args.seconds <= 0 or args.warmup < 0:
+        ap.error("--connections, --rounds and --seconds must be positive")
     notes = []
     for k in list(keys):
         lib = SERVERS[k][2]
@@ -384,7 +387,7 @@ def main() -> int:
             notes.append(f"{SERVERS[k][0]}: skipped, {lib} is not installed")
             keys.remove(k)
     kernel = check_kernel(max(counts))
-    client, note = _cclient().build_client()
+    client, note = cclient.build_client()
     if client is None:
         print(f"{note}: nothing to run", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_CONFIGS = ["ft:1x1", "ft:1x2", "ft:2x1", "this:1x1", "this:2x1"]
 
 
-def _cclient() -> ModuleType:
+def load_cclient() -> ModuleType:
     """greenline.tools.cclient, loaded from this checkout by path (stdlib
     only), so the script needs no greenline importable where it runs."""
     spec = importlib.util.spec_from_file_location("greenline_cclient", CCLIENT)
@@ -55,7 +55,7 @@ def _cclient() -> ModuleType:
 
 def build_client(out_dir: Path) -> Path | None:
     """Compile the C client; None (with a note on stderr) without a compiler."""
-    exe, note = _cclient().build_client(out_dir)
+    exe, note = load_cclient().build_client(out_dir)
     if exe is None:
         print(f"{note}: skipped", file=sys.stderr)
     return exe
