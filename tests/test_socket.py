@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import socket as stdsocket
 import tempfile
@@ -738,7 +739,6 @@ def test_sendfile_whole_and_part_and_file_position():
         assert bytes(got) == payload[5000:6000]
         assert f.tell() == 6000
     # A file object without a descriptor goes through send().
-    import io
     got.clear()
     t = greenline.spawn(reader, 10)
     assert a.sendfile(io.BytesIO(b"0123456789")) == 10
@@ -751,6 +751,88 @@ def test_sendfile_whole_and_part_and_file_position():
         with pytest.raises(ValueError):
             a.sendfile(f)
     a.close()
+    b.close()
+
+
+def _recv_exactly(sock, n):
+    got = bytearray()
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        assert chunk, f"EOF after {len(got)} of {n} bytes"
+        got.extend(chunk)
+    return bytes(got)
+
+
+def test_sendfile_through_send_keeps_offset_count_and_file_position():
+    # A file object without a descriptor (BytesIO) goes through send(); the
+    # offset, the count and where the file is left are the caller's, as
+    # with a real file.
+    payload = os.urandom(10_000)
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    f = io.BytesIO(payload)
+    assert a.sendfile(f, offset=1000, count=3000) == 3000
+    assert _recv_exactly(b, 3000) == payload[1000:4000]
+    assert f.tell() == 4000
+    # An empty file: nothing sent, and it says so.
+    with tempfile.TemporaryFile() as empty:
+        assert a.sendfile(empty) == 0
+    with pytest.raises(BlockingIOError):
+        b.recv(1, socket.MSG_DONTWAIT)
+    a.close()
+    b.close()
+
+
+def test_sendfile_falls_back_to_send_when_sendfile2_refuses_the_file(monkeypatch):
+    # sendfile(2) refusing a file it cannot read (EINVAL, as for some
+    # special files) before anything was sent: plain sends take over from
+    # the same offset.  Made to refuse here: no ordinary file is refused.
+    payload = os.urandom(50_000)
+    refused = []
+
+    def refuse(*args):
+        refused.append(args)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    with tempfile.TemporaryFile() as f:
+        f.write(payload)
+        got = greenline.spawn(_recv_exactly, b, 20_000)
+        monkeypatch.setattr(os, "sendfile", refuse)
+        assert a.sendfile(f, offset=100, count=20_000) == 20_000
+        monkeypatch.undo()
+        assert got.get(timeout=5) == payload[100:20_100]
+        assert len(refused) == 1 and f.tell() == 20_100
+    a.close()
+    b.close()
+
+
+def test_sendfile_failing_after_some_bytes_raises_instead_of_starting_again(monkeypatch):
+    # Falling back once bytes are gone would send them twice.
+    payload = os.urandom(50_000)
+    real = os.sendfile
+    calls = []
+
+    def fail_second_time(out_fd, in_fd, offset, count):
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(out_fd, in_fd, offset, min(count, 1000))
+
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    with tempfile.TemporaryFile() as f:
+        f.write(payload)
+        monkeypatch.setattr(os, "sendfile", fail_second_time)
+        with pytest.raises(OSError) as err:
+            a.sendfile(f, offset=0)
+        monkeypatch.undo()
+        assert err.value.errno == errno.EIO and calls == [0, 1000]
+        assert f.tell() == 1000  # left after what was sent, as the stdlib does
+    a.close()  # the peer sees exactly the first 1000 bytes, then EOF
+    assert _recv_exactly(b, 1000) == payload[:1000]
+    assert b.recv(1) == b""
     b.close()
 
 
@@ -926,6 +1008,33 @@ def test_msg_dontwait_never_parks():
         a.recv_into(buf, 10, socket.MSG_DONTWAIT)
     b.sendall(b"now")
     assert a.recv(10, socket.MSG_DONTWAIT) == b"now"
+    a.close()
+    b.close()
+
+
+def test_send_with_msg_dontwait_raises_when_full_instead_of_parking():
+    # A blocking socket (no timeout): MSG_DONTWAIT makes the one call
+    # non-blocking, as with the stdlib.  A send that parked would wait for a
+    # reader that never comes: the Timeout turns that into a failure.
+    a, b = socket.socketpair()
+    assert a.gettimeout() is None
+    sent = 0
+    with greenline.Timeout(5):
+        with pytest.raises(BlockingIOError):
+            while True:  # until the buffer is full
+                sent += a.send(b"x" * 65536, socket.MSG_DONTWAIT)
+        # Known full now (its flag says so): raises again, still no wait.
+        with pytest.raises(BlockingIOError):
+            a.send(b"x", socket.MSG_DONTWAIT)
+    # What each call reported taken is what arrives, no more.
+    b.setblocking(False)
+    got = 0
+    with pytest.raises(BlockingIOError):
+        while True:
+            chunk = b.recv(1 << 20)
+            assert chunk
+            got += len(chunk)
+    assert sent > 0 and got == sent
     a.close()
     b.close()
 

@@ -393,6 +393,42 @@ def test_server_handshake_times_out_on_a_silent_client(server_ctx):
     server.close()
 
 
+def test_a_handshake_the_peer_trickles_fails_at_its_deadline(server_ctx, ca):
+    # The socket's timeout bounds the whole handshake, not each wait: a
+    # client sending its ClientHello a byte at a time, each byte well within
+    # the timeout, must not keep the server's handshake going for longer.
+    hello_ctx = stdssl.create_default_context()
+    ca.configure_trust(hello_ctx)
+    incoming, outgoing = stdssl.MemoryBIO(), stdssl.MemoryBIO()
+    obj = hello_ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(stdssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outgoing.read()  # the whole ClientHello, hundreds of bytes
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    sent = 0
+
+    def trickle():
+        nonlocal sent
+        for i in range(len(hello)):
+            client.sendall(hello[i:i + 1])
+            sent += 1
+            greenline.sleep(0.02)  # the pace of the trickle
+
+    trickler = greenline.spawn(trickle)
+    conn.settimeout(0.3)
+    start = time.monotonic()
+    with greenline.Timeout(10), pytest.raises(TimeoutError, match="handshake operation timed out"):
+        server_ctx.wrap_socket(conn, server_side=True)
+    took = time.monotonic() - start
+    assert not trickler.dead and sent < len(hello)  # cut off while still trickling
+    assert 0.3 <= took < 1.5, took
+    trickler.kill()
+    for s in (client, listener):
+        s.close()
+
+
 def test_garbage_client_gets_the_server_an_ssl_error_and_hurts_no_one(server_ctx, client_ctx):
     server = TLSEchoServer(server_ctx)
 

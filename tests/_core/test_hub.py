@@ -151,6 +151,64 @@ def test_a_green_thread_that_always_has_data_cannot_keep_the_hub():
     b.close()
 
 
+def test_a_socket_another_os_threads_hub_watches_spends_the_budget_yielding_in_the_callers_hub():
+    # A socket registered with the main thread's hub, then used by a second
+    # OS thread whose calls never block: they spend the budget of the hub
+    # that watches the socket, and when it runs out the caller must yield in
+    # its own thread's hub (no green thread can switch into another
+    # thread's), letting that thread's other green threads run.
+    from greenline._core.hub import IO_BUDGET, close_thread_hub
+
+    main_hub = get_hub()
+    a, b = socket.socketpair()
+    a.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        a.recv(1)  # registers it with this thread's hub
+    a.settimeout(None)
+    calls = IO_BUDGET * 3
+    b.sendall(b"x" * (calls + 1))
+    assert a.recv(1) == b"x"  # a wait here: known readable from now on
+    assert a._gl_st.hub is main_hub and a._gl_st.readable
+    seen: list[int] = []  # the other green thread's count at each call
+    errors: list[BaseException] = []
+
+    def second_thread():
+        passes = 0
+        done = False
+
+        def caller():
+            nonlocal done
+            for _ in range(calls):
+                seen.append(passes)
+                assert a.recv(1) == b"x"
+            done = True
+
+        def counter():
+            nonlocal passes
+            while not done:
+                passes += 1
+                greenline.sleep(0)
+
+        try:
+            greenline.joinall([greenline.spawn(caller), greenline.spawn(counter)], raise_error=True,
+                              timeout=10)
+            assert done
+        except BaseException as e:  # reported to the main thread below
+            errors.append(e)
+        finally:
+            close_thread_hub()
+
+    th = threading.Thread(target=second_thread)
+    th.start()
+    th.join(timeout=20)  # the main thread's hub stays still meanwhile
+    assert not th.is_alive() and errors == []
+    assert a._gl_st.hub is main_hub  # never waited there: the budget was the main hub's
+    runs = [seen.count(p) for p in sorted(set(seen))]  # calls in a row, between two counts
+    assert len(runs) > 1 and max(runs) <= IO_BUDGET, runs
+    a.close()
+    b.close()
+
+
 def test_deadlock_is_reported_not_hung():
     t = greenline.Task(lambda: None)  # never started: nothing can finish it
     with pytest.raises(LoopExit):
