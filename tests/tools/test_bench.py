@@ -144,6 +144,55 @@ def test_c_client_burst_times_every_first_reply(upper_server: int) -> None:
     assert res["requests"] > 0
 
 
+# Answers (upper-cased) every other connection it accepts; holds the rest
+# open without a word.
+HALF_SERVER = textwrap.dedent("""
+    import socket, threading
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(2048)
+    print("listening on %s:%d" % s.getsockname(), flush=True)
+    def serve(c):
+        while data := c.recv(1024):
+            c.sendall(data.upper())
+    held = []
+    while True:
+        c, _ = s.accept()
+        held.append(c)
+        if len(held) % 2:
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+""")
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+def test_c_client_burst_counts_the_connections_never_answered() -> None:
+    proc, port = _start([sys.executable, "-c", HALF_SERVER])
+    try:
+        r = _client("-b", "127.0.0.1", str(port), "20", "0.2", "0.3")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert r.returncode == 0, r.stderr  # the others were answered: a figure, not a failure
+    res = cclient.parse_result(r.stdout.splitlines()[-1])
+    assert (res["first_got"], res["first_missing"]) == (10, 10) and res["requests"] > 0
+
+
+@needs_c_client
+@pytest.mark.timeout(30)
+def test_c_client_fails_when_nothing_is_answered() -> None:
+    proc, port = _start([sys.executable, "-c", HALF_SERVER])
+    try:
+        # One connection, the server's second: accepted, never answered.
+        r = _client("-b", "127.0.0.1", str(port), "1", "0", "0.3")
+        r = _client("-b", "127.0.0.1", str(port), "1", "0", "0.3")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert r.returncode == 1 and "no reply at all in the window" in r.stderr
+    assert "first_missing=1" in r.stdout
+
+
 @needs_c_client
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("mode", [[], ["-b"]], ids=["one-at-a-time", "burst"])

@@ -380,5 +380,9 @@ int main(int argc, char **argv) {
         while (read(0, drain, sizeof drain) > 0) {}
     }
     for (int i = 0; i < nconns; i++) close(conns[i].fd);
-    return requests > 0 ? 0 : 1;
+    if (requests == 0) {
+        fprintf(stderr, "no reply at all in the window\n");
+        return 1;
+    }
+    return 0;
 }
