@@ -10,8 +10,9 @@ in, mutates a copy of ``src`` under ``mutants/`` and runs the tests there
 (``mutants/src`` first on ``sys.path``, the real ``src`` taken off it).  To
 point it at one module and its tests without touching the shared
 pyproject.toml, this script makes a scratch directory ``mutants/<module>/``
-(``mutants/`` is git-ignored) holding symlinks to ``src`` and ``tests`` and a
-pyproject.toml that is the repository's with ``[tool.mutmut]`` extended by
+(``mutants/`` is git-ignored) holding symlinks to ``src``, ``tests`` and
+``examples`` and a pyproject.toml that is the repository's with
+``[tool.mutmut]`` extended by
 ``only_mutate`` (this module) and ``pytest_add_cli_args_test_selection`` (its
 tests: the mirrored test file, see ``TESTS``, or ``--tests``).  Child
 processes the tests start (``greenline serve``, ``greenline load``) get
@@ -48,7 +49,9 @@ TESTS: dict[str, list[str]] = {
     "greenline/event.py": ["tests/test_event.py", "tests/test_sync_properties.py"],
     "greenline/queue.py": ["tests/test_queue.py", "tests/test_sync_properties.py"],
     "greenline/_core/waiters.py": ["tests/test_lock.py", "tests/test_event.py", "tests/test_queue.py"],
-    "greenline/tools/load.py": ["tests/tools/test_load.py", "tests/tools/test_load_checks.py"],
+    # load.py holds the HTTP request loops too (load_http.py parses).
+    "greenline/tools/load.py": ["tests/tools/test_load.py", "tests/tools/test_load_checks.py",
+                                "tests/tools/test_load_http.py"],
     "greenline/tools/report.py": ["tests/tools/test_report.py", "tests/tools/test_load_http.py",
                                   "tests/tools/test_load.py", "tests/tools/test_load_checks.py"],
 }
@@ -135,7 +138,9 @@ def main() -> int:
     if work.exists() and not args.keep:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("src", "tests"):
+    # examples/: tests start servers from examples/apps (mutmut copies it
+    # next to the tests: also_copy in [tool.mutmut]).
+    for name in ("src", "tests", "examples"):
         link = work / name
         if not link.exists():
             link.symlink_to(ROOT / name)

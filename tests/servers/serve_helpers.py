@@ -56,9 +56,11 @@ class Serve:
         ready, _, _ = stdselect.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline().decode() if ready else ""
         if not line.startswith("listening on 127.0.0.1:"):
-            # The constructor fails, so no fixture will ever close it.
+            # The constructor fails, so no fixture will ever close it (its
+            # log read first: close() closes the file).
+            logs = self.logs()
             self.close()
-            raise AssertionError(f"no 'listening on' line in {timeout} s: {line!r}\n{self.logs()}")
+            raise AssertionError(f"no 'listening on' line in {timeout} s: {line!r}\n{logs}")
         return int(line.rsplit(":", 1)[1])
 
     @property

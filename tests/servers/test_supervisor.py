@@ -345,8 +345,14 @@ def test_workers_stop_when_the_supervisor_is_killed(serve):
                    for p in pids)
 
 
+def _pythonpath() -> str:
+    # SRC first; what was there before is kept after it (scripts/mutation.py
+    # puts a sitecustomize there that children need).
+    return os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+
 def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = dict(os.environ, PYTHONPATH=_pythonpath())
     return subprocess.run([sys.executable, "-m", "greenline", "serve", *args], capture_output=True,
                           text=True, timeout=30, env=env, cwd=tmp_path)
 
@@ -693,6 +699,40 @@ def test_serve_builds_its_servers_through_the_factory_it_is_given(tmp_path):
         listener.close()
 
 
+def test_the_factorys_server_runs_the_app_over_tls_with_the_handshake_timeout(tmp_path):
+    # What the factory hands each worker thread: the app's handler, TLS
+    # from --certfile/--keyfile and --handshake-timeout all reach the server
+    # (checked in this process: the workers' own copies run where mutation
+    # testing sees nothing).
+    trustme = pytest.importorskip("trustme")
+    from greenline import ssl
+    from greenline.servers.supervisor import ServeConfig, stream_server_factory
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cfg = ServeConfig(app="mine", certfile=str(tmp_path / "cert.pem"), keyfile=str(tmp_path / "key.pem"),
+                      handshake_timeout=2.5)
+
+    def handle(sock, address):
+        sock.sendall(b"from the app")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = stream_server_factory(handle, cfg)(listener)
+    assert server.handshake_timeout == 2.5
+    server.start()
+    try:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        raw = socket.create_connection(listener.getsockname(), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as c:
+            assert recv_exactly(c, 12) == b"from the app"
+    finally:
+        server.stop()
+        listener.close()
+
+
 # -- issue 15, item 8: every bad argument or app is one line and exit 2 ------
 
 def _one_line(r: subprocess.CompletedProcess[str]) -> str:
@@ -741,7 +781,7 @@ def _spawn_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                stdin: Any = None, **kw: Any) -> tuple[subprocess.Popen[bytes], str]:
     """``greenline serve ARGS`` exactly as given (no --port added), and its
     ``listening on`` line."""
-    full_env = dict(os.environ, PYTHONPATH=SRC, **(env or {}))
+    full_env = dict(os.environ, PYTHONPATH=_pythonpath(), **(env or {}))
     log = open(tmp_path / f"cli-{time.monotonic_ns()}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "greenline", "serve", *args], stdout=subprocess.PIPE,
                             stderr=log, env=full_env, cwd=tmp_path, **kw)
@@ -789,7 +829,7 @@ def test_inherited_descriptors_past_1024_do_not_break_the_supervisor(tmp_path):
         os.execv(sys.executable, [sys.executable, "-m", "greenline", *sys.argv[1:]])
     """)
     (tmp_path / "launch.py").write_text(launcher)
-    env = dict(os.environ, PYTHONPATH=SRC)
+    env = dict(os.environ, PYTHONPATH=_pythonpath())
     proc = subprocess.Popen([sys.executable, "launch.py", "serve", "upper", "--port", "0", "--procs", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     try:
