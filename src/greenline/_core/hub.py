@@ -286,6 +286,9 @@ class Hub(HubAPI):
         if self.thread_ident == os_thread_ident():
             self.yield_now()
         else:
+            # The calls spent that hub's budget, which only its own loop
+            # refills: refill it here, or every later call would yield.
+            self.io_budget = IO_BUDGET
             get_hub().yield_now()
 
     def exempt_from_budget(self) -> None:
