@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -32,6 +33,11 @@ __all__ = [
 
 _NO_KWARGS: Any = MappingProxyType({})
 
+# Names given to tasks (Task.name's setter).  Kept aside rather than in a
+# slot: few tasks are ever named, and one slot less puts a Task in a smaller
+# allocation class, 16 bytes per connection of a server.
+_names: weakref.WeakKeyDictionary[Task, str] = weakref.WeakKeyDictionary()
+
 
 def _task_main() -> None:
     # What greenlet runs for every Task: a plain function, not a ``run``
@@ -51,7 +57,7 @@ class Task(greenlet):
     """
 
     __slots__ = ("_fn", "args", "kwargs", "value", "_exc", "_links",
-                 "_started", "_finished", "_hub", "_name")
+                 "_started", "_finished", "_hub")
 
     def __init__(self, run: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> None:
         if run is not None and not callable(run):
@@ -71,7 +77,6 @@ class Task(greenlet):
         self._links: list[Callable[[Task], object]] | None = None
         self._started = False
         self._finished = False
-        self._name: str | None = None
 
     # -- lifecycle -----------------------------------------------------
 
@@ -176,14 +181,15 @@ class Task(greenlet):
 
     @property
     def name(self) -> str:
-        if self._name is None:
+        name = _names.get(self)
+        if name is None:
             fn = self._fn
-            self._name = f"Task-{id(self):x}" if fn is None else f"Task-{getattr(fn, '__name__', 'fn')}"
-        return self._name
+            name = f"Task-{id(self):x}" if fn is None else f"Task-{getattr(fn, '__name__', 'fn')}"
+        return name
 
     @name.setter
     def name(self, value: str) -> None:
-        self._name = value
+        _names[self] = value
 
     @property
     def started(self) -> bool:
