@@ -175,6 +175,19 @@ class _Expired(Exception):
 class Hub(HubAPI):
     """The event loop of one OS thread.  Get it with :func:`get_hub`."""
 
+    # Slots for what the loop and the socket calls read and write: on a
+    # free-threaded build (3.13t) a store into an instance's __dict__ takes
+    # the object's lock, a slot store does not, and every request stores
+    # several (io_budget, run_left, current).  The __dict__ (and weak
+    # references) come from HubAPI, which has no slots: gevent code and tests
+    # set attributes of their own on a hub.
+    __slots__ = (
+        "thread_ident", "ready", "parked", "pending", "level", "timers", "_timer_seq",
+        "_cancelled_timers", "fds", "io_waiters", "refs", "io_budget", "run_left", "_xcalls",
+        "_polling", "switches", "loops", "live", "max_lag", "current", "main", "greenlet",
+        "_poller", "_wake_r", "_wake_w", "_poll", "_interest", "closed",
+    )
+
     def __init__(self) -> None:
         self.thread_ident = os_thread_ident()
         self.ready: deque[greenlet] = deque()

@@ -33,8 +33,8 @@ __all__ = [
 
 _NO_KWARGS: Any = MappingProxyType({})
 
-# Names given to tasks (Task.name's setter).  Kept aside rather than in a
-# slot: few tasks are ever named, and one slot less puts a Task in a smaller
+# Tasks' names, for the few that are ever named or asked for theirs.  Kept
+# aside rather than in a slot: one slot less puts a Task in a smaller
 # allocation class, 16 bytes per connection of a server.
 _names: weakref.WeakKeyDictionary[Task, str] = weakref.WeakKeyDictionary()
 
@@ -183,8 +183,11 @@ class Task(greenlet):
     def name(self) -> str:
         name = _names.get(self)
         if name is None:
+            # Made once, when first asked for (the function is let go of
+            # when the task finishes, and the name must not change then).
             fn = self._fn
             name = f"Task-{id(self):x}" if fn is None else f"Task-{getattr(fn, '__name__', 'fn')}"
+            _names[self] = name
         return name
 
     @name.setter
