@@ -110,3 +110,21 @@ def test_a_worker_that_made_a_hub_closes_it_when_it_ends(monkeypatch, fd_count):
         greenline.sleep(0.02)
     assert pool.size == 0
     fd_count()  # the worker's epoll and eventfd are gone with it
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_job_alive(until):
+    # gevent's TestRef: once a job's result is back it is the caller's
+    # alone; a worker waiting for the next job must not hold it (it did,
+    # through the finished job, until the next job replaced it).
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    pool = ThreadPool(1)
+    payload = Payload()
+    ref = weakref.ref(payload)
+    assert pool.apply(lambda p: p, (payload,)) is payload
+    del payload
+    until(lambda: gc.collect() >= 0 and ref() is None, 5, "the payload to be freed")

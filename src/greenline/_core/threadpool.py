@@ -91,6 +91,9 @@ class ThreadPool:
                 self.queued -= 1
                 _idle_total -= 1
             job()
+            # Let go of it now, not when the next job comes: an idle worker
+            # would otherwise keep the last job's function and arguments alive.
+            del job
         # A job may have made a hub in this thread (green threads, a
         # Timeout): its epoll and eventfd would outlive the thread.
         _hub.close_thread_hub()
