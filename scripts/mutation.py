@@ -114,6 +114,45 @@ def collect(work: Path, mod: str) -> dict[str, int | None]:
     return data.get("exit_code_by_key", {})  # type: ignore[no-any-return]
 
 
+def sample_no_tests(work: Path, env: dict[str, str], tests: list[str], slow: bool, names: list[str],
+                    n: int) -> dict[str, str]:
+    """Run the whole selection against ``n`` of the mutants mutmut mapped to no
+    test (the trampoline records no hit in a child process, so a function run
+    only in ``greenline serve`` or ``greenline load`` children gets none):
+    with MUTANT_UNDER_TEST set, this process and every child run the mutant.
+    Stops at the first failing test.  Returns name -> killed / survived /
+    timeout."""
+    import random
+
+    picked = sorted(random.Random(1).sample(names, min(n, len(names))))
+    marks = [] if slow else ["-m", "not slow and not stdlib"]
+    out: dict[str, str] = {}
+    print(f"\nthe whole selection against {len(picked)} of the {len(names)} mutants with no tests:", flush=True)
+    for name in picked:
+        started = time.monotonic()
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+               *marks, *tests]
+        proc = subprocess.Popen(cmd, cwd=work / "mutants", env={**env, "MUTANT_UNDER_TEST": name},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = proc.wait(timeout=900)
+            verdict = "survived" if code == 0 else "killed" if code == 1 else f"other (pytest exit {code})"
+        except subprocess.TimeoutExpired:
+            verdict = "timeout"
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever its tests left running
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        out[name] = verdict
+        print(f"  {name}: {verdict} ({time.monotonic() - started:.0f} s)", flush=True)
+    done = [v for v in out.values() if v in ("killed", "timeout", "survived")]
+    caught = sum(v != "survived" for v in done)
+    if done:
+        print(f"sample: {caught} of {len(done)} caught ({100.0 * caught / len(done):.0f}%)")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("module", help="e.g. greenline/_core/timeout.py")
@@ -124,9 +163,16 @@ def main() -> int:
                     help="stop after this many seconds and report what was checked (partial)")
     ap.add_argument("--keep", action="store_true",
                     help="reuse the scratch directory's earlier results instead of starting afresh")
+    ap.add_argument("--report-only", action="store_true",
+                    help="do not run mutmut: report the scratch directory's results (of an earlier run)")
     ap.add_argument("--no-diffs", action="store_true", help="do not print the survivors' diffs")
     ap.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if the score (%%) is below this")
     ap.add_argument("--json", help="also write the counts and survivors' names to this file")
+    ap.add_argument("--sample-no-tests", type=int, default=0, metavar="N",
+                    help="then run the whole test selection against N mutants (drawn at random, seed 1) "
+                         "that mutmut found no test for: code run only in child processes")
+    ap.add_argument("--sample-only", metavar="TEXT",
+                    help="draw that sample only from the mutants whose name contains TEXT (a function)")
     args = ap.parse_args()
 
     mod = module_path(args.module)
@@ -135,7 +181,7 @@ def main() -> int:
         if not (ROOT / t).is_file():
             raise SystemExit(f"mutation.py: no such test file: {t}")
     work = ROOT / "mutants" / mod.removesuffix(".py").replace("/", ".")
-    if work.exists() and not args.keep:
+    if work.exists() and not (args.keep or args.report_only):
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     # examples/: tests start servers from examples/apps (mutmut copies it
@@ -167,36 +213,39 @@ def main() -> int:
     log_path = work / "mutmut.log"
     started = time.monotonic()
     partial = False
-    for attempt in range(3):
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            left = None if args.time_limit is None else max(1.0, args.time_limit - (time.monotonic() - started))
-            try:
-                proc.wait(timeout=left)
-            except subprocess.TimeoutExpired:
-                partial = True
-                # The run, its forked mutants and whatever their tests started.
-                os.killpg(proc.pid, signal.SIGTERM)
+    returncode: int | None = 0
+    if not args.report_only:
+        for attempt in range(3):
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+                left = None if args.time_limit is None else max(1.0, args.time_limit - (time.monotonic() - started))
                 try:
-                    proc.wait(timeout=30)
+                    proc.wait(timeout=left)
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        # mutmut first runs the tests once unmutated (to map tests to
-        # functions, then as a clean run); a timing test failing there on a
-        # loaded machine stops it before any mutant.  Try again: the stats
-        # it collected are kept.
-        if partial or proc.returncode == 0 or "Failed to run" not in log_path.read_text(errors="replace"):
-            break
-        print(f"mutmut's unmutated test run failed (attempt {attempt + 1}); trying again", flush=True)
-        log_path.rename(log_path.with_suffix(f".failed{attempt + 1}.log"))
+                    partial = True
+                    # The run, its forked mutants and whatever their tests started.
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+            # mutmut first runs the tests once unmutated (to map tests to
+            # functions, then as a clean run); a timing test failing there on a
+            # loaded machine stops it before any mutant.  Try again: the stats
+            # it collected are kept.
+            returncode = proc.returncode
+            if partial or returncode == 0 or "Failed to run" not in log_path.read_text(errors="replace"):
+                break
+            print(f"mutmut's unmutated test run failed (attempt {attempt + 1}); trying again", flush=True)
+            log_path.rename(log_path.with_suffix(f".failed{attempt + 1}.log"))
     took = time.monotonic() - started
     codes = collect(work, mod)
-    if not codes or (proc.returncode not in (0, None) and not partial and not any(
+    if not codes or (returncode not in (0, None) and not partial and not any(
             c is not None for c in codes.values())):
         print(log_path.read_text(errors="replace")[-4000:])
-        print(f"mutation.py: mutmut failed (exit {proc.returncode}); log: {log_path}")
+        print(f"mutation.py: mutmut failed (exit {returncode}); log: {log_path}")
         return 2
 
     killed = sorted(k for k, c in codes.items() if c in KILLED)
@@ -225,11 +274,16 @@ def main() -> int:
                  "show", name], cwd=work, env=env, capture_output=True, text=True)
             print(f"--- {name}")
             print(diff.stdout.strip() or diff.stderr.strip())
+    sample: dict[str, str] = {}
+    pool = [n for n in no_tests if args.sample_only is None or args.sample_only in n]
+    if args.sample_no_tests and pool:
+        sample = sample_no_tests(work, env, tests, args.slow, pool, args.sample_no_tests)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "module": f"src/{mod}", "tests": tests, "seconds": round(took), "partial": partial,
             "killed": len(killed), "timeout": len(timeout), "survived": survived,
-            "no_tests": no_tests, "not_checked": len(unchecked), "score": round(score, 1)}, indent=1))
+            "no_tests": no_tests, "not_checked": len(unchecked), "score": round(score, 1),
+            "no_tests_sample": sample}, indent=1))
     return 1 if score < args.fail_under else 0
 
 

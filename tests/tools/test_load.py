@@ -406,6 +406,17 @@ def test_raise_fd_limit_in_process() -> None:
         want = min(soft + 10, hard) if hard != resource.RLIM_INFINITY else soft + 10
         raise_fd_limit(want)
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= want
+        # From a lower soft limit (the soft limit often is the hard one
+        # already, and then there is nothing to raise): raised to what is
+        # needed, up to the hard limit itself, and never lowered.
+        top = hard if hard != resource.RLIM_INFINITY else 4096
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
+        raise_fd_limit(1100)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (1100, hard)
+        raise_fd_limit(1050)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (1100, hard)
+        raise_fd_limit(top)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (top, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -454,9 +465,11 @@ def test_parse_target() -> None:
     assert parse_target("127.0.0.1:80") == ("127.0.0.1", 80)
     assert parse_target("[::1]:8080") == ("::1", 8080)
     assert parse_target("localhost:1") == ("localhost", 1)
-    for bad in ("127.0.0.1", ":80", "host:0", "host:x", "host:70000"):
-        with pytest.raises(LoadError):
+    assert parse_target("h:65535") == ("h", 65535)
+    for bad in ("127.0.0.1", ":80", "host:0", "host:x", "host:70000", "host:65536"):
+        with pytest.raises(LoadError) as err:
             parse_target(bad)
+        assert str(err.value) == f"target must be HOST:PORT or an http:// or https:// URL, not {bad!r}"
 
 
 def test_usage_errors_exit_2() -> None:

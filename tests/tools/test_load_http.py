@@ -26,13 +26,18 @@ from greenline import socket as gsocket
 from greenline._core.hub import get_hub
 from greenline._core.hub import sleep as gsleep
 from greenline._core.task import Task, killall, spawn
-from greenline.tools.load import LoadError, http_request, parse_duration
+from greenline.tools.load import MAX_PIPELINE, LoadError, http_request, parse_duration
 from greenline.tools.load_http import (
     HeadResponses,
+    HTTPArgumentError,
     Response,
     TrackedResponse,
+    build_request,
     ended_by_eof,
+    host_header,
     parse_expect_status,
+    parse_header,
+    parse_url,
 )
 from greenline.tools.report import LoadResult
 
@@ -577,12 +582,114 @@ def test_request_bytes_are_built_once() -> None:
         http_request("http://h/", pipeline=0)
 
 
+def test_the_request_carries_the_command_lines_options() -> None:
+    req = http_request("https://example.test/x", "head", pipeline=MAX_PIPELINE, expect="2xx, 404")
+    assert (req.method, req.pipeline, req.expect_text, req.body_size) == ("HEAD", MAX_PIPELINE, "2xx,404", 0)
+    assert req.expect == parse_expect_status("2xx,404") and req.head
+    assert req.wire.startswith(b"HEAD /x HTTP/1.1\r\nHost: example.test\r\n")  # 443 is https's own port
+    plain = http_request("http://h/", "POST", body=b"12345")
+    assert (plain.pipeline, plain.expect_text, plain.body_size) == (1, "2xx,3xx", 5)
+    assert plain.expect == parse_expect_status("2xx,3xx") and not plain.head
+    # The command line prints these words after "greenline load: ".
+    for kwargs, says in [
+        ({"method": "head", "body": b"x"}, "a HEAD request has no body"),
+        ({"pipeline": 0}, f"--pipeline must be from 1 to {MAX_PIPELINE}"),
+        ({"pipeline": MAX_PIPELINE + 1}, f"--pipeline must be from 1 to {MAX_PIPELINE}"),
+    ]:
+        with pytest.raises(LoadError) as err:
+            http_request("http://h/", **kwargs)
+        assert str(err.value) == says
+
+
+def test_a_url_gives_scheme_host_port_and_target() -> None:
+    assert parse_url("http://h") == ("http", "h", 80, "/")
+    assert parse_url("https://h") == ("https", "h", 443, "/")
+    assert parse_url("HTTP://H:1/Xy?q=1") == ("http", "h", 1, "/Xy?q=1")
+    assert parse_url("http://h:65535/") == ("http", "h", 65535, "/")
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://[::1/", "bad URL 'http://[::1/': "),
+    ("ftp://h/", "the URL must start with http:// or https://, not 'ftp://h/'"),
+    ("http:///x", "no host in the URL 'http:///x'"),
+    ("http://user@h/", "user names and passwords in the URL are not supported; send an Authorization "
+                       "header with -H"),
+    ("http://h:0/", "bad port in the URL 'http://h:0/'"),
+    ("http://h/a b", "the path must be ASCII without spaces (percent-encode it): '/a b'"),
+    ("http://h/\u00e9", "the path must be ASCII without spaces (percent-encode it): '/\u00e9'"),
+])
+def test_a_bad_url_is_refused_saying_why(url: str, says: str) -> None:
+    # The words `greenline load` prints after its name (exit 2).
+    with pytest.raises(HTTPArgumentError) as err:
+        parse_url(url)
+    assert str(err.value).startswith(says) and (says.endswith(": ") or str(err.value) == says)
+
+
+def test_headers_from_the_command_line() -> None:
+    assert parse_header("X-Time:  12:30 ") == ("X-Time", "12:30")
+    for text, says in [
+        ("nocolon", "a header is 'Name: value', not 'nocolon'"),
+        ("Bad Name: v", "a header is 'Name: value', not 'Bad Name: v'"),
+        ("X: a\nb", "a header value cannot span lines: 'X: a\\nb'"),
+        ("X: a\rb", "a header value cannot span lines: 'X: a\\rb'"),
+        ("X: \u20ac", "a header value must be Latin-1: 'X: \u20ac'"),
+    ]:
+        with pytest.raises(HTTPArgumentError) as err:
+            parse_header(text)
+        assert str(err.value) == says
+
+
+def test_the_users_headers_replace_ours_and_a_body_method_gets_a_length() -> None:
+    assert build_request("GET", "h", "/", [("user-agent", "mine"), ("HOST", "other")], None) == \
+        b"GET / HTTP/1.1\r\nuser-agent: mine\r\nHOST: other\r\n\r\n"
+    assert build_request("POST", "h", "/", [("content-length", "0")], None) == \
+        b"POST / HTTP/1.1\r\nHost: h\r\nUser-Agent: greenline-load\r\ncontent-length: 0\r\n\r\n"
+    for method in ("POST", "PUT", "PATCH"):
+        assert build_request(method, "h", "/", [], None).endswith(b"\r\nContent-Length: 0\r\n\r\n")
+    assert b"Content-Length" not in build_request("DELETE", "h", "/", [], None)
+    for method, headers, says in [
+        ("G ET", [], "bad method 'G ET'"),
+        ("POST", [("Transfer-Encoding", "chunked")],
+         "Transfer-Encoding cannot be set: the body is sent with a Content-Length"),
+    ]:
+        with pytest.raises(HTTPArgumentError) as err:
+            build_request(method, "h", "/", headers, b"x")
+        assert str(err.value) == says
+
+
+def test_the_host_header_names_the_port_unless_it_is_the_schemes_own() -> None:
+    assert [host_header("h", 80, "http"), host_header("h", 443, "https"), host_header("h", 443, "http"),
+            host_header("h", 80, "https"), host_header("h", 81, "http")] == ["h", "h", "h:443", "h:80", "h:81"]
+    assert [host_header("::1", 80, "http"), host_header("::1", 8080, "http")] == ["[::1]", "[::1]:8080"]
+
+
+def test_expect_status_flags_and_errors() -> None:
+    flags = parse_expect_status("4xx,2xx")
+    assert flags == parse_expect_status("2xx, 4xx") and len(flags) == 1000 and set(flags) == {0, 1}
+    assert [c for c in range(1000) if flags[c]] == [*range(200, 300), *range(400, 500)]
+    assert set(parse_expect_status("200")) == {0, 1}
+    for text, says in [
+        ("", "--expect-status takes codes and classes like 200,404 or 2xx,404, not ''"),
+        ("2xx,,404", "--expect-status takes codes and classes like 200,404 or 2xx,404, not '2xx,,404'"),
+        ("2xx,abc", "--expect-status: 'abc' is neither a status code (200) nor a class (2xx)"),
+    ]:
+        with pytest.raises(HTTPArgumentError) as err:
+            parse_expect_status(text)
+        assert str(err.value) == says
+
+
 def test_durations() -> None:
     assert parse_duration("30s") == 30 and parse_duration("2m") == 120 and parse_duration("1h") == 3600
     assert parse_duration("500ms") == 0.5 and parse_duration("1.5") == 1.5 and parse_duration("2M") == 120
     for bad in ("nan", "inf", "-1", "0", "0s", "1e999", "5 parsecs", "", "s"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+    with pytest.raises(ValueError) as err:
+        parse_duration("5 parsecs")
+    assert str(err.value) == "not a duration: '5 parsecs' (give seconds, or a number with ms, s, m or h)"
+    with pytest.raises(ValueError) as err:
+        parse_duration("0s")
+    assert str(err.value) == "a duration must be positive: '0s'"
 
 
 def test_expect_status_table() -> None:
