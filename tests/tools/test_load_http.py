@@ -28,8 +28,10 @@ from greenline._core.hub import sleep as gsleep
 from greenline._core.task import Task, killall, spawn
 from greenline.tools.load import MAX_PIPELINE, LoadError, http_request, parse_duration
 from greenline.tools.load_http import (
+    MAX_HEAD,
     HeadResponses,
     HTTPArgumentError,
+    MalformedResponse,
     Response,
     TrackedResponse,
     build_request,
@@ -710,9 +712,14 @@ def test_response_parser_counts_and_frames() -> None:
     assert not proto.closing and not proto.in_message
     parser.feed_data(RESPONSES["eof"])  # no length: complete only at EOF
     assert proto.done == 4 and proto.in_message and proto.ends_at_eof() and proto.done == 5
+    assert proto.closing  # a body read to EOF: that connection is over
     proto = TrackedResponse({}, parse_expect_status("2xx"))
     proto.parser().feed_data(RESPONSES["truncated"])
     assert proto.in_message and not proto.ends_at_eof()  # it had a length: truncated
+    # "Connection: close": counted, and the connection is not used again.
+    for closing in (Response({}, parse_expect_status("2xx")), TrackedResponse({}, parse_expect_status("2xx"))):
+        closing.parser().feed_data(RESPONSES["close"])
+        assert closing.done == 1 and closing.closing
 
 
 def test_a_response_ended_by_eof_is_judged_from_its_start() -> None:
@@ -723,6 +730,10 @@ def test_a_response_ended_by_eof_is_judged_from_its_start() -> None:
     assert ended_by_eof(RESPONSES["truncated chunked"]) == (False, True)
     assert ended_by_eof(RESPONSES["truncated head"]) == (False, False)
     assert ended_by_eof(b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\n\r\nab") == (False, True)
+    # A header as long as Content-Length (14) or Transfer-Encoding (17) is no framing.
+    assert ended_by_eof(b"HTTP/1.1 200 OK\r\nX-Abcdefghijkl: 1\r\nX-Abcdefghijklmno: 2\r\n\r\nab") == \
+        (True, True)
+    assert ended_by_eof(RESPONSES["malformed"]) == (False, False)  # not HTTP: never complete
 
 
 def test_head_responses_split_at_the_blank_line() -> None:
@@ -734,6 +745,15 @@ def test_head_responses_split_at_the_blank_line() -> None:
     assert proto.done == 0 and proto.in_message
     feed(heads[20:])
     assert proto.done == 4 and statuses == {200: 3, 204: 1} and not proto.in_message
+    # Heads whose message ends with them, several in one read: each cut exactly.
+    feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 2)
+    assert proto.done == 6 and not proto.in_message
+    # No blank line in MAX_HEAD bytes: not an HTTP server.
+    feed(b"x" * MAX_HEAD)
+    assert proto.in_message  # still waiting, at the limit
+    with pytest.raises(MalformedResponse) as err:
+        feed(b"x")
+    assert str(err.value) == f"no end of the response head in {MAX_HEAD + 1:,} bytes"
 
 
 def test_report_merges_status_counts() -> None:
