@@ -210,6 +210,10 @@ def main() -> int:
            "run", "--max-children", str(args.max_children)]
     print(f"mutmut on src/{mod} against {' '.join(tests)}" + (" (slow tests too)" if args.slow else ""),
           flush=True)
+    # mutmut puts mutants/src on sys.path (and takes src off) when it
+    # starts, only if it exists: on a fresh run it did not yet, and the
+    # first unmutated test run failed on "No module named 'greenline'".
+    (work / "mutants" / "src").mkdir(parents=True, exist_ok=True)
     log_path = work / "mutmut.log"
     started = time.monotonic()
     partial = False
