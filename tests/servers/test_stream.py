@@ -794,6 +794,32 @@ def test_a_tls_handshake_not_finished_in_time_is_closed(tls_files, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_the_tls_handshake_limit_counts_from_the_accept_not_from_the_first_byte(tls_files):
+    # A client slow to say hello, then stalling mid-ClientHello: the handshake
+    # timeout bounds the whole of it from the accept.  (The TLS socket also
+    # carries a timeout of the same length, counted from the first byte: a
+    # test whose client speaks at once cannot tell the two apart.)
+    ca, certfile, keyfile = tls_files
+    server = StreamServer(("127.0.0.1", 0), upper, certfile=certfile, keyfile=keyfile,
+                          handshake_timeout=0.8)
+    server.start()
+    try:
+        c = connect(server)
+        start = time.monotonic()
+        greenline.sleep(0.6)  # time itself: the client's delay before its first byte
+        c.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then nothing
+        try:
+            assert c.recv(100) == b""  # closed by the server...
+        except ConnectionResetError:
+            pass  # ...with our bytes unread
+        took = time.monotonic() - start
+        # From the accept: 0.8 s; from the first byte it would be 1.4 s.
+        assert 0.75 <= took < 1.2, took
+        c.close()
+    finally:
+        server.stop()
+
+
 MEMORY_SERVER = """
 import sys
 from greenline.servers.stream import StreamServer
