@@ -21,6 +21,7 @@ def test_merge_adds_the_parts_and_recomputes_the_reply_rate():
     assert m.replies_per_s == pytest.approx(900 / 4.0)  # verified and mismatched, over the longest
     assert m.target == "h:1" and m.security == "tls"  # one target; empty security skipped
     assert LoadResult.merge([LoadResult()]).replies_per_s == 0.0  # no time, no rate
+    assert LoadResult.merge([LoadResult(elapsed=0.5, verified=3)]).replies_per_s == 6.0
     with pytest.raises(ValueError, match="^nothing to merge$"):
         LoadResult.merge([])
 
@@ -37,9 +38,22 @@ def test_problems_name_each_failure_in_words():
     assert not many.ok
 
 
+def test_problems_of_an_http_run_speak_of_responses_and_statuses():
+    one = LoadResult(protocol="http", verified=5, mismatches=1, statuses={"200": 5, "503": 1},
+                     expect_status="2xx")
+    assert one.problems() == ["1 response with an unexpected status (503 1; expected 2xx)"]
+    bad = LoadResult(protocol="https", mismatches=3, statuses={"500": 2, "404": 1}, expect_status="2xx,3xx",
+                     errors={"reset": 2, "refused": 1})
+    assert bad.problems() == ["3 responses with an unexpected status (404 1, 500 2; expected 2xx,3xx)",
+                              "3 errors (refused 1, reset 2)", "no response had an expected status"]
+
+
 def test_format_us_picks_the_unit():
     assert [format_us(x) for x in (None, 0, 999, 1500, 2_500_000)] == \
         ["-", "0 µs", "999 µs", "1.50 ms", "2.500 s"]
+    # The boundaries belong to the larger unit; each unit divides exactly.
+    assert [format_us(x) for x in (1000, 999_000, 1_000_000, 1_000_000_000)] == \
+        ["1.00 ms", "999.00 ms", "1.000 s", "1000.000 s"]
 
 
 # The keys a part must have.
@@ -60,6 +74,8 @@ def test_a_part_read_back_is_the_part_written():
     # The required keys alone make a part (no "format": taken as the current one).
     least = LoadResult.from_part(dict.fromkeys(REQUIRED, 1))
     assert (least.connections, least.elapsed, least.first_reply, least.target) == (1, 1.0, None, "")
+    assert least.replies_per_s == 2.0  # a verified and a mismatched reply in one second
+    assert LoadResult.from_part({**dict.fromkeys(REQUIRED, 1), "elapsed": 0}).replies_per_s == 0.0
 
 
 @pytest.mark.parametrize(("content", "why"), [
