@@ -61,12 +61,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from threads_scaling import load_cclient, tree_pids  # bench/ is on sys.path: the script's directory
+# bench/ is on sys.path: the script's directory
+from threads_scaling import load_cclient, tree_rss, tree_times
 
 cclient = load_cclient()  # src/greenline/tools/cclient.py: builds the client, reads its result line
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # key -> (label, module or command after "python -m", the library it needs)
 SERVERS: dict[str, tuple[str, list[str], str | None]] = {
@@ -78,33 +77,6 @@ SERVERS: dict[str, tuple[str, list[str], str | None]] = {
 }
 REFERENCE = "uvloop-protocol"
 START_TIMEOUT = 30.0
-
-
-def tree_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of ``pid`` and its descendants so far."""
-    user = system = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / _CLK_TCK, system / _CLK_TCK
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its descendants."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * _PAGE
-        except OSError:
-            continue
-    return total
 
 
 def _read_int(path: str) -> int | None:

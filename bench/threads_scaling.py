@@ -39,6 +39,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 CCLIENT = ROOT / "src" / "greenline" / "tools" / "cclient.py"  # builds tools/upper_client.c
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 DEFAULT_CONFIGS = ["ft:1x1", "ft:1x2", "ft:2x1", "this:1x1", "this:2x1"]
 
@@ -84,9 +85,9 @@ def tree_pids(pid: int) -> list[int]:
     return pids
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants so far."""
-    total = 0
+def tree_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its descendants so far."""
+    user = system = 0
     for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/stat", "rb") as f:
@@ -94,8 +95,26 @@ def tree_cpu(pid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / _CLK_TCK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / _CLK_TCK, system / _CLK_TCK
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants so far."""
+    return sum(tree_times(pid))
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its descendants."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except OSError:
+            continue
+    return total
 
 
 def free_port() -> int:
