@@ -92,7 +92,8 @@ class ThreadPool:
                 _idle_total -= 1
             job()
             # Let go of it now, not when the next job comes: an idle worker
-            # would otherwise keep the last job's function and arguments alive.
+            # would otherwise keep the finished job, with its result and the
+            # caller's green thread and hub, alive.
             del job
         # A job may have made a hub in this thread (green threads, a
         # Timeout): its epoll and eventfd would outlive the thread.

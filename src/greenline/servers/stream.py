@@ -551,10 +551,12 @@ class StreamServer(BoundAddress):
                 log.warning("accepting again (open connections: %d)", len(conns))
                 delay = 0.0
             self.accepted += 1
-            if type(address) is tuple:
+            if type(address) is tuple and type(address[0]) is str:
                 # Every accept makes a new string for the peer's host, and
                 # the handler keeps it for the connection's life: interned,
                 # 10,000 clients of one host share one (64 bytes each saved).
+                # (Not every family's first field is a string: AF_VSOCK's
+                # is a number.)
                 address = (sys.intern(address[0]), *address[1:])
             if idle is not None:
                 conn.set_idle_timeout(idle)  # type: ignore[attr-defined]  # ours, always
