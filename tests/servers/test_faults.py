@@ -183,8 +183,15 @@ def test_idle_timeout_spares_slow_progress_and_closes_a_stalled_writer(serve):
     def stalled_writer() -> tuple[float, str]:
         # Sends and never reads: the server's sendall makes no progress once
         # our receive buffer is full, and the server must give up on it.
-        c = socket.create_connection(srv.address, timeout=15)
+        # The small receive buffer is set before connect(), as tcp(7) says
+        # it must be to take effect: set after, the window the handshake
+        # announced may still grow now and then, and every bit of it is
+        # progress that spares the server's send (CI once saw the server
+        # never give up, on a loaded machine).
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.settimeout(15)
+        c.connect(srv.address)
         t0 = time.monotonic()
         try:
             while True:
