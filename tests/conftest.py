@@ -123,3 +123,37 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str 
 def until() -> Callable[..., None]:
     """``until(predicate, timeout=5, what=...)``: see :func:`wait_until`."""
     return wait_until
+
+
+def calls_in_a_row(call: Callable[[], object], calls: int) -> list[int]:
+    """Make ``calls`` calls of ``call`` in a green thread beside another that
+    counts its own turns; return how many calls ran in a row between two of
+    those turns (the IO budget's fairness, seen from outside)."""
+    import greenline
+
+    passes = 0
+    seen: list[int] = []  # the counter's count at each call
+    done = False
+
+    def caller() -> None:
+        nonlocal done
+        for _ in range(calls):
+            seen.append(passes)
+            call()
+        done = True
+
+    def counter() -> None:
+        nonlocal passes
+        while not done:
+            passes += 1
+            greenline.sleep(0)
+
+    greenline.joinall([greenline.spawn(caller), greenline.spawn(counter)], raise_error=True, timeout=10)
+    assert done
+    return [seen.count(p) for p in sorted(set(seen))]
+
+
+@pytest.fixture
+def in_a_row() -> Callable[[Callable[[], object], int], list[int]]:
+    """``in_a_row(call, calls)``: see :func:`calls_in_a_row`."""
+    return calls_in_a_row

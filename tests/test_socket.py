@@ -1166,29 +1166,10 @@ def _fairness_case(kind: str):
     "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "recvmsg_into",
     "send", "sendall", "sendall_bytearray", "sendmsg", "sendto", "accept",
 ])
-def test_calls_that_never_block_yield_once_per_io_budget(kind):
+def test_calls_that_never_block_yield_once_per_io_budget(kind, in_a_row):
     call, closing = _fairness_case(kind)
-    passes = 0
-    seen: list[int] = []  # the other green thread's count at each call
-    done = False
-
-    def caller():
-        nonlocal done
-        for _ in range(_CALLS):
-            seen.append(passes)
-            call()
-        done = True
-
-    def counter():
-        nonlocal passes
-        while not done:
-            passes += 1
-            greenline.sleep(0)
-
     try:
-        greenline.joinall([greenline.spawn(caller), greenline.spawn(counter)], raise_error=True, timeout=10)
-        assert done
-        runs = [seen.count(p) for p in sorted(set(seen))]  # calls in a row, between two counts
+        runs = in_a_row(call, _CALLS)  # calls in a row, between two turns of another green thread
         assert max(runs) <= IO_BUDGET, runs  # never more than a budget without yielding...
         assert runs == [IO_BUDGET] * _ROUNDS, runs  # ...and not less: it never blocked
     finally:

@@ -152,7 +152,7 @@ def test_a_green_thread_that_always_has_data_cannot_keep_the_hub():
     b.close()
 
 
-def _calls_in_a_row_in_a_second_os_thread(calls: int) -> list[int]:
+def _calls_in_a_row_in_a_second_os_thread(in_a_row, calls: int) -> list[int]:
     """A socket registered with the main thread's hub, then used by a second
     OS thread whose ``calls`` recv calls never block, beside a green thread
     counting its turns: how many calls ran in a row between two turns."""
@@ -167,30 +167,15 @@ def _calls_in_a_row_in_a_second_os_thread(calls: int) -> list[int]:
     b.sendall(b"x" * (calls + 1))
     assert a.recv(1) == b"x"  # a wait here: known readable from now on
     assert a._gl_st.hub is main_hub and a._gl_st.readable
-    seen: list[int] = []  # the other green thread's count at each call
+    runs: list[int] = []
     errors: list[BaseException] = []
 
+    def recv_one():
+        assert a.recv(1) == b"x"
+
     def second_thread():
-        passes = 0
-        done = False
-
-        def caller():
-            nonlocal done
-            for _ in range(calls):
-                seen.append(passes)
-                assert a.recv(1) == b"x"
-            done = True
-
-        def counter():
-            nonlocal passes
-            while not done:
-                passes += 1
-                greenline.sleep(0)
-
         try:
-            greenline.joinall([greenline.spawn(caller), greenline.spawn(counter)], raise_error=True,
-                              timeout=10)
-            assert done
+            runs.extend(in_a_row(recv_one, calls))
         except BaseException as e:  # reported to the main thread below
             errors.append(e)
         finally:
@@ -203,26 +188,26 @@ def _calls_in_a_row_in_a_second_os_thread(calls: int) -> list[int]:
     assert a._gl_st.hub is main_hub  # never waited there: the budget was the main hub's
     a.close()
     b.close()
-    return [seen.count(p) for p in sorted(set(seen))]
+    return runs
 
 
-def test_a_socket_another_os_threads_hub_watches_spends_the_budget_yielding_in_the_callers_hub():
+def test_a_socket_another_os_threads_hub_watches_spends_the_budget_yielding_in_the_callers_hub(in_a_row):
     # Its calls spend the budget of the hub that watches the socket; when
     # that runs out the caller must yield in its own thread's hub (no green
     # thread can switch into another thread's), letting that thread's other
     # green threads run.
     from greenline._core.hub import IO_BUDGET
 
-    runs = _calls_in_a_row_in_a_second_os_thread(IO_BUDGET * 3)
+    runs = _calls_in_a_row_in_a_second_os_thread(in_a_row, IO_BUDGET * 3)
     assert len(runs) > 1 and max(runs) <= IO_BUDGET, runs
 
 
-def test_a_second_os_thread_yields_once_per_io_budget_not_at_every_call():
+def test_a_second_os_thread_yields_once_per_io_budget_not_at_every_call(in_a_row):
     # budget_spent once refilled only the caller's own hub, leaving the
     # other's spent: every later call yielded, runs [64, 1, 1, ...].
     from greenline._core.hub import IO_BUDGET
 
-    assert _calls_in_a_row_in_a_second_os_thread(IO_BUDGET * 3) == [IO_BUDGET] * 3
+    assert _calls_in_a_row_in_a_second_os_thread(in_a_row, IO_BUDGET * 3) == [IO_BUDGET] * 3
 
 
 def test_deadlock_is_reported_not_hung():
